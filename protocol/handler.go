@@ -1,0 +1,103 @@
+package protocol
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Handler serves raw requests. A proxy that forwards payloads verbatim
+// implements it directly; a session store is adapted with NewCacheHandler.
+//
+// ServeDistcache returns the response payload (at most MaxPayload bytes; the
+// Server only reads it, so shared slices are fine). A non-nil error closes the
+// connection after the responses to earlier requests have been written; it is
+// the only way to express "no response" (spec §4.2 row 1). ServeDistcache may
+// be called concurrently for pipelined requests of one connection; the Server
+// still writes responses in request order. req.Payload is owned by the handler.
+type Handler interface {
+	ServeDistcache(ctx context.Context, req *Message) ([]byte, error)
+}
+
+// HandlerFunc adapts a function to the Handler interface.
+type HandlerFunc func(ctx context.Context, req *Message) ([]byte, error)
+
+// ServeDistcache calls f(ctx, req).
+func (f HandlerFunc) ServeDistcache(ctx context.Context, req *Message) ([]byte, error) {
+	return f(ctx, req)
+}
+
+// Cache is what a session store offers. Errors mean "could not serve" (no
+// quorum, shutting down, ...): NewCacheHandler maps them onto the protocol's
+// only error channels, never onto a new code (spec §12).
+//
+// id and data alias the request payload, which the store may keep.
+type Cache interface {
+	// Add stores a new entry and returns StatusOK, or StatusAddExists if an
+	// unexpired entry with this id exists (which is left untouched).
+	Add(ctx context.Context, id, data []byte, timeout time.Duration) (Status, error)
+	// Get returns the data of an unexpired entry.
+	Get(ctx context.Context, id []byte) (data []byte, ok bool, err error)
+	// Remove deletes an unexpired entry and reports whether there was one.
+	Remove(ctx context.Context, id []byte) (removed bool, err error)
+	// Have reports whether an unexpired entry exists.
+	Have(ctx context.Context, id []byte) (ok bool, err error)
+	// Take returns the data of an unexpired entry and removes it atomically.
+	Take(ctx context.Context, id []byte) (data []byte, ok bool, err error)
+}
+
+// NewCacheHandler adapts c to a Handler implementing the server semantics of
+// spec §4: ADD validation in the spec's order (ParseAddRequest), ADD payloads
+// shorter than 8 bytes close the connection, GET/TAKE answer the data or 0x01.
+// Cache errors answer StatusDisconnected (0x02) to ADD/REMOVE/HAVE, which C
+// clients treat as a failed operation, and a miss to GET/TAKE.
+func NewCacheHandler(c Cache) Handler { return cacheHandler{c} }
+
+type cacheHandler struct{ c Cache }
+
+func (h cacheHandler) ServeDistcache(ctx context.Context, req *Message) ([]byte, error) {
+	switch req.Op {
+	case OpAdd:
+		a, err := ParseAddRequest(req.Payload)
+		if err != nil {
+			var se *StatusError
+			if errors.As(err, &se) {
+				return se.Status.Payload(), nil
+			}
+			return nil, err
+		}
+		st, err := h.c.Add(ctx, a.ID, a.Data, a.Timeout())
+		if err != nil {
+			return StatusDisconnected.Payload(), nil
+		}
+		return st.Payload(), nil
+	case OpGet, OpTake:
+		get := h.c.Get
+		if req.Op == OpTake {
+			get = h.c.Take
+		}
+		data, ok, err := get(ctx, req.Payload)
+		if err != nil || !ok || len(data) == 0 {
+			return StatusNotOK.Payload(), nil
+		}
+		return data, nil
+	case OpRemove:
+		ok, err := h.c.Remove(ctx, req.Payload)
+		return boolStatus(ok, err), nil
+	case OpHave:
+		ok, err := h.c.Have(ctx, req.Payload)
+		return boolStatus(ok, err), nil
+	}
+	return nil, fmt.Errorf("protocol: unsupported operation %v", req.Op)
+}
+
+func boolStatus(ok bool, err error) []byte {
+	switch {
+	case err != nil:
+		return StatusDisconnected.Payload()
+	case ok:
+		return StatusOK.Payload()
+	}
+	return StatusNotOK.Payload()
+}

@@ -1,0 +1,53 @@
+// Package memcache serves the memcached text protocol over a replicated
+// session cache, so that Apache httpd's mod_socache_memcache (apr_memcache)
+// can use a distcache cluster node unchanged.
+//
+// # Wire format
+//
+// Only the text protocol is spoken. Supported commands:
+//
+//	get <key>*                                  VALUE <key> <flags> <bytes>\r\n<data>\r\n ... END\r\n
+//	set|add <key> <flags> <exptime> <bytes> [noreply]\r\n<data>\r\n
+//	                                            STORED | NOT_STORED
+//	delete <key> [0] [noreply]                  DELETED | NOT_FOUND
+//	version | stats | verbosity <n> | quit
+//
+// Apache sends "set <key> 0 299 181 \r\n" (note the space before CRLF): lines
+// are split on runs of spaces and may end in "\r\n" or "\n". Unknown commands
+// get ERROR, malformed known ones CLIENT_ERROR <msg>, failed Cache calls (no
+// quorum, timeout) SERVER_ERROR <msg>. noreply suppresses every answer of its
+// command. gets/cas, incr/decr, append/prepend, touch and flush_all are not
+// offered: a TLS session cache has no use for them and the replicated store
+// does not keep CAS versions.
+//
+// exptime follows memcached: 0 never expires (passed to the Cache as
+// NoExpiry, which the node maps to the store's maximum lifetime), negative is
+// already expired, more than 30 days is an absolute Unix time. An already
+// expired set deletes the key; an already expired add only reports whether a
+// live entry existed.
+//
+// # Decisions
+//
+//   - One request at a time per connection, answers strictly in order; the
+//     write buffer is flushed only when no further request is buffered, so a
+//     pipelined burst is answered with one write. Apache holds pooled
+//     connections idle for a long time, so IdleTimeout defaults to none, but
+//     once the first byte of a request has arrived the whole request (line and
+//     data block) must arrive within ReadTimeout (slowloris protection).
+//   - Every Cache call has a RequestTimeout deadline, so a node without quorum
+//     answers SERVER_ERROR promptly: Apache's memcache client has no read
+//     timeout and a silent server would hang TLS handshakes.
+//   - Bounds: command line MaxLineLength (2048), key 250 bytes without control
+//     characters, value MaxValueSize (64 KiB, the store's default limit). A
+//     larger value is answered "SERVER_ERROR object too large for cache" and
+//     its data block discarded, as memcached does, up to 1 MiB; beyond that,
+//     or when the stream cannot be resynchronised (bad byte count, data block
+//     not ending in CRLF, over-long line), the connection is closed after one
+//     log line. Other connections are unaffected.
+//   - The GET path allocates nothing itself: the connection reuses its read
+//     and write buffers, parses numbers by hand, and owns one re-armable
+//     request context (see requestContext) instead of calling
+//     context.WithTimeout per request. Keys and values given to the Cache
+//     alias connection buffers and are valid only during the call.
+//   - Values are never logged: they are TLS master secrets.
+package memcache

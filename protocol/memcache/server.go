@@ -1,0 +1,814 @@
+package memcache
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// NoExpiry is the ttl passed to Cache.Set and Cache.Add for memcached's
+// exptime 0 ("never expires"). The Cache maps it to the store's maximum
+// lifetime. Every other ttl the server passes is positive and finite.
+const NoExpiry time.Duration = math.MaxInt64
+
+// Defaults used when the corresponding Server field is zero.
+const (
+	// DefaultMaxValueSize matches the replicated store's default size limit
+	// (not memcached's 1 MiB): a larger value could never be stored anyway.
+	DefaultMaxValueSize = 64 << 10
+	// DefaultMaxLineLength bounds a command line; memcached uses 2048 too.
+	DefaultMaxLineLength = 2048
+	// DefaultReadTimeout bounds how long a started request may take to arrive
+	// completely (slowloris protection).
+	DefaultReadTimeout = 10 * time.Second
+	// DefaultWriteTimeout bounds how long a client may take to accept a reply.
+	DefaultWriteTimeout = 10 * time.Second
+	// DefaultRequestTimeout bounds every Cache call, so a node without quorum
+	// still answers SERVER_ERROR instead of hanging Apache's TLS handshakes.
+	DefaultRequestTimeout = 5 * time.Second
+	// DefaultMaxConns bounds concurrent connections.
+	DefaultMaxConns = 4096
+	// DefaultVersion is what the version command reports.
+	DefaultVersion = "1.6.21"
+)
+
+const (
+	// MaxKeyLength is memcached's key length limit.
+	MaxKeyLength = 250
+	// relativeExpiryLimit: memcached treats larger exptimes as Unix times.
+	relativeExpiryLimit = 30 * 24 * 60 * 60
+	// swallowLimit is the largest oversized data block that is read and
+	// discarded to keep the stream in sync; beyond it the connection closes.
+	swallowLimit = 1 << 20
+	// keepBuffer is the largest value buffer a connection keeps between requests.
+	keepBuffer = 16 << 10
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("memcache: server closed")
+
+// errClose makes a connection close after flushing what was already answered.
+var errClose = errors.New("memcache: closing connection")
+
+// Cache is the storage the server needs; the node implements it over the
+// replicated store. Keys and values passed in are only valid during the call
+// (they alias connection buffers) and must be copied if retained. A returned
+// value is written to the client before the next request is read, so the
+// Cache may hand out its own immutable slice.
+//
+// ttl is always positive: NoExpiry for memcached's "never", otherwise the
+// remaining lifetime. Mutating calls must return only once the write is
+// applied on this node, because the client is told STORED/DELETED then.
+type Cache interface {
+	Get(ctx context.Context, key []byte) (value []byte, flags uint32, ok bool, err error)
+	// Set stores unconditionally (upsert).
+	Set(ctx context.Context, key, value []byte, flags uint32, ttl time.Duration) error
+	// Add stores only if no live entry exists; stored reports which happened.
+	Add(ctx context.Context, key, value []byte, flags uint32, ttl time.Duration) (stored bool, err error)
+	Delete(ctx context.Context, key []byte) (deleted bool, err error)
+}
+
+// StatsProvider is optionally implemented by a Cache to add its own figures
+// (entries, bytes, raft state ...) to the output of the stats command, which
+// status pages such as mod_socache's read.
+type StatsProvider interface {
+	Stats() map[string]string
+}
+
+// Server serves the memcached text protocol over a Cache. The zero value with
+// Cache set is ready to use; fields must not change once Serve is called.
+type Server struct {
+	Cache  Cache
+	Logger *slog.Logger // nil: slog.Default()
+
+	Version        string        // reported by "version"; empty: DefaultVersion
+	MaxValueSize   int           // largest storable value; 0: DefaultMaxValueSize
+	MaxLineLength  int           // longest command line; 0: DefaultMaxLineLength
+	ReadTimeout    time.Duration // a started request must complete within it; 0: DefaultReadTimeout
+	IdleTimeout    time.Duration // idle connections are closed after it; 0: never (Apache pools connections)
+	WriteTimeout   time.Duration // 0: DefaultWriteTimeout
+	RequestTimeout time.Duration // deadline of each Cache call; 0: DefaultRequestTimeout
+	MaxConns       int           // concurrent connections; 0: DefaultMaxConns
+
+	// Now returns the current time, for memcached's absolute exptimes; nil: time.Now.
+	Now func() time.Time
+
+	initOnce sync.Once
+	baseCtx  context.Context
+	cancel   context.CancelFunc
+	started  time.Time
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	closing   atomic.Bool
+	wg        sync.WaitGroup
+
+	currConns  atomic.Int64
+	totalConns atomic.Uint64
+	cmdGet     atomic.Uint64
+	getHits    atomic.Uint64
+	getMisses  atomic.Uint64
+	cmdSet     atomic.Uint64
+	cmdDelete  atomic.Uint64
+	rejected   atomic.Uint64
+}
+
+func (s *Server) init() {
+	s.initOnce.Do(func() {
+		s.baseCtx, s.cancel = context.WithCancel(context.Background())
+		s.started = time.Now()
+		s.listeners = make(map[net.Listener]struct{})
+		s.conns = make(map[*conn]struct{})
+	})
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+func orDefault[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+func (s *Server) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+// Serve accepts connections on ln and serves each on its own goroutine until
+// Shutdown or Close; it then returns ErrServerClosed. It closes ln on return.
+func (s *Server) Serve(ln net.Listener) error {
+	s.init()
+	if s.Cache == nil {
+		return errors.New("memcache: Server.Cache is nil")
+	}
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+		ln.Close()
+	}()
+
+	log := s.logger()
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				log.Warn("memcache: accept failed; retrying", "err", err, "delay", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("memcache: accept: %w", err)
+		}
+		backoff = 0
+		s.totalConns.Add(1)
+		if s.currConns.Load() >= int64(orDefault(s.MaxConns, DefaultMaxConns)) {
+			s.rejected.Add(1)
+			log.Warn("memcache: too many connections; refusing", "remote", nc.RemoteAddr().String())
+			nc.SetWriteDeadline(time.Now().Add(time.Second))
+			io.WriteString(nc, "SERVER_ERROR too many open connections\r\n")
+			nc.Close()
+			continue
+		}
+		c := s.newConn(nc)
+		s.mu.Lock()
+		if s.closing.Load() {
+			s.mu.Unlock()
+			nc.Close()
+			return ErrServerClosed
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		s.currConns.Add(1)
+		go c.serve()
+	}
+}
+
+// isTemporary reports accept errors worth retrying (fd exhaustion and the like).
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+// Shutdown stops accepting, lets every connection finish the request it is
+// processing, closes idle connections and waits for all of them. When ctx
+// ends first, the remaining connections are closed and their Cache calls
+// cancelled, and ctx's error is returned.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.init()
+	s.mu.Lock()
+	s.closing.Store(true)
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	s.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		// Wake connections blocked waiting for their next request; one that
+		// is processing a request notices closing once it has answered.
+		s.mu.Lock()
+		for c := range s.conns {
+			if c.nc != nil {
+				c.nc.SetReadDeadline(time.Unix(1, 0))
+			}
+		}
+		s.mu.Unlock()
+		select {
+		case <-done:
+			s.cancel()
+			return nil
+		case <-ctx.Done():
+			s.Close()
+			<-done
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// Close closes the listeners and every connection immediately and cancels
+// in-flight Cache calls.
+func (s *Server) Close() error {
+	s.init()
+	s.mu.Lock()
+	s.closing.Store(true)
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	for c := range s.conns {
+		if c.nc != nil {
+			c.nc.Close()
+		}
+	}
+	s.mu.Unlock()
+	s.cancel()
+	return nil
+}
+
+// conn is one client connection; its buffers are reused across requests.
+type conn struct {
+	s      *Server
+	nc     net.Conn // nil when driven directly by tests and benchmarks
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	log    *slog.Logger
+	rctx   *requestContext
+	fields [][]byte
+	key    []byte // copy of a storage command's key, which the data read overwrites
+	value  []byte
+
+	maxValue int
+	maxLine  int
+	readTO   time.Duration
+	idleTO   time.Duration
+	writeTO  time.Duration
+}
+
+func (s *Server) newConn(nc net.Conn) *conn {
+	s.init()
+	maxLine := orDefault(s.MaxLineLength, DefaultMaxLineLength)
+	c := &conn{
+		s:        s,
+		nc:       nc,
+		br:       bufio.NewReaderSize(nc, max(4096, maxLine+2)),
+		bw:       bufio.NewWriterSize(nc, 4096),
+		log:      s.logger(),
+		rctx:     newRequestContext(s.baseCtx, orDefault(s.RequestTimeout, DefaultRequestTimeout)),
+		fields:   make([][]byte, 0, 8),
+		key:      make([]byte, 0, MaxKeyLength),
+		maxValue: orDefault(s.MaxValueSize, DefaultMaxValueSize),
+		maxLine:  maxLine,
+		readTO:   orDefault(s.ReadTimeout, DefaultReadTimeout),
+		idleTO:   s.IdleTimeout,
+		writeTO:  orDefault(s.WriteTimeout, DefaultWriteTimeout),
+	}
+	if nc != nil {
+		c.log = c.log.With("remote", nc.RemoteAddr().String())
+	}
+	return c
+}
+
+func (c *conn) serve() {
+	defer func() {
+		c.rctx.release()
+		c.nc.Close()
+		c.s.mu.Lock()
+		delete(c.s.conns, c)
+		c.s.mu.Unlock()
+		c.s.currConns.Add(-1)
+		c.s.wg.Done()
+	}()
+	for {
+		if c.br.Buffered() == 0 {
+			// Nothing more is pipelined: send the coalesced answers.
+			if err := c.flush(); err != nil {
+				c.log.Debug("memcache: write failed", "err", err)
+				return
+			}
+			if c.s.closing.Load() {
+				return
+			}
+			var idle time.Time
+			if c.idleTO > 0 {
+				idle = time.Now().Add(c.idleTO)
+			}
+			c.nc.SetReadDeadline(idle)
+			if _, err := c.br.Peek(1); err != nil {
+				if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !c.s.closing.Load() {
+					c.log.Debug("memcache: connection closed while idle", "err", err)
+				}
+				return
+			}
+		}
+		c.nc.SetReadDeadline(time.Now().Add(c.readTO))
+		if err := c.handle(); err != nil {
+			if ferr := c.flush(); ferr == nil && !errors.Is(err, errClose) {
+				c.log.Warn("memcache: closing connection", "err", err)
+			}
+			return
+		}
+	}
+}
+
+func (c *conn) flush() error {
+	if c.bw.Buffered() == 0 {
+		return nil
+	}
+	if c.nc != nil {
+		c.nc.SetWriteDeadline(time.Now().Add(c.writeTO))
+	}
+	return c.bw.Flush()
+}
+
+// readLine returns the next command line without its line terminator. The
+// slice aliases the read buffer and is valid until the next read.
+func (c *conn) readLine() ([]byte, error) {
+	line, err := c.br.ReadSlice('\n')
+	if err != nil {
+		if errors.Is(err, bufio.ErrBufferFull) {
+			c.bw.WriteString("CLIENT_ERROR line too long\r\n")
+			return nil, fmt.Errorf("command line longer than %d bytes", c.maxLine)
+		}
+		if errors.Is(err, io.EOF) && len(line) == 0 {
+			return nil, errClose
+		}
+		return nil, fmt.Errorf("reading command line: %w", err)
+	}
+	line = line[:len(line)-1]
+	if n := len(line); n > 0 && line[n-1] == '\r' {
+		line = line[:n-1]
+	}
+	if len(line) > c.maxLine {
+		c.bw.WriteString("CLIENT_ERROR line too long\r\n")
+		return nil, fmt.Errorf("command line longer than %d bytes", c.maxLine)
+	}
+	return line, nil
+}
+
+// split cuts line at spaces into c.fields, reusing its storage.
+func (c *conn) split(line []byte) [][]byte {
+	f := c.fields[:0]
+	for i := 0; i < len(line); {
+		for i < len(line) && line[i] == ' ' {
+			i++
+		}
+		j := i
+		for j < len(line) && line[j] != ' ' {
+			j++
+		}
+		if j > i {
+			f = append(f, line[i:j])
+		}
+		i = j
+	}
+	c.fields = f
+	return f
+}
+
+// handle reads and answers one request. A non-nil error closes the connection
+// after the answers written so far are flushed.
+func (c *conn) handle() error {
+	line, err := c.readLine()
+	if err != nil {
+		return err
+	}
+	f := c.split(line)
+	if len(f) == 0 {
+		c.bw.WriteString("ERROR\r\n")
+		return nil
+	}
+	switch string(f[0]) {
+	case "get":
+		return c.get(f[1:])
+	case "set":
+		return c.store(f, false)
+	case "add":
+		return c.store(f, true)
+	case "delete":
+		return c.delete(f[1:])
+	case "version":
+		c.bw.WriteString("VERSION ")
+		c.bw.WriteString(cmpOr(c.s.Version, DefaultVersion))
+		c.bw.WriteString("\r\n")
+	case "stats":
+		c.stats(f[1:])
+	case "verbosity":
+		if len(f) >= 2 && len(f) <= 3 {
+			if len(f) == 3 && string(f[2]) == "noreply" {
+				return nil
+			}
+			c.bw.WriteString("OK\r\n")
+		} else {
+			c.bw.WriteString("ERROR\r\n")
+		}
+	case "quit":
+		return errClose
+	default:
+		c.bw.WriteString("ERROR\r\n")
+	}
+	return nil
+}
+
+func cmpOr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// validKey applies memcached's key rules; spaces are already split off.
+func validKey(k []byte) bool {
+	if len(k) == 0 || len(k) > MaxKeyLength {
+		return false
+	}
+	for _, b := range k {
+		if b <= ' ' || b == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *conn) get(keys [][]byte) error {
+	if len(keys) == 0 {
+		c.bw.WriteString("ERROR\r\n")
+		return nil
+	}
+	for _, k := range keys {
+		if !validKey(k) {
+			c.bw.WriteString("CLIENT_ERROR bad command line format\r\n")
+			return nil
+		}
+	}
+	for _, k := range keys {
+		c.s.cmdGet.Add(1)
+		ctx := c.rctx.begin()
+		v, flags, ok, err := c.s.Cache.Get(ctx, k)
+		c.rctx.end()
+		if err != nil {
+			c.serverError(err)
+			return nil
+		}
+		if !ok {
+			c.s.getMisses.Add(1)
+			continue
+		}
+		c.s.getHits.Add(1)
+		c.bw.WriteString("VALUE ")
+		c.bw.Write(k)
+		b := c.bw.AvailableBuffer()
+		b = append(b, ' ')
+		b = strconv.AppendUint(b, uint64(flags), 10)
+		b = append(b, ' ')
+		b = strconv.AppendInt(b, int64(len(v)), 10)
+		b = append(b, '\r', '\n')
+		c.bw.Write(b)
+		c.bw.Write(v)
+		c.bw.WriteString("\r\n")
+	}
+	c.bw.WriteString("END\r\n")
+	return nil
+}
+
+// store handles "set|add <key> <flags> <exptime> <bytes> [noreply]".
+func (c *conn) store(f [][]byte, add bool) error {
+	if len(f) != 5 && len(f) != 6 {
+		c.bw.WriteString("ERROR\r\n")
+		return nil
+	}
+	noreply := len(f) == 6 && string(f[5]) == "noreply"
+	n, okN := parseUint(f[4], math.MaxInt32)
+	if !okN {
+		// Without a byte count the data block cannot be skipped: out of sync.
+		c.bw.WriteString("CLIENT_ERROR bad command line format\r\n")
+		return errors.New("storage command with an invalid byte count")
+	}
+	size := int(n)
+	flags, okF := parseUint(f[2], math.MaxUint32)
+	exptime, okE := parseInt(f[3])
+	if !validKey(f[1]) || !okF || !okE || (len(f) == 6 && !noreply) {
+		if !noreply {
+			c.bw.WriteString("CLIENT_ERROR bad command line format\r\n")
+		}
+		return c.swallow(size)
+	}
+	if size > c.maxValue {
+		if !noreply {
+			c.bw.WriteString("SERVER_ERROR object too large for cache\r\n")
+		}
+		return c.swallow(size)
+	}
+	c.key = append(c.key[:0], f[1]...)
+	if cap(c.value) < size+2 {
+		c.value = make([]byte, size+2)
+	}
+	buf := c.value[:size+2]
+	if _, err := io.ReadFull(c.br, buf); err != nil {
+		return fmt.Errorf("reading data block: %w", err)
+	}
+	if buf[size] != '\r' || buf[size+1] != '\n' {
+		c.bw.WriteString("CLIENT_ERROR bad data chunk\r\n")
+		return errors.New("data block not terminated by CRLF")
+	}
+	value := buf[:size]
+	defer func() {
+		if cap(c.value) > keepBuffer {
+			c.value = nil
+		}
+	}()
+
+	c.s.cmdSet.Add(1)
+	ttl, expired := c.ttl(exptime)
+	ctx := c.rctx.begin()
+	defer c.rctx.end()
+	var reply string
+	switch {
+	case expired && add:
+		// memcached would add an item that is dead on arrival: only the
+		// answer is observable, and it depends on whether a live item exists.
+		_, _, exists, err := c.s.Cache.Get(ctx, c.key)
+		if err != nil {
+			return c.serverErrorUnless(noreply, err)
+		}
+		reply = "STORED\r\n"
+		if exists {
+			reply = "NOT_STORED\r\n"
+		}
+	case expired:
+		// Replacing with an already expired item removes the old one.
+		if _, err := c.s.Cache.Delete(ctx, c.key); err != nil {
+			return c.serverErrorUnless(noreply, err)
+		}
+		reply = "STORED\r\n"
+	case add:
+		stored, err := c.s.Cache.Add(ctx, c.key, value, uint32(flags), ttl)
+		if err != nil {
+			return c.serverErrorUnless(noreply, err)
+		}
+		reply = "STORED\r\n"
+		if !stored {
+			reply = "NOT_STORED\r\n"
+		}
+	default:
+		if err := c.s.Cache.Set(ctx, c.key, value, uint32(flags), ttl); err != nil {
+			return c.serverErrorUnless(noreply, err)
+		}
+		reply = "STORED\r\n"
+	}
+	if !noreply {
+		c.bw.WriteString(reply)
+	}
+	return nil
+}
+
+// swallow discards an unwanted data block of size bytes plus its CRLF, or
+// closes the connection if it is too large to be worth reading.
+func (c *conn) swallow(size int) error {
+	if size > swallowLimit {
+		return fmt.Errorf("data block of %d bytes exceeds the %d byte limit", size, swallowLimit)
+	}
+	if _, err := c.br.Discard(size + 2); err != nil {
+		return fmt.Errorf("discarding data block: %w", err)
+	}
+	return nil
+}
+
+// ttl converts a memcached exptime to the Cache's convention.
+func (c *conn) ttl(exptime int64) (ttl time.Duration, expired bool) {
+	switch {
+	case exptime == 0:
+		return NoExpiry, false
+	case exptime < 0:
+		return 0, true
+	case exptime > relativeExpiryLimit:
+		d := time.Unix(exptime, 0).Sub(c.s.now())
+		if d <= 0 {
+			return 0, true
+		}
+		return d, false
+	default:
+		return time.Duration(exptime) * time.Second, false
+	}
+}
+
+// delete handles "delete <key> [0] [noreply]".
+func (c *conn) delete(args [][]byte) error {
+	noreply := len(args) > 1 && string(args[len(args)-1]) == "noreply"
+	if noreply {
+		args = args[:len(args)-1]
+	}
+	if len(args) == 2 && string(args[1]) == "0" {
+		args = args[:1] // legacy hold time, as Apache's apr_memcache sends
+	}
+	if len(args) != 1 || !validKey(args[0]) {
+		if !noreply {
+			c.bw.WriteString("CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n")
+		}
+		return nil
+	}
+	c.s.cmdDelete.Add(1)
+	ctx := c.rctx.begin()
+	deleted, err := c.s.Cache.Delete(ctx, args[0])
+	c.rctx.end()
+	if err != nil {
+		return c.serverErrorUnless(noreply, err)
+	}
+	if noreply {
+		return nil
+	}
+	if deleted {
+		c.bw.WriteString("DELETED\r\n")
+	} else {
+		c.bw.WriteString("NOT_FOUND\r\n")
+	}
+	return nil
+}
+
+func (c *conn) serverErrorUnless(noreply bool, err error) error {
+	if noreply {
+		c.log.Debug("memcache: cache call failed", "err", err)
+		return nil
+	}
+	c.serverError(err)
+	return nil
+}
+
+// serverError answers a failed Cache call; the stream stays in sync.
+func (c *conn) serverError(err error) {
+	c.log.Debug("memcache: cache call failed", "err", err)
+	c.bw.WriteString("SERVER_ERROR ")
+	c.bw.WriteString(errorText(err))
+	c.bw.WriteString("\r\n")
+}
+
+// errorText renders err on one protocol line, without CR or LF.
+func errorText(err error) string {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return "timeout"
+	}
+	if errors.Is(err, context.Canceled) {
+		return "server shutting down"
+	}
+	b := []byte(err.Error())
+	if len(b) > 200 {
+		b = b[:200]
+	}
+	for i, ch := range b {
+		if ch < ' ' || ch == 0x7f {
+			b[i] = ' '
+		}
+	}
+	return string(b)
+}
+
+func (c *conn) stats(args [][]byte) {
+	if len(args) > 0 {
+		// Sub-statistics (items, slabs, ...) have no meaning here.
+		c.bw.WriteString("END\r\n")
+		return
+	}
+	s := c.s
+	now := time.Now()
+	stat := func(name, value string) {
+		c.bw.WriteString("STAT ")
+		c.bw.WriteString(name)
+		c.bw.WriteByte(' ')
+		c.bw.WriteString(value)
+		c.bw.WriteString("\r\n")
+	}
+	u := func(v uint64) string { return strconv.FormatUint(v, 10) }
+	stat("pid", strconv.Itoa(os.Getpid()))
+	stat("uptime", strconv.FormatInt(int64(now.Sub(s.started)/time.Second), 10))
+	stat("time", strconv.FormatInt(now.Unix(), 10))
+	stat("version", cmpOr(s.Version, DefaultVersion))
+	stat("curr_connections", strconv.FormatInt(s.currConns.Load(), 10))
+	stat("total_connections", u(s.totalConns.Load()))
+	stat("rejected_connections", u(s.rejected.Load()))
+	stat("cmd_get", u(s.cmdGet.Load()))
+	stat("cmd_set", u(s.cmdSet.Load()))
+	stat("cmd_delete", u(s.cmdDelete.Load()))
+	stat("get_hits", u(s.getHits.Load()))
+	stat("get_misses", u(s.getMisses.Load()))
+	stat("item_size_max", strconv.Itoa(c.maxValue))
+	if sp, ok := s.Cache.(StatsProvider); ok {
+		extra := sp.Stats()
+		names := make([]string, 0, len(extra))
+		for k := range extra {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		for _, k := range names {
+			if validKey([]byte(k)) {
+				stat(k, sanitizeStat(extra[k]))
+			}
+		}
+	}
+	c.bw.WriteString("END\r\n")
+}
+
+func sanitizeStat(v string) string {
+	b := []byte(v)
+	for i, ch := range b {
+		if ch < ' ' || ch == 0x7f {
+			b[i] = ' '
+		}
+	}
+	return string(b)
+}
+
+// parseUint parses a decimal number no larger than limit without allocating.
+func parseUint(b []byte, limit uint64) (uint64, bool) {
+	if len(b) == 0 || len(b) > 20 {
+		return 0, false
+	}
+	var n uint64
+	for _, ch := range b {
+		if ch < '0' || ch > '9' {
+			return 0, false
+		}
+		d := uint64(ch - '0')
+		if n > (limit-d)/10 {
+			return 0, false
+		}
+		n = n*10 + d
+	}
+	return n, true
+}
+
+// parseInt parses a signed decimal int64 without allocating.
+func parseInt(b []byte) (int64, bool) {
+	neg := len(b) > 0 && b[0] == '-'
+	if neg {
+		b = b[1:]
+	}
+	n, ok := parseUint(b, math.MaxInt64)
+	if !ok {
+		return 0, false
+	}
+	if neg {
+		return -int64(n), true
+	}
+	return int64(n), true
+}
