@@ -1,0 +1,65 @@
+// Package fsm is the replicated session store: the deterministic state
+// machine that every node's Raft log is applied to (raft.FSM and
+// raft.BatchingFSM), plus the binary encodings of its commands, log entries,
+// results and snapshots.
+//
+// # Data model
+//
+// One keyspace of binary keys (1..MaxKeyLen bytes) mapping to binary values
+// (0..MaxValueLen bytes), each with an absolute expiry (Unix milliseconds) and
+// a 32-bit opaque word for front-ends (memcache flags). An entry is live while
+// now < expiry: an entry that expires at T is already absent at T. A lifetime
+// of 0 therefore yields an entry that is accepted (ResultOK) but never visible
+// — the distcache behaviour for timeout 0 — and such an entry is not stored.
+//
+// # Determinism
+//
+// The leader stamps its clock into every log entry (EncodeBatch) together with
+// the size Limits from its configuration; Apply never reads a clock and never
+// looks at local flags, so identical logs give identical state. The batch
+// time is clamped to never run backwards (a new leader with a slower clock
+// cannot resurrect expired entries); the clamped time is part of the state.
+// Every inserted entry gets a sequence number from a counter in the state;
+// eviction removes the entry with the smallest (expiry, seq) — soonest expiry
+// first, ties by insertion order — and never depends on reads, which are not
+// replicated. Only as many entries as needed are evicted (the C server
+// evicted N/30 at a time; that batching was an artefact of its sorted
+// array). SET of an existing key counts as a new insertion (new seq).
+//
+// Reads (Get, Have) are local and concurrent with Apply; they hide entries
+// whose expiry has passed by the caller's clock. Expired entries occupy
+// memory until an EXPIRE command (proposed periodically by the leader), an
+// overwrite of the same key, or eviction removes them; they are evicted
+// before any live entry because their expiry is the smallest.
+//
+// # Encodings
+//
+// Commands: version u8 | op u8 | op-specific fields (see AppendAdd ...),
+// varints for lengths and lifetimes. A log entry: version u8 | now i64 |
+// limits | count | length-prefixed commands (see EncodeBatch). A whole entry
+// is parsed before anything is applied; an undecodable entry changes nothing
+// and Apply returns an error value, a malformed command inside a decodable
+// entry yields ResultInvalid for that command only. Apply returns [][]byte,
+// one encoded Result per command.
+//
+// # Memory layout
+//
+// The keyspace is split into 256 shards by a seeded hash (local only; it never
+// influences replicated state or snapshot bytes). A shard holds a map from key
+// to slot, a slice of fixed-size slot records, a min-heap of slots ordered by
+// (expiry, seq) and a free list. Key and value live in one immutable
+// allocation per entry; the map key aliases it, so a session costs one
+// allocation plus about 100 bytes of index.
+//
+// # Snapshots
+//
+// Snapshot marks every shard copy-on-write in O(256) and hands the current
+// tables to the snapshot; the first later write to a shard clones that
+// shard's index (never the payload), which bounds the Apply stall to one
+// shard's worth of copying. Persist sorts the frozen entries by (expiry, seq)
+// and streams them: a versioned header, fixed-size record headers, and a
+// CRC-32C trailer. The bytes are a pure function of the replicated state, so
+// two replicas can be compared byte for byte. Restore validates everything
+// (magic, version, order, uniqueness, lengths, checksum, trailing bytes)
+// while building the new state aside, and swaps it in only when complete.
+package fsm

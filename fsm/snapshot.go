@@ -1,0 +1,291 @@
+package fsm
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"slices"
+
+	"github.com/hashicorp/raft"
+)
+
+// Snapshot format (all integers big-endian):
+//
+//	header:  magic "DCFSMSNP" | version u32 | last_now i64 | next_seq u64 |
+//	         applied_index u64 | count u64
+//	count ×  expiry i64 | seq u64 | flags u32 | key_len u8 | value_len u32 |
+//	         key | value
+//	trailer: crc32c u32 of every preceding byte
+//
+// Entries are in strictly increasing (expiry, seq) order, which makes the
+// bytes a pure function of the replicated state (independent of shard count,
+// hash seeds and map iteration order) and lets Restore rebuild every
+// expiry heap without sifting.
+const (
+	snapshotMagic     = "DCFSMSNP"
+	snapshotVersion   = 1
+	snapshotHeaderLen = 8 + 4 + 8 + 8 + 8 + 8
+	recordHeaderLen   = 8 + 8 + 4 + 1 + 4
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// ErrCorruptSnapshot is wrapped by every Restore error caused by the
+// snapshot's content (bad magic, version, checksum, order or truncation).
+var ErrCorruptSnapshot = errors.New("fsm: corrupt snapshot")
+
+// snapshot is a frozen, point-in-time view of the store: the shards' tables
+// at the moment of Snapshot, which the apply path will never modify again.
+type snapshot struct {
+	lastNow      int64
+	nextSeq      uint64
+	appliedIndex uint64
+	sessions     int64
+	tables       [numShards]*table
+}
+
+// Snapshot freezes the current state in O(numShards) time: every shard's
+// table is marked copy-on-write and shared with the returned snapshot, whose
+// Persist then streams it while Apply continues (the first write to each
+// shard afterwards pays for cloning that shard's index).
+func (s *Store) Snapshot() (raft.FSMSnapshot, error) {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	return s.snapshotLocked(), nil
+}
+
+func (s *Store) snapshotLocked() *snapshot {
+	snap := &snapshot{
+		lastNow:      s.lastNow,
+		nextSeq:      s.nextSeq,
+		appliedIndex: s.appliedIndex.Load(),
+		sessions:     s.sessions.Load(),
+	}
+	for i := range s.shards {
+		s.shards[i].frozen = true
+		snap.tables[i] = s.shards[i].t
+	}
+	return snap
+}
+
+// WriteSnapshot writes a snapshot of the current state to w in the format
+// Persist produces and Restore reads (for backups, and for comparing
+// replicas byte for byte).
+func (s *Store) WriteSnapshot(w io.Writer) error {
+	s.applyMu.Lock()
+	snap := s.snapshotLocked()
+	s.applyMu.Unlock()
+	return snap.write(w)
+}
+
+// Persist streams the snapshot to sink and closes it, or cancels it on error.
+func (p *snapshot) Persist(sink raft.SnapshotSink) error {
+	if err := p.write(sink); err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("fsm: persist snapshot: %w", err)
+	}
+	if err := sink.Close(); err != nil {
+		return fmt.Errorf("fsm: persist snapshot: close sink: %w", err)
+	}
+	return nil
+}
+
+// Release drops the snapshot's references; the frozen tables become garbage
+// once the store has replaced them.
+func (p *snapshot) Release() {
+	p.tables = [numShards]*table{}
+}
+
+// slotRef locates one entry in a frozen table.
+type slotRef struct {
+	order
+	shard uint16
+	slot  int32
+}
+
+func (p *snapshot) write(w io.Writer) error {
+	refs := make([]slotRef, 0, p.sessions)
+	for i, t := range p.tables {
+		for _, slot := range t.heap {
+			e := &t.entries[slot]
+			refs = append(refs, slotRef{order{e.expiry, e.seq}, uint16(i), slot})
+		}
+	}
+	slices.SortFunc(refs, func(a, b slotRef) int {
+		switch {
+		case a.less(b.order):
+			return -1
+		case b.less(a.order):
+			return 1
+		}
+		return 0
+	})
+
+	bw := bufio.NewWriterSize(w, 256<<10)
+	var crc uint32
+	rec := make([]byte, 0, recordHeaderLen+MaxKeyLen+MaxValueLen)
+	put := func(b []byte) error {
+		crc = crc32.Update(crc, castagnoli, b)
+		_, err := bw.Write(b)
+		return err
+	}
+
+	rec = append(rec, snapshotMagic...)
+	rec = binary.BigEndian.AppendUint32(rec, snapshotVersion)
+	rec = binary.BigEndian.AppendUint64(rec, uint64(p.lastNow))
+	rec = binary.BigEndian.AppendUint64(rec, p.nextSeq)
+	rec = binary.BigEndian.AppendUint64(rec, p.appliedIndex)
+	rec = binary.BigEndian.AppendUint64(rec, uint64(len(refs)))
+	if err := put(rec); err != nil {
+		return err
+	}
+	for _, r := range refs {
+		e := &p.tables[r.shard].entries[r.slot]
+		rec = binary.BigEndian.AppendUint64(rec[:0], uint64(e.expiry))
+		rec = binary.BigEndian.AppendUint64(rec, e.seq)
+		rec = binary.BigEndian.AppendUint32(rec, e.flags)
+		rec = append(rec, e.klen)
+		rec = binary.BigEndian.AppendUint32(rec, uint32(len(e.kv)-int(e.klen)))
+		rec = append(rec, e.kv...)
+		if err := put(rec); err != nil {
+			return err
+		}
+	}
+	if _, err := bw.Write(binary.BigEndian.AppendUint32(rec[:0], crc)); err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+// Restore replaces the store's state with the snapshot read from rc. The new
+// state is built aside and swapped in only once the whole stream, including
+// its checksum, has been validated; on any error the previous state is left
+// intact. Operation counters (Adds, Hits, ...) are local and kept.
+func (s *Store) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	snap, err := s.readSnapshot(rc)
+	if err != nil {
+		s.logger.Error("fsm: snapshot restore failed, previous state kept", "err", err)
+		return fmt.Errorf("fsm: restore: %w", err)
+	}
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	var payload int64
+	for i := range s.shards {
+		sh := &s.shards[i]
+		t := snap.tables[i]
+		sh.mu.Lock()
+		sh.t = t
+		sh.frozen = false
+		sh.mu.Unlock()
+		s.mins[i] = t.min()
+		for _, e := range t.entries {
+			payload += int64(len(e.kv))
+		}
+	}
+	s.lastNow = snap.lastNow
+	s.nextSeq = snap.nextSeq
+	s.appliedIndex.Store(snap.appliedIndex)
+	s.sessions.Store(snap.sessions)
+	s.payload.Store(payload)
+	return nil
+}
+
+// snapReader reads a snapshot stream while keeping its running checksum.
+type snapReader struct {
+	r   *bufio.Reader
+	crc uint32
+}
+
+func (sr *snapReader) read(b []byte) error {
+	if _, err := io.ReadFull(sr.r, b); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return fmt.Errorf("%w: truncated", ErrCorruptSnapshot)
+		}
+		return err
+	}
+	sr.crc = crc32.Update(sr.crc, castagnoli, b)
+	return nil
+}
+
+func (s *Store) readSnapshot(r io.Reader) (*snapshot, error) {
+	sr := &snapReader{r: bufio.NewReaderSize(r, 256<<10)}
+	var hdr [snapshotHeaderLen]byte
+	if err := sr.read(hdr[:]); err != nil {
+		return nil, err
+	}
+	if string(hdr[:8]) != snapshotMagic {
+		return nil, fmt.Errorf("%w: bad magic", ErrCorruptSnapshot)
+	}
+	if v := binary.BigEndian.Uint32(hdr[8:]); v != snapshotVersion {
+		return nil, fmt.Errorf("%w: unsupported version %d", ErrCorruptSnapshot, v)
+	}
+	snap := &snapshot{
+		lastNow:      int64(binary.BigEndian.Uint64(hdr[12:])),
+		nextSeq:      binary.BigEndian.Uint64(hdr[20:]),
+		appliedIndex: binary.BigEndian.Uint64(hdr[28:]),
+	}
+	count := binary.BigEndian.Uint64(hdr[36:])
+	if count > snap.nextSeq {
+		return nil, fmt.Errorf("%w: %d entries but next sequence %d", ErrCorruptSnapshot, count, snap.nextSeq)
+	}
+	// Presize from the count, but never trust it for more than a modest
+	// allocation: a lying header must not exhaust memory before the
+	// checksum catches it.
+	per := int(min(count, 1<<24)/numShards) + 1
+	for i := range snap.tables {
+		snap.tables[i] = newTable(per + per/8)
+	}
+
+	var rh [recordHeaderLen]byte
+	prev, first := order{}, true
+	for n := uint64(0); n < count; n++ {
+		if err := sr.read(rh[:]); err != nil {
+			return nil, err
+		}
+		e := entry{
+			expiry: int64(binary.BigEndian.Uint64(rh[0:])),
+			seq:    binary.BigEndian.Uint64(rh[8:]),
+			flags:  binary.BigEndian.Uint32(rh[16:]),
+			klen:   rh[20],
+		}
+		vlen := binary.BigEndian.Uint32(rh[21:])
+		if e.klen == 0 || vlen > MaxValueLen {
+			return nil, fmt.Errorf("%w: entry %d: key of %d / value of %d bytes", ErrCorruptSnapshot, n, e.klen, vlen)
+		}
+		cur := order{e.expiry, e.seq}
+		if (!first && !prev.less(cur)) || e.seq >= snap.nextSeq {
+			return nil, fmt.Errorf("%w: entry %d out of order", ErrCorruptSnapshot, n)
+		}
+		prev, first = cur, false
+		e.kv = make([]byte, int(e.klen)+int(vlen))
+		if err := sr.read(e.kv); err != nil {
+			return nil, err
+		}
+		t := snap.tables[s.shardIndex(e.key())]
+		if _, dup := t.lookup(e.key()); dup {
+			return nil, fmt.Errorf("%w: entry %d: duplicate key", ErrCorruptSnapshot, n)
+		}
+		// Entries arrive in heap order, so appending keeps each heap valid.
+		t.insert(e)
+	}
+	want := sr.crc
+	var tr [4]byte
+	if err := sr.read(tr[:]); err != nil {
+		return nil, err
+	}
+	if got := binary.BigEndian.Uint32(tr[:]); got != want {
+		return nil, fmt.Errorf("%w: checksum mismatch (stored %08x, computed %08x)", ErrCorruptSnapshot, got, want)
+	}
+	if _, err := sr.r.ReadByte(); !errors.Is(err, io.EOF) {
+		if err == nil {
+			return nil, fmt.Errorf("%w: trailing data after checksum", ErrCorruptSnapshot)
+		}
+		return nil, err
+	}
+	snap.sessions = int64(count)
+	return snap, nil
+}

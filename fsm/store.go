@@ -1,0 +1,531 @@
+package fsm
+
+import (
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"maps"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/hashicorp/raft"
+)
+
+// numShards is the number of independently locked, independently
+// copy-on-write parts of the keyspace. It bounds both read contention and the
+// cost of the first write to a shard while a snapshot is being persisted
+// (that write clones 1/numShards of the index, never the payload).
+const numShards = 256
+
+// entry is one stored session. kv holds the key followed by the value in a
+// single allocation that is never modified once the entry exists, so readers,
+// snapshots and TAKE results can share it without copying.
+type entry struct {
+	kv     []byte
+	expiry int64  // absolute, Unix milliseconds; live while now < expiry
+	seq    uint64 // deterministic insertion sequence, breaks expiry ties
+	flags  uint32
+	hpos   int32 // position in table.heap
+	klen   uint8
+}
+
+func (e *entry) key() []byte   { return e.kv[:e.klen:e.klen] }
+func (e *entry) value() []byte { return e.kv[e.klen:] }
+
+// table is the data of one shard: an index from key to slot, the slots, a
+// min-heap of slots ordered by (expiry, seq) and a free list of slots. Once
+// a table has been handed to a snapshot it is frozen and never modified
+// again; the next write clones it.
+type table struct {
+	index   map[string]int32
+	entries []entry
+	heap    []int32
+	free    []int32
+}
+
+func newTable(capacity int) *table {
+	return &table{
+		index:   make(map[string]int32, capacity),
+		entries: make([]entry, 0, capacity),
+		heap:    make([]int32, 0, capacity),
+	}
+}
+
+// clone returns a deep copy of the index structures; the kv allocations are
+// immutable and shared. Capacities are kept so that the clone does not
+// reallocate (a second stall) on its next insert.
+func (t *table) clone() *table {
+	return &table{
+		index:   maps.Clone(t.index),
+		entries: append(make([]entry, 0, cap(t.entries)), t.entries...),
+		heap:    append(make([]int32, 0, cap(t.heap)), t.heap...),
+		free:    append(make([]int32, 0, cap(t.free)), t.free...),
+	}
+}
+
+// keyString returns the map key for kv without copying: kv is immutable for
+// the lifetime of the entry, which is what a Go string requires.
+func keyString(kv []byte, klen uint8) string {
+	return unsafe.String(unsafe.SliceData(kv), int(klen))
+}
+
+func (t *table) lookup(key []byte) (int32, bool) {
+	i, ok := t.index[string(key)]
+	return i, ok
+}
+
+func (t *table) less(a, b int32) bool {
+	ea, eb := &t.entries[a], &t.entries[b]
+	if ea.expiry != eb.expiry {
+		return ea.expiry < eb.expiry
+	}
+	return ea.seq < eb.seq
+}
+
+func (t *table) swap(i, j int) {
+	h := t.heap
+	h[i], h[j] = h[j], h[i]
+	t.entries[h[i]].hpos = int32(i)
+	t.entries[h[j]].hpos = int32(j)
+}
+
+func (t *table) up(j int) {
+	for j > 0 {
+		i := (j - 1) / 2
+		if !t.less(t.heap[j], t.heap[i]) {
+			break
+		}
+		t.swap(i, j)
+		j = i
+	}
+}
+
+func (t *table) down(i0 int) bool {
+	i, n := i0, len(t.heap)
+	for {
+		l := 2*i + 1
+		if l >= n {
+			break
+		}
+		j := l
+		if r := l + 1; r < n && t.less(t.heap[r], t.heap[l]) {
+			j = r
+		}
+		if !t.less(t.heap[j], t.heap[i]) {
+			break
+		}
+		t.swap(i, j)
+		i = j
+	}
+	return i > i0
+}
+
+func (t *table) insert(e entry) {
+	var idx int32
+	if n := len(t.free); n > 0 {
+		idx = t.free[n-1]
+		t.free = t.free[:n-1]
+	} else {
+		idx = int32(len(t.entries))
+		t.entries = append(t.entries, entry{})
+	}
+	e.hpos = int32(len(t.heap))
+	t.entries[idx] = e
+	t.heap = append(t.heap, idx)
+	t.up(len(t.heap) - 1)
+	t.index[keyString(e.kv, e.klen)] = idx
+}
+
+// remove deletes slot idx and returns the removed entry.
+func (t *table) remove(idx int32) entry {
+	e := t.entries[idx]
+	pos, last := int(e.hpos), len(t.heap)-1
+	if pos != last {
+		t.swap(pos, last)
+	}
+	t.heap = t.heap[:last]
+	if pos < last && !t.down(pos) {
+		t.up(pos)
+	}
+	delete(t.index, keyString(e.kv, e.klen))
+	t.entries[idx] = entry{}
+	t.free = append(t.free, idx)
+	return e
+}
+
+// order is an (expiry, seq) pair, the eviction and snapshot order.
+type order struct {
+	expiry int64
+	seq    uint64
+}
+
+var emptyOrder = order{math.MaxInt64, math.MaxUint64}
+
+func (a order) less(b order) bool {
+	return a.expiry < b.expiry || (a.expiry == b.expiry && a.seq < b.seq)
+}
+
+func (t *table) min() order {
+	if len(t.heap) == 0 {
+		return emptyOrder
+	}
+	e := &t.entries[t.heap[0]]
+	return order{e.expiry, e.seq}
+}
+
+// shard guards one table. mu orders the apply path's writes against
+// concurrent local reads; frozen is owned by the apply path.
+type shard struct {
+	mu     sync.RWMutex
+	t      *table
+	frozen bool
+	_      [32]byte // keep neighbouring shards' locks off one cache line
+}
+
+// Config configures a Store.
+type Config struct {
+	// Logger receives malformed-entry and restore diagnostics (never
+	// session values). Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Store is the replicated session store: the state machine every node's Raft
+// log is applied to. It implements raft.FSM and raft.BatchingFSM. Writes
+// arrive only through Apply/ApplyBatch/Restore (serialised by Raft and by an
+// internal mutex); Get, Have and Stats may be called concurrently from any
+// goroutine.
+type Store struct {
+	logger *slog.Logger
+	seed   maphash.Seed // shard selection; local only, never affects replicated state
+	shards [numShards]shard
+
+	// Owned by the apply path (applyMu).
+	applyMu sync.Mutex
+	mins    [numShards]order // cached table.min() of every shard, for eviction
+	lastNow int64            // latest batch time applied; time never runs backwards
+	nextSeq uint64
+	scratch [][]byte
+	resBuf  []int // result end offsets, reused
+
+	appliedIndex atomic.Uint64
+	sessions     atomic.Int64
+	payload      atomic.Int64
+	adds         atomic.Uint64
+	sets         atomic.Uint64
+	removes      atomic.Uint64
+	takes        atomic.Uint64
+	evictions    atomic.Uint64
+	expirations  atomic.Uint64
+	invalid      atomic.Uint64
+	hits         atomic.Uint64
+	misses       atomic.Uint64
+}
+
+var (
+	_ raft.FSM         = (*Store)(nil)
+	_ raft.BatchingFSM = (*Store)(nil)
+)
+
+// New returns an empty Store.
+func New(cfg Config) *Store {
+	s := &Store{logger: cfg.Logger, seed: maphash.MakeSeed()}
+	if s.logger == nil {
+		s.logger = slog.Default()
+	}
+	for i := range s.shards {
+		s.shards[i].t = newTable(0)
+		s.mins[i] = emptyOrder
+	}
+	return s
+}
+
+func (s *Store) shardIndex(key []byte) int {
+	return int(maphash.Bytes(s.seed, key) % numShards)
+}
+
+// Stats is a point-in-time view of the store's counters, for metrics.
+// Sessions and PayloadBytes describe the replicated state (they include
+// expired entries not yet removed by EXPIRE or eviction); the operation
+// counters count this node's applied commands and local reads since start
+// and are not part of snapshots.
+type Stats struct {
+	Sessions     int64  // stored entries
+	PayloadBytes int64  // sum of key and value lengths of stored entries
+	Adds         uint64 // ADDs that stored an entry
+	Sets         uint64 // SETs applied
+	Removes      uint64 // REMOVEs that deleted a live entry
+	Takes        uint64 // TAKEs that returned and deleted a live entry
+	Evictions    uint64 // live entries deleted to respect Limits
+	Expirations  uint64 // expired entries deleted (EXPIRE, eviction, overwrite)
+	Invalid      uint64 // malformed commands refused
+	Hits         uint64 // Get/Have that found a live entry
+	Misses       uint64 // Get/Have that did not
+	AppliedIndex uint64 // index of the last applied Raft log entry
+}
+
+// Stats returns the current counters. Safe to call concurrently with
+// everything else.
+func (s *Store) Stats() Stats {
+	return Stats{
+		Sessions:     s.sessions.Load(),
+		PayloadBytes: s.payload.Load(),
+		Adds:         s.adds.Load(),
+		Sets:         s.sets.Load(),
+		Removes:      s.removes.Load(),
+		Takes:        s.takes.Load(),
+		Evictions:    s.evictions.Load(),
+		Expirations:  s.expirations.Load(),
+		Invalid:      s.invalid.Load(),
+		Hits:         s.hits.Load(),
+		Misses:       s.misses.Load(),
+		AppliedIndex: s.appliedIndex.Load(),
+	}
+}
+
+// Get returns the value stored under key if it is live at now (the caller's
+// local clock; it only affects this read). The returned slice is shared with
+// the store and must not be modified; it stays valid and unchanged forever.
+func (s *Store) Get(key []byte, now time.Time) (value []byte, flags uint32, expiry time.Time, ok bool) {
+	e, ok := s.lookup(key, now)
+	if !ok {
+		return nil, 0, time.Time{}, false
+	}
+	return e.value(), e.flags, time.UnixMilli(e.expiry), true
+}
+
+// Have reports whether a live entry exists under key at now (local clock).
+func (s *Store) Have(key []byte, now time.Time) bool {
+	_, ok := s.lookup(key, now)
+	return ok
+}
+
+func (s *Store) lookup(key []byte, now time.Time) (entry, bool) {
+	sh := &s.shards[s.shardIndex(key)]
+	var e entry
+	sh.mu.RLock()
+	t := sh.t
+	idx, ok := t.lookup(key)
+	if ok {
+		e = t.entries[idx]
+	}
+	sh.mu.RUnlock()
+	if !ok || e.expiry <= now.UnixMilli() {
+		s.misses.Add(1)
+		return entry{}, false
+	}
+	s.hits.Add(1)
+	return e, true
+}
+
+// Apply applies one log entry. For a command entry it returns a [][]byte
+// holding one encoded Result per command, in order; for an entry that
+// cannot be decoded at all it returns an error (and changes nothing); for
+// other log types it returns nil. Apply never reads the local clock and does
+// not retain l.Data.
+func (s *Store) Apply(l *raft.Log) interface{} {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	return s.applyLocked(l)
+}
+
+// ApplyBatch applies several log entries in order; see Apply.
+func (s *Store) ApplyBatch(logs []*raft.Log) []interface{} {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	out := make([]interface{}, len(logs))
+	for i, l := range logs {
+		out[i] = s.applyLocked(l)
+	}
+	return out
+}
+
+func (s *Store) applyLocked(l *raft.Log) interface{} {
+	if l.Index > s.appliedIndex.Load() {
+		s.appliedIndex.Store(l.Index)
+	}
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	bt, err := decodeBatch(l.Data, s.scratch)
+	if err != nil {
+		s.logger.Warn("fsm: refusing undecodable log entry", "index", l.Index, "bytes", len(l.Data), "err", err)
+		return fmt.Errorf("fsm: log entry %d: %w", l.Index, err)
+	}
+	now := max(bt.now, s.lastNow)
+	s.lastNow = now
+
+	var buf []byte
+	ends := s.resBuf[:0]
+	for _, raw := range bt.cmds {
+		r := s.applyCommand(now, bt.lim, raw)
+		if buf == nil {
+			buf = make([]byte, 0, len(bt.cmds)+len(r.Value)+resultHeaderLen)
+		}
+		buf = r.Append(buf)
+		ends = append(ends, len(buf))
+	}
+	out := make([][]byte, len(ends))
+	start := 0
+	for i, end := range ends {
+		out[i] = buf[start:end:end]
+		start = end
+	}
+	s.resBuf = ends
+	clear(bt.cmds) // do not retain l.Data
+	s.scratch = bt.cmds[:0]
+	return out
+}
+
+func (s *Store) applyCommand(now int64, lim Limits, raw []byte) Result {
+	c, err := decodeCommand(raw)
+	if err != nil {
+		s.invalid.Add(1)
+		return Result{Status: ResultInvalid}
+	}
+	switch c.op {
+	case OpAdd, OpSet:
+		return s.applyStore(now, lim, c)
+	case OpRemove, OpTake:
+		e, ok := s.removeLive(now, c.key)
+		if !ok {
+			return Result{Status: ResultNotFound}
+		}
+		if c.op == OpRemove {
+			s.removes.Add(1)
+			return Result{Status: ResultOK}
+		}
+		s.takes.Add(1)
+		return Result{Status: ResultOK, Value: e.value(), Flags: e.flags, Expiry: e.expiry}
+	case OpExpire:
+		for i := range s.mins {
+			for s.mins[i] != emptyOrder && s.mins[i].expiry <= now {
+				s.removeAt(i, s.shards[i].t.heap[0])
+				s.expirations.Add(1)
+			}
+		}
+		return Result{Status: ResultOK}
+	}
+	// decodeCommand accepts only the ops above.
+	s.invalid.Add(1)
+	return Result{Status: ResultInvalid}
+}
+
+// removeLive deletes the entry under key. It reports whether that entry was
+// live; an expired one is deleted too (as an expiration) but reported absent.
+func (s *Store) removeLive(now int64, key []byte) (entry, bool) {
+	si := s.shardIndex(key)
+	idx, ok := s.shards[si].t.lookup(key)
+	if !ok {
+		return entry{}, false
+	}
+	e := s.removeAt(si, idx)
+	if e.expiry <= now {
+		s.expirations.Add(1)
+		return entry{}, false
+	}
+	return e, true
+}
+
+func (s *Store) applyStore(now int64, lim Limits, c command) Result {
+	need := int64(len(c.key) + len(c.value))
+	si := s.shardIndex(c.key)
+	idx, exists := s.shards[si].t.lookup(c.key)
+	if exists && c.op == OpAdd && s.shards[si].t.entries[idx].expiry > now {
+		return Result{Status: ResultExists}
+	}
+	if lim.MaxBytes > 0 && need > lim.MaxBytes {
+		return Result{Status: ResultNoSpace}
+	}
+	if exists {
+		// An expired entry (ADD) or the replaced one (SET) goes first.
+		if old := s.removeAt(si, idx); old.expiry <= now {
+			s.expirations.Add(1)
+		}
+	}
+	if c.op == OpAdd {
+		s.adds.Add(1)
+	} else {
+		s.sets.Add(1)
+	}
+	expiry := int64(math.MaxInt64) // saturate rather than wrap
+	if c.ttlMS <= uint64(math.MaxInt64-max(now, 0)) {
+		expiry = now + int64(c.ttlMS)
+	}
+	if expiry <= now {
+		// Zero lifetime: accepted but never visible, so not stored.
+		return Result{Status: ResultOK}
+	}
+	for (lim.MaxSessions > 0 && s.sessions.Load() >= int64(lim.MaxSessions)) ||
+		(lim.MaxBytes > 0 && s.payload.Load()+need > lim.MaxBytes) {
+		if !s.evictOne(now) {
+			break
+		}
+	}
+	kv := make([]byte, need)
+	copy(kv, c.key)
+	copy(kv[len(c.key):], c.value)
+	s.insertAt(si, entry{kv: kv, expiry: expiry, seq: s.nextSeq, flags: c.flags, klen: uint8(len(c.key))})
+	s.nextSeq++
+	return Result{Status: ResultOK}
+}
+
+// evictOne deletes the entry with the smallest (expiry, seq) in the store;
+// it reports false if the store is empty.
+func (s *Store) evictOne(now int64) bool {
+	best := -1
+	for i := range s.mins {
+		if s.mins[i] != emptyOrder && (best < 0 || s.mins[i].less(s.mins[best])) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return false
+	}
+	e := s.removeAt(best, s.shards[best].t.heap[0])
+	if e.expiry <= now {
+		s.expirations.Add(1)
+	} else {
+		s.evictions.Add(1)
+	}
+	return true
+}
+
+// writable returns shard i's table, cloning it first if a snapshot holds it.
+func (s *Store) writable(i int) *table {
+	sh := &s.shards[i]
+	if !sh.frozen {
+		return sh.t
+	}
+	t := sh.t.clone() // readers may read sh.t meanwhile; it is not modified
+	sh.mu.Lock()
+	sh.t = t
+	sh.frozen = false
+	sh.mu.Unlock()
+	return t
+}
+
+func (s *Store) insertAt(i int, e entry) {
+	t := s.writable(i)
+	sh := &s.shards[i]
+	sh.mu.Lock()
+	t.insert(e)
+	sh.mu.Unlock()
+	s.mins[i] = t.min()
+	s.sessions.Add(1)
+	s.payload.Add(int64(len(e.kv)))
+}
+
+func (s *Store) removeAt(i int, idx int32) entry {
+	t := s.writable(i)
+	sh := &s.shards[i]
+	sh.mu.Lock()
+	e := t.remove(idx)
+	sh.mu.Unlock()
+	s.mins[i] = t.min()
+	s.sessions.Add(-1)
+	s.payload.Add(-int64(len(e.kv)))
+	return e
+}
