@@ -129,6 +129,11 @@ func (w testWriter) Write(p []byte) (int, error) {
 // startServer serves s on a loopback listener and shuts it down at cleanup.
 func startServer(t *testing.T, s *Server) string {
 	t.Helper()
+	return startServerB(t, s)
+}
+
+func startServerB(t testing.TB, s *Server) string {
+	t.Helper()
 	if s.Logger == nil {
 		s.Logger = testLogger(t)
 	}
@@ -159,13 +164,19 @@ type client struct {
 
 func dial(t *testing.T, addr string) *client {
 	t.Helper()
+	nc := dialB(t, addr)
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	return &client{t: t, nc: nc, br: bufio.NewReader(nc)}
+}
+
+func dialB(t testing.TB, addr string) net.Conn {
+	t.Helper()
 	nc, err := net.Dial("tcp4", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { nc.Close() })
-	nc.SetDeadline(time.Now().Add(10 * time.Second))
-	return &client{t: t, nc: nc, br: bufio.NewReader(nc)}
+	return nc
 }
 
 func (c *client) send(s string) {
