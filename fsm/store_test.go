@@ -19,9 +19,15 @@ func quietLogger() *slog.Logger {
 
 func newTestStore() *Store { return New(Config{Logger: quietLogger()}) }
 
+// fataler is what both *testing.T and *rapid.T provide.
+type fataler interface {
+	Helper()
+	Fatalf(format string, args ...any)
+}
+
 // applier feeds batches to a store with increasing log indexes.
 type applier struct {
-	t     testing.TB
+	t     fataler
 	s     *Store
 	index uint64
 }
