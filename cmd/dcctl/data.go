@@ -1,0 +1,348 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/distcache-replicated/distcache/cmd/dcctl/internal/display"
+	"github.com/distcache-replicated/distcache/protocol"
+)
+
+const (
+	defaultServer      = "IP:127.0.0.1:9100"
+	defaultDataTimeout = 5 * time.Second
+	defaultTTL         = 5 * time.Minute
+)
+
+// dataOptions are the flags of the commands that speak the distcache protocol.
+type dataOptions struct {
+	servers string
+	timeout time.Duration
+	json    bool
+}
+
+func (o *dataOptions) register(a *app, inv *invocation) {
+	srv := a.getenv("DCCTL_SERVER")
+	if srv == "" {
+		srv = defaultServer
+	}
+	inv.fs.StringVar(&o.servers, "server", srv, "distcache `address`(es), comma-separated, tried in order (env DCCTL_SERVER)")
+	inv.fs.DurationVar(&o.timeout, "timeout", defaultDataTimeout, "deadline per server tried")
+	inv.fs.BoolVar(&o.json, "json", false, "print JSON")
+}
+
+func (o *dataOptions) serverList() ([]string, error) {
+	var out []string
+	for _, s := range strings.Split(o.servers, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		if _, err := protocol.ParseAddress(s); err != nil {
+			return nil, &usageError{msg: err.Error()}
+		}
+		out = append(out, s)
+	}
+	if len(out) == 0 {
+		return nil, usagef("no server address given")
+	}
+	return out, nil
+}
+
+// opResult is the JSON answer of a data command.
+type opResult struct {
+	Op       string `json:"op"`
+	ID       string `json:"id"`
+	Server   string `json:"server"`
+	Result   string `json:"result"` // ok, exists, found, not_found, yes, no
+	Value    string `json:"value,omitempty"`
+	ValueHex string `json:"value_hex,omitempty"`
+	Size     *int   `json:"size,omitempty"`
+}
+
+// withFailover runs op against each server in turn until one gives an answer. A
+// server that cannot be reached is skipped; so is one whose answer was lost or was
+// DISCONNECTED when retry is true (reads). Writes (retry false) are not repeated on
+// another server once sent, because the first may have applied them.
+func withFailover(ctx context.Context, servers []string, timeout time.Duration, retry bool,
+	op func(ctx context.Context, c *protocol.Client) error) (string, error) {
+	var errs []error
+	for _, s := range servers {
+		err := func() error {
+			ctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			c, err := protocol.Dial(ctx, s)
+			if err != nil {
+				return &dialError{err}
+			}
+			defer c.Close()
+			return op(ctx, c)
+		}()
+		if err == nil || isAnswer(err) {
+			return s, err
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", s, err))
+		var de *dialError
+		if !retry && !errors.As(err, &de) {
+			break
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return "", errors.Join(errs...)
+}
+
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return "connect: " + e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+// isAnswer reports whether err is a definite answer of the cache (not found, exists,
+// an ADD validation code) rather than a failure to get one.
+func isAnswer(err error) bool {
+	if errors.Is(err, protocol.ErrNotFound) {
+		return true
+	}
+	var se *protocol.StatusError
+	return errors.As(err, &se) && se.Status != protocol.StatusDisconnected
+}
+
+func dataCommands() []*command {
+	const group = "Sessions (distcache protocol, --server)"
+	return []*command{
+		{
+			name: "add", group: group, args: "ID VALUE",
+			summary: "Store a session (fails if the id is already stored).",
+			detail:  "ID and VALUE are text, or hex when written hex:0a1b... . Exit status 1 if the id exists.",
+			example: "dcctl add sess1 'secret bytes' --ttl 10m\ndcctl add hex:0a1b2c hex:00ff00ff00 --server IP:10.0.0.1:9100,IP:10.0.0.2:9100",
+			run:     runAdd,
+		},
+		{
+			name: "get", group: group, args: "ID",
+			summary: "Print a session's value (text if printable, else hex).",
+			detail:  "Exit status 1 if not found. Values shorter than 5 bytes read as a miss (the protocol's client rule).",
+			example: "dcctl get sess1\ndcctl get hex:0a1b2c --raw > session.bin",
+			run:     func(ctx context.Context, a *app, inv *invocation) error { return runGet(ctx, a, inv, false) },
+		},
+		{
+			name: "take", group: group, args: "ID",
+			summary: "Get a session and remove it atomically (extension operation 4, single-use read).",
+			example: "dcctl take sess1 --json",
+			run:     func(ctx context.Context, a *app, inv *invocation) error { return runGet(ctx, a, inv, true) },
+		},
+		{
+			name: "remove", aliases: []string{"del", "rm"}, group: group, args: "ID",
+			summary: "Remove a session. Exit status 1 if it was not there.",
+			detail:  "To remove a cluster node use remove-node.",
+			example: "dcctl remove sess1",
+			run:     runRemove,
+		},
+		{
+			name: "have", group: group, args: "ID",
+			summary: "Report whether a session exists: prints yes (exit 0) or no (exit 1).",
+			example: "dcctl have sess1 && echo cached",
+			run:     runHave,
+		},
+	}
+}
+
+func parseIDArg(s string) ([]byte, error) {
+	id, err := display.Parse(s)
+	if err != nil {
+		return nil, &usageError{msg: err.Error()}
+	}
+	return id, nil
+}
+
+func runAdd(ctx context.Context, a *app, inv *invocation) error {
+	var o dataOptions
+	o.register(a, inv)
+	var ttl time.Duration
+	inv.fs.DurationVar(&ttl, "ttl", defaultTTL, "session lifetime (at most 168h)")
+	pos, err := inv.parse(2, 2)
+	if err != nil {
+		return err
+	}
+	servers, err := o.serverList()
+	if err != nil {
+		return err
+	}
+	id, err := parseIDArg(pos[0])
+	if err != nil {
+		return err
+	}
+	value, err := parseIDArg(pos[1])
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(id) == 0 || len(id) > protocol.MaxIDLen:
+		return usagef("id must be 1..%d bytes (got %d)", protocol.MaxIDLen, len(id))
+	case len(value) == 0:
+		return usagef("value must not be empty")
+	case 8+len(id)+len(value) > protocol.MaxPayload:
+		return usagef("id and value together exceed %d bytes", protocol.MaxPayload-8)
+	case ttl < 0 || ttl > protocol.MaxTimeout:
+		return usagef("ttl must be within 0..%v", protocol.MaxTimeout)
+	case ttl%time.Millisecond != 0:
+		return usagef("ttl has a millisecond resolution")
+	}
+	server, err := withFailover(ctx, servers, o.timeout, false, func(ctx context.Context, c *protocol.Client) error {
+		return c.Add(ctx, id, value, ttl)
+	})
+	res := opResult{Op: "add", ID: pos[0], Server: server, Result: "ok"}
+	switch {
+	case errors.Is(err, protocol.ErrExists):
+		res.Result = "exists"
+		return a.reportData(&o, res, "session exists", true)
+	case err != nil:
+		return err
+	}
+	return a.reportData(&o, res, "OK", false)
+}
+
+func runGet(ctx context.Context, a *app, inv *invocation, take bool) error {
+	var o dataOptions
+	o.register(a, inv)
+	var asHex, raw bool
+	inv.fs.BoolVar(&asHex, "hex", false, "print the value in hex even if it is printable")
+	inv.fs.BoolVar(&raw, "raw", false, "write the value's bytes unchanged, without a newline")
+	pos, err := inv.parse(1, 1)
+	if err != nil {
+		return err
+	}
+	if asHex && raw {
+		return usagef("--hex and --raw exclude each other")
+	}
+	servers, err := o.serverList()
+	if err != nil {
+		return err
+	}
+	id, err := parseIDArg(pos[0])
+	if err != nil {
+		return err
+	}
+	var value []byte
+	name := "get"
+	if take {
+		name = "take"
+	}
+	server, err := withFailover(ctx, servers, o.timeout, !take, func(ctx context.Context, c *protocol.Client) error {
+		var err error
+		if take {
+			value, err = c.Take(ctx, id)
+		} else {
+			value, err = c.Get(ctx, id)
+		}
+		return err
+	})
+	res := opResult{Op: name, ID: pos[0], Server: server, Result: "found"}
+	switch {
+	case errors.Is(err, protocol.ErrNotFound):
+		res.Result = "not_found"
+		return a.reportData(&o, res, "not found", true)
+	case err != nil:
+		return err
+	}
+	size := len(value)
+	res.Size = &size
+	res.ValueHex = hex.EncodeToString(value)
+	if display.Printable(value) {
+		res.Value = string(value)
+	}
+	if o.json {
+		return writeJSON(a.stdout, res)
+	}
+	switch {
+	case raw:
+		_, err = a.stdout.Write(value)
+	case asHex || !display.Printable(value):
+		_, err = fmt.Fprintln(a.stdout, res.ValueHex)
+	default:
+		_, err = fmt.Fprintln(a.stdout, res.Value)
+	}
+	return err
+}
+
+func runRemove(ctx context.Context, a *app, inv *invocation) error {
+	var o dataOptions
+	o.register(a, inv)
+	pos, err := inv.parse(1, 1)
+	if err != nil {
+		return err
+	}
+	servers, err := o.serverList()
+	if err != nil {
+		return err
+	}
+	id, err := parseIDArg(pos[0])
+	if err != nil {
+		return err
+	}
+	server, err := withFailover(ctx, servers, o.timeout, false, func(ctx context.Context, c *protocol.Client) error {
+		return c.Remove(ctx, id)
+	})
+	res := opResult{Op: "remove", ID: pos[0], Server: server, Result: "ok"}
+	switch {
+	case errors.Is(err, protocol.ErrNotFound):
+		res.Result = "not_found"
+		return a.reportData(&o, res, "not found", true)
+	case err != nil:
+		return err
+	}
+	return a.reportData(&o, res, "removed", false)
+}
+
+func runHave(ctx context.Context, a *app, inv *invocation) error {
+	var o dataOptions
+	o.register(a, inv)
+	pos, err := inv.parse(1, 1)
+	if err != nil {
+		return err
+	}
+	servers, err := o.serverList()
+	if err != nil {
+		return err
+	}
+	id, err := parseIDArg(pos[0])
+	if err != nil {
+		return err
+	}
+	var yes bool
+	server, err := withFailover(ctx, servers, o.timeout, true, func(ctx context.Context, c *protocol.Client) error {
+		var err error
+		yes, err = c.Have(ctx, id)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	res := opResult{Op: "have", ID: pos[0], Server: server, Result: "yes"}
+	if !yes {
+		res.Result = "no"
+		return a.reportData(&o, res, "no", true)
+	}
+	return a.reportData(&o, res, "yes", false)
+}
+
+// reportData prints a data command's outcome; negative outcomes exit with status 1
+// without another message.
+func (a *app) reportData(o *dataOptions, res opResult, human string, negative bool) error {
+	var err error
+	if o.json {
+		err = writeJSON(a.stdout, res)
+	} else {
+		_, err = fmt.Fprintln(a.stdout, human)
+	}
+	if err != nil {
+		return err
+	}
+	if negative {
+		return &silentError{err: errors.New(human)}
+	}
+	return nil
+}

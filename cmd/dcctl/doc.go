@@ -1,0 +1,39 @@
+// Command dcctl is the operator's tool for a replicated distcache cluster, in the
+// manner of `consul operator raft` and etcdctl. It also replaces the original
+// toolkit's dc_client (dcctl proxy), dc_snoop (dcctl snoop) and dc_test (dcctl bench).
+//
+// Commands fall into four groups:
+//
+//   - membership, over each node's admin HTTP API (--addr / DCCTL_ADDR, default
+//     127.0.0.1:9400, bearer token from --token-file / DCCTL_TOKEN_FILE): status,
+//     members, join, remove-node, leave, transfer-leader, snapshot save|restore;
+//   - sessions, over the distcache protocol (--server / DCCTL_SERVER, original address
+//     syntax, a comma-separated list fails over in order): add, get, take, remove, have;
+//   - proxy and snoop, long-running protocol-aware proxies;
+//   - bench, a load generator that verifies every answer.
+//
+// Design notes:
+//
+//   - Only the standard flag package: one FlagSet per command, dispatch on the first
+//     argument. Flags may follow positional arguments (dcctl add ID VALUE --ttl 5m);
+//     the parser re-enters flag.Parse after each positional argument.
+//   - Exit status 0 success, 1 failure, 2 usage. Negative answers that a script
+//     tests for (get/remove of an absent id, add of an existing one, have → no) exit 1
+//     after printing their result, like grep -q.
+//   - Every command prints a tabwriter table by default and JSON with --json. For
+//     admin calls the node's JSON is passed through re-indented, so fields added by a
+//     newer node are not lost.
+//   - `remove` is the distcache REMOVE of a session; removing a cluster node is
+//     `remove-node` (alias remove-peer), because one word cannot mean both.
+//   - Ids and values are text, or hex when written hex:0a1b...; output prints text
+//     when printable and hex:... otherwise, so printed ids can be pasted back.
+//   - Data commands retry reads (get, have) on the next server after any transport
+//     failure, but writes (add, remove, take) only after a failure to connect: a
+//     write that was sent may have been applied, and repeating it elsewhere would turn
+//     its answer into "exists" / "not found".
+//   - Session data never appears in logs; only get/take print a value, because the
+//     operator asked for it.
+//
+// All output goes through an app value (stdout, stderr, environment, terminal
+// detection), so tests run the real command paths in-process.
+package main
