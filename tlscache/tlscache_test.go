@@ -240,7 +240,7 @@ func (r *recordingCache) Put(k string, cs *tls.ClientSessionState) {
 type fixedCache struct{ cs *tls.ClientSessionState }
 
 func (f *fixedCache) Get(string) (*tls.ClientSessionState, bool) { return f.cs, f.cs != nil }
-func (f *fixedCache) Put(string, *tls.ClientSessionState)         {}
+func (f *fixedCache) Put(string, *tls.ClientSessionState)        {}
 
 func TestFailuresFallBackToFullHandshake(t *testing.T) {
 	store, addr := startStore(t)
