@@ -1,0 +1,866 @@
+package resp
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// NoExpiry is the ttl passed to Cache.Set and Cache.Add for a SET without
+// EX/PX. The Cache maps it to the store's maximum lifetime. Every other ttl
+// the server passes is positive and finite.
+const NoExpiry time.Duration = math.MaxInt64
+
+// Defaults used when the corresponding Server field is zero.
+const (
+	// DefaultMaxValueSize matches the replicated store's default size limit.
+	DefaultMaxValueSize = 64 << 10
+	// DefaultMaxLineLength bounds inline commands and RESP header lines.
+	DefaultMaxLineLength = 2048
+	// DefaultMaxArgs bounds the elements of one command array.
+	DefaultMaxArgs = 1024
+	// DefaultReadTimeout bounds how long a started request may take to arrive
+	// completely (slowloris protection).
+	DefaultReadTimeout = 10 * time.Second
+	// DefaultWriteTimeout bounds how long a client may take to accept a reply.
+	DefaultWriteTimeout = 10 * time.Second
+	// DefaultRequestTimeout bounds every Cache call, so a node without quorum
+	// still answers -ERR instead of hanging Apache's TLS handshakes.
+	DefaultRequestTimeout = 5 * time.Second
+	// DefaultMaxConns bounds concurrent connections.
+	DefaultMaxConns = 4096
+	// DefaultVersion is the redis_version INFO reports; clients check it
+	// to pick protocol features, so it must look like a real Redis.
+	DefaultVersion = "7.0.0"
+)
+
+const (
+	// swallowLimit is the largest oversized bulk string that is read and
+	// discarded to keep the stream in sync; beyond it the connection closes.
+	swallowLimit = 1 << 20
+	// keepBuffer is the largest argument buffer a connection keeps between requests.
+	keepBuffer = 16 << 10
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("resp: server closed")
+
+// errClose makes a connection close after flushing what was already answered.
+var errClose = errors.New("resp: closing connection")
+
+// Cache is the storage the server needs; the node implements it over the
+// replicated store. Keys and values passed in are only valid during the call
+// (they alias connection buffers) and must be copied if retained. A returned
+// value is written to the client before the next request is read.
+//
+// ttl is always positive: NoExpiry when the client gave none, otherwise the
+// lifetime. Mutating calls must return only once the write is applied on this
+// node, because the client is told +OK then.
+type Cache interface {
+	Get(ctx context.Context, key []byte) (value []byte, ok bool, err error)
+	// Set stores unconditionally (upsert).
+	Set(ctx context.Context, key, value []byte, ttl time.Duration) error
+	// Add stores only if no live entry exists; stored reports which happened.
+	Add(ctx context.Context, key, value []byte, ttl time.Duration) (stored bool, err error)
+	Delete(ctx context.Context, key []byte) (deleted bool, err error)
+}
+
+// StatsProvider is optionally implemented by a Cache to add its figures to
+// INFO, which status pages such as mod_socache_redis's read.
+type StatsProvider interface {
+	Stats() map[string]string
+}
+
+// Server serves Redis RESP2 over a Cache. The zero value with Cache set is
+// ready to use; fields must not change once Serve is called.
+type Server struct {
+	Cache  Cache
+	Logger *slog.Logger // nil: slog.Default()
+
+	Version        string        // redis_version in INFO; empty: DefaultVersion
+	MaxValueSize   int           // largest storable value; 0: DefaultMaxValueSize
+	MaxLineLength  int           // longest inline command or header line; 0: DefaultMaxLineLength
+	MaxArgs        int           // most elements in a command array; 0: DefaultMaxArgs
+	ReadTimeout    time.Duration // a started request must complete within it; 0: DefaultReadTimeout
+	IdleTimeout    time.Duration // idle connections are closed after it; 0: never (Apache pools connections)
+	WriteTimeout   time.Duration // 0: DefaultWriteTimeout
+	RequestTimeout time.Duration // deadline of each Cache call; 0: DefaultRequestTimeout
+	MaxConns       int           // concurrent connections; 0: DefaultMaxConns
+
+	initOnce sync.Once
+	baseCtx  context.Context
+	cancel   context.CancelFunc
+	started  time.Time
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	closing   atomic.Bool
+	wg        sync.WaitGroup
+
+	currConns  atomic.Int64
+	totalConns atomic.Uint64
+	commands   atomic.Uint64
+	hits       atomic.Uint64
+	misses     atomic.Uint64
+	rejected   atomic.Uint64
+}
+
+func (s *Server) init() {
+	s.initOnce.Do(func() {
+		s.baseCtx, s.cancel = context.WithCancel(context.Background())
+		s.started = time.Now()
+		s.listeners = make(map[net.Listener]struct{})
+		s.conns = make(map[*conn]struct{})
+	})
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+func orDefault[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+// Serve accepts connections on ln and serves each on its own goroutine until
+// Shutdown or Close; it then returns ErrServerClosed. It closes ln on return.
+func (s *Server) Serve(ln net.Listener) error {
+	s.init()
+	if s.Cache == nil {
+		return errors.New("resp: Server.Cache is nil")
+	}
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+		ln.Close()
+	}()
+
+	log := s.logger()
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				log.Warn("resp: accept failed; retrying", "err", err, "delay", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("resp: accept: %w", err)
+		}
+		backoff = 0
+		s.totalConns.Add(1)
+		if s.currConns.Load() >= int64(orDefault(s.MaxConns, DefaultMaxConns)) {
+			s.rejected.Add(1)
+			log.Warn("resp: too many connections; refusing", "remote", nc.RemoteAddr().String())
+			nc.SetWriteDeadline(time.Now().Add(time.Second))
+			io.WriteString(nc, "-ERR max number of clients reached\r\n")
+			nc.Close()
+			continue
+		}
+		c := s.newConn(nc)
+		s.mu.Lock()
+		if s.closing.Load() {
+			s.mu.Unlock()
+			nc.Close()
+			return ErrServerClosed
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		s.currConns.Add(1)
+		go c.serve()
+	}
+}
+
+// isTemporary reports accept errors worth retrying (fd exhaustion and the like).
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+// Shutdown stops accepting, lets every connection finish the request it is
+// processing, closes idle connections and waits for all of them. When ctx
+// ends first, the remaining connections are closed and their Cache calls
+// cancelled, and ctx's error is returned.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.init()
+	s.mu.Lock()
+	s.closing.Store(true)
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	s.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		// Wake connections blocked waiting for their next request; one that
+		// is processing a request notices closing once it has answered.
+		s.mu.Lock()
+		for c := range s.conns {
+			c.nc.SetReadDeadline(time.Unix(1, 0))
+		}
+		s.mu.Unlock()
+		select {
+		case <-done:
+			s.cancel()
+			return nil
+		case <-ctx.Done():
+			s.Close()
+			<-done
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// Close closes the listeners and every connection immediately and cancels
+// in-flight Cache calls.
+func (s *Server) Close() error {
+	s.init()
+	s.mu.Lock()
+	s.closing.Store(true)
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	for c := range s.conns {
+		c.nc.Close()
+	}
+	s.mu.Unlock()
+	s.cancel()
+	return nil
+}
+
+// conn is one client connection; its buffers are reused across requests.
+type conn struct {
+	s    *Server
+	nc   net.Conn // nil when driven directly by tests and benchmarks
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	log  *slog.Logger
+	rctx *requestContext
+
+	args     [][]byte // the current command; aliases arena or the read buffer
+	arena    []byte   // bulk strings of the current command
+	offs     []int    // start/end pairs into arena while reading
+	tooLarge bool     // a bulk string was discarded for its size
+
+	maxValue int
+	maxLine  int
+	maxArgs  int
+	readTO   time.Duration
+	idleTO   time.Duration
+	writeTO  time.Duration
+}
+
+func (s *Server) newConn(nc net.Conn) *conn {
+	s.init()
+	maxLine := orDefault(s.MaxLineLength, DefaultMaxLineLength)
+	c := &conn{
+		s:        s,
+		nc:       nc,
+		br:       bufio.NewReaderSize(nc, max(4096, maxLine+2)),
+		bw:       bufio.NewWriterSize(nc, 4096),
+		log:      s.logger(),
+		rctx:     newRequestContext(s.baseCtx, orDefault(s.RequestTimeout, DefaultRequestTimeout)),
+		args:     make([][]byte, 0, 8),
+		offs:     make([]int, 0, 16),
+		maxValue: orDefault(s.MaxValueSize, DefaultMaxValueSize),
+		maxLine:  maxLine,
+		maxArgs:  orDefault(s.MaxArgs, DefaultMaxArgs),
+		readTO:   orDefault(s.ReadTimeout, DefaultReadTimeout),
+		idleTO:   s.IdleTimeout,
+		writeTO:  orDefault(s.WriteTimeout, DefaultWriteTimeout),
+	}
+	if nc != nil {
+		c.log = c.log.With("remote", nc.RemoteAddr().String())
+	}
+	return c
+}
+
+func (c *conn) serve() {
+	defer func() {
+		c.rctx.release()
+		c.nc.Close()
+		c.s.mu.Lock()
+		delete(c.s.conns, c)
+		c.s.mu.Unlock()
+		c.s.currConns.Add(-1)
+		c.s.wg.Done()
+	}()
+	for {
+		if c.br.Buffered() == 0 {
+			// Nothing more is pipelined: send the coalesced answers.
+			if err := c.flush(); err != nil {
+				c.log.Debug("resp: write failed", "err", err)
+				return
+			}
+			if c.s.closing.Load() {
+				return
+			}
+			var idle time.Time
+			if c.idleTO > 0 {
+				idle = time.Now().Add(c.idleTO)
+			}
+			c.nc.SetReadDeadline(idle)
+			if _, err := c.br.Peek(1); err != nil {
+				if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !c.s.closing.Load() {
+					c.log.Debug("resp: connection closed while idle", "err", err)
+				}
+				return
+			}
+		}
+		c.nc.SetReadDeadline(time.Now().Add(c.readTO))
+		if err := c.handle(); err != nil {
+			if ferr := c.flush(); ferr == nil && !errors.Is(err, errClose) {
+				c.log.Warn("resp: closing connection", "err", err)
+			}
+			return
+		}
+	}
+}
+
+func (c *conn) flush() error {
+	if c.bw.Buffered() == 0 {
+		return nil
+	}
+	if c.nc != nil {
+		c.nc.SetWriteDeadline(time.Now().Add(c.writeTO))
+	}
+	return c.bw.Flush()
+}
+
+// protocolError answers a framing violation the way Redis does and closes.
+func (c *conn) protocolError(msg string) error {
+	c.bw.WriteString("-ERR Protocol error: ")
+	c.bw.WriteString(msg)
+	c.bw.WriteString("\r\n")
+	return errors.New("protocol error: " + msg)
+}
+
+// readLine returns the next line without its terminator; it aliases the read
+// buffer and is valid until the next read.
+func (c *conn) readLine() ([]byte, error) {
+	line, err := c.br.ReadSlice('\n')
+	if err != nil {
+		if errors.Is(err, bufio.ErrBufferFull) {
+			return nil, c.protocolError("too big request")
+		}
+		if errors.Is(err, io.EOF) && len(line) == 0 {
+			return nil, errClose
+		}
+		return nil, fmt.Errorf("reading line: %w", err)
+	}
+	line = line[:len(line)-1]
+	if n := len(line); n > 0 && line[n-1] == '\r' {
+		line = line[:n-1]
+	}
+	if len(line) > c.maxLine {
+		return nil, c.protocolError("too big request")
+	}
+	return line, nil
+}
+
+// readCommand reads one request into c.args. An empty c.args means there was
+// nothing to execute (a blank inline line or an empty array).
+func (c *conn) readCommand() error {
+	c.args = c.args[:0]
+	c.tooLarge = false
+	first, err := c.br.Peek(1)
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return errClose
+		}
+		return fmt.Errorf("reading request: %w", err)
+	}
+	if first[0] != '*' {
+		return c.readInline()
+	}
+	line, err := c.readLine()
+	if err != nil {
+		return err
+	}
+	n, ok := parseInt(line[1:])
+	if !ok || n > int64(c.maxArgs) {
+		return c.protocolError("invalid multibulk length")
+	}
+	if n <= 0 {
+		return nil
+	}
+	c.arena = c.arena[:0]
+	c.offs = c.offs[:0]
+	limit := c.maxValue + 2*c.maxLine // room for the value plus name, key and options
+	for range n {
+		line, err := c.readLine()
+		if err != nil {
+			return err
+		}
+		if len(line) == 0 || line[0] != '$' {
+			return c.protocolError("expected '$'")
+		}
+		size, ok := parseInt(line[1:])
+		if !ok || size < 0 || size > swallowLimit {
+			return c.protocolError("invalid bulk length")
+		}
+		if c.tooLarge || size > int64(c.maxValue) || len(c.arena)+int(size) > limit {
+			c.tooLarge = true
+			if _, err := c.br.Discard(int(size) + 2); err != nil {
+				return fmt.Errorf("discarding bulk string: %w", err)
+			}
+			continue
+		}
+		start := len(c.arena)
+		c.arena = append(c.arena, make([]byte, size+2)...)
+		buf := c.arena[start:]
+		if _, err := io.ReadFull(c.br, buf); err != nil {
+			return fmt.Errorf("reading bulk string: %w", err)
+		}
+		if buf[size] != '\r' || buf[size+1] != '\n' {
+			return c.protocolError("bulk string not terminated by CRLF")
+		}
+		c.arena = c.arena[:start+int(size)]
+		c.offs = append(c.offs, start, start+int(size))
+	}
+	for i := 0; i < len(c.offs); i += 2 {
+		c.args = append(c.args, c.arena[c.offs[i]:c.offs[i+1]])
+	}
+	return nil
+}
+
+// readInline reads a telnet-style command: words separated by spaces or tabs.
+// Quoting is not supported.
+func (c *conn) readInline() error {
+	line, err := c.readLine()
+	if err != nil {
+		return err
+	}
+	for i := 0; i < len(line); {
+		for i < len(line) && (line[i] == ' ' || line[i] == '\t') {
+			i++
+		}
+		j := i
+		for j < len(line) && line[j] != ' ' && line[j] != '\t' {
+			j++
+		}
+		if j > i {
+			if len(c.args) == c.maxArgs {
+				return c.protocolError("too many arguments")
+			}
+			c.args = append(c.args, line[i:j])
+		}
+		i = j
+	}
+	return nil
+}
+
+// handle reads and answers one request. A non-nil error closes the connection
+// after the answers written so far are flushed.
+func (c *conn) handle() error {
+	err := c.readCommand()
+	defer func() {
+		if cap(c.arena) > keepBuffer {
+			c.arena = nil
+		}
+	}()
+	if err != nil {
+		return err
+	}
+	if len(c.args) == 0 {
+		if c.tooLarge {
+			c.writeError("value too large for cache")
+		}
+		return nil
+	}
+	c.s.commands.Add(1)
+	var nameBuf [16]byte
+	name := lower(nameBuf[:0], c.args[0])
+	if c.tooLarge {
+		c.writeError("value too large for cache")
+		return nil
+	}
+	args := c.args[1:]
+	switch string(name) {
+	case "get":
+		if len(args) != 1 {
+			return c.arity("get")
+		}
+		c.get(args[0])
+	case "set":
+		if len(args) < 2 {
+			return c.arity("set")
+		}
+		c.set(args)
+	case "setex", "psetex":
+		if len(args) != 3 {
+			return c.arity(string(name))
+		}
+		c.setex(args, string(name) == "psetex")
+	case "setnx":
+		if len(args) != 2 {
+			return c.arity("setnx")
+		}
+		c.setnx(args)
+	case "del":
+		if len(args) == 0 {
+			return c.arity("del")
+		}
+		c.del(args)
+	case "exists":
+		if len(args) == 0 {
+			return c.arity("exists")
+		}
+		c.exists(args)
+	case "ping":
+		switch len(args) {
+		case 0:
+			c.bw.WriteString("+PONG\r\n")
+		case 1:
+			c.writeBulk(args[0])
+		default:
+			return c.arity("ping")
+		}
+	case "echo":
+		if len(args) != 1 {
+			return c.arity("echo")
+		}
+		c.writeBulk(args[0])
+	case "quit":
+		c.bw.WriteString("+OK\r\n")
+		return errClose
+	case "select":
+		if len(args) != 1 {
+			return c.arity("select")
+		}
+		if n, ok := parseInt(args[0]); !ok {
+			c.writeError("value is not an integer or out of range")
+		} else if n != 0 {
+			c.writeError("DB index is out of range")
+		} else {
+			c.bw.WriteString("+OK\r\n")
+		}
+	case "command":
+		c.bw.WriteString("*0\r\n")
+	case "client":
+		var sub [16]byte
+		if len(args) == 0 {
+			return c.arity("client")
+		}
+		switch string(lower(sub[:0], args[0])) {
+		case "setname", "setinfo":
+			c.bw.WriteString("+OK\r\n")
+		default:
+			c.writeError("unknown subcommand '" + printable(args[0]) + "'")
+		}
+	case "info":
+		c.info()
+	default:
+		c.writeError("unknown command '" + printable(c.args[0]) + "'")
+	}
+	return nil
+}
+
+// lower appends the ASCII-lowercased name to dst; names longer than dst's
+// capacity yield a value matching no command, without allocating.
+func lower(dst, name []byte) []byte {
+	if len(name) > cap(dst) {
+		return dst[:0]
+	}
+	for _, ch := range name {
+		if 'A' <= ch && ch <= 'Z' {
+			ch += 'a' - 'A'
+		}
+		dst = append(dst, ch)
+	}
+	return dst
+}
+
+// printable renders client input for an error line: clipped, no control bytes.
+func printable(b []byte) string {
+	if len(b) > 64 {
+		b = b[:64]
+	}
+	out := make([]byte, len(b))
+	for i, ch := range b {
+		if ch < ' ' || ch >= 0x7f || ch == '\'' {
+			ch = '?'
+		}
+		out[i] = ch
+	}
+	return string(out)
+}
+
+func (c *conn) arity(name string) error {
+	c.writeError("wrong number of arguments for '" + name + "' command")
+	return nil
+}
+
+func (c *conn) writeError(msg string) {
+	c.bw.WriteString("-ERR ")
+	c.bw.WriteString(msg)
+	c.bw.WriteString("\r\n")
+}
+
+func (c *conn) writeBulk(b []byte) {
+	c.writeLen('$', len(b))
+	c.bw.Write(b)
+	c.bw.WriteString("\r\n")
+}
+
+func (c *conn) writeLen(prefix byte, n int) {
+	buf := c.bw.AvailableBuffer()
+	buf = append(buf, prefix)
+	buf = appendInt(buf, int64(n))
+	buf = append(buf, '\r', '\n')
+	c.bw.Write(buf)
+}
+
+// cacheError answers a failed Cache call; the stream stays in sync.
+func (c *conn) cacheError(err error) {
+	c.log.Debug("resp: cache call failed", "err", err)
+	c.writeError(errorText(err))
+}
+
+// errorText renders err on one protocol line, without CR or LF.
+func errorText(err error) string {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return "timeout"
+	}
+	if errors.Is(err, context.Canceled) {
+		return "server shutting down"
+	}
+	b := []byte(err.Error())
+	if len(b) > 200 {
+		b = b[:200]
+	}
+	for i, ch := range b {
+		if ch < ' ' || ch == 0x7f {
+			b[i] = ' '
+		}
+	}
+	return string(b)
+}
+
+func (c *conn) get(key []byte) {
+	ctx := c.rctx.begin()
+	v, ok, err := c.s.Cache.Get(ctx, key)
+	c.rctx.end()
+	switch {
+	case err != nil:
+		c.cacheError(err)
+	case !ok:
+		c.s.misses.Add(1)
+		c.bw.WriteString("$-1\r\n")
+	default:
+		c.s.hits.Add(1)
+		c.writeBulk(v)
+	}
+}
+
+// set handles SET key value [EX seconds|PX milliseconds] [NX].
+func (c *conn) set(args [][]byte) {
+	ttl := NoExpiry
+	var nx, haveTTL bool
+	for i := 2; i < len(args); i++ {
+		var opt [8]byte
+		switch o := string(lower(opt[:0], args[i])); o {
+		case "nx":
+			nx = true
+		case "ex", "px":
+			if haveTTL || i+1 == len(args) {
+				c.writeError("syntax error")
+				return
+			}
+			i++
+			d, ok := c.duration(args[i], o == "px", "set")
+			if !ok {
+				return
+			}
+			ttl, haveTTL = d, true
+		default: // XX, KEEPTTL, GET, EXAT, PXAT: not offered by the store
+			c.writeError("syntax error")
+			return
+		}
+	}
+	ctx := c.rctx.begin()
+	defer c.rctx.end()
+	if nx {
+		stored, err := c.s.Cache.Add(ctx, args[0], args[1], ttl)
+		switch {
+		case err != nil:
+			c.cacheError(err)
+		case stored:
+			c.bw.WriteString("+OK\r\n")
+		default:
+			c.bw.WriteString("$-1\r\n")
+		}
+		return
+	}
+	if err := c.s.Cache.Set(ctx, args[0], args[1], ttl); err != nil {
+		c.cacheError(err)
+		return
+	}
+	c.bw.WriteString("+OK\r\n")
+}
+
+// duration parses a positive EX/PX argument, answering the error itself.
+func (c *conn) duration(arg []byte, millis bool, cmd string) (time.Duration, bool) {
+	n, ok := parseInt(arg)
+	if !ok {
+		c.writeError("value is not an integer or out of range")
+		return 0, false
+	}
+	unit := time.Second
+	if millis {
+		unit = time.Millisecond
+	}
+	if n <= 0 || n > int64(math.MaxInt64/unit) {
+		c.writeError("invalid expire time in '" + cmd + "' command")
+		return 0, false
+	}
+	return time.Duration(n) * unit, true
+}
+
+// setex handles SETEX key seconds value (and PSETEX in milliseconds).
+func (c *conn) setex(args [][]byte, millis bool) {
+	cmd := "setex"
+	if millis {
+		cmd = "psetex"
+	}
+	ttl, ok := c.duration(args[1], millis, cmd)
+	if !ok {
+		return
+	}
+	ctx := c.rctx.begin()
+	err := c.s.Cache.Set(ctx, args[0], args[2], ttl)
+	c.rctx.end()
+	if err != nil {
+		c.cacheError(err)
+		return
+	}
+	c.bw.WriteString("+OK\r\n")
+}
+
+func (c *conn) setnx(args [][]byte) {
+	ctx := c.rctx.begin()
+	stored, err := c.s.Cache.Add(ctx, args[0], args[1], NoExpiry)
+	c.rctx.end()
+	switch {
+	case err != nil:
+		c.cacheError(err)
+	case stored:
+		c.bw.WriteString(":1\r\n")
+	default:
+		c.bw.WriteString(":0\r\n")
+	}
+}
+
+func (c *conn) del(keys [][]byte) {
+	n := 0
+	for _, k := range keys {
+		ctx := c.rctx.begin()
+		deleted, err := c.s.Cache.Delete(ctx, k)
+		c.rctx.end()
+		if err != nil {
+			c.cacheError(err)
+			return
+		}
+		if deleted {
+			n++
+		}
+	}
+	c.writeLen(':', n)
+}
+
+func (c *conn) exists(keys [][]byte) {
+	n := 0
+	for _, k := range keys {
+		ctx := c.rctx.begin()
+		_, ok, err := c.s.Cache.Get(ctx, k)
+		c.rctx.end()
+		if err != nil {
+			c.cacheError(err)
+			return
+		}
+		if ok {
+			n++
+		}
+	}
+	c.writeLen(':', n)
+}
+
+// parseInt parses a signed decimal int64 without allocating.
+func parseInt(b []byte) (int64, bool) {
+	neg := len(b) > 0 && b[0] == '-'
+	if neg {
+		b = b[1:]
+	}
+	if len(b) == 0 || len(b) > 19 {
+		return 0, false
+	}
+	var n uint64
+	for _, ch := range b {
+		if ch < '0' || ch > '9' {
+			return 0, false
+		}
+		n = n*10 + uint64(ch-'0')
+	}
+	if n > math.MaxInt64 {
+		return 0, false
+	}
+	if neg {
+		return -int64(n), true
+	}
+	return int64(n), true
+}
+
+func appendInt(b []byte, n int64) []byte {
+	if n < 0 {
+		b = append(b, '-')
+		n = -n
+	}
+	var tmp [20]byte
+	i := len(tmp)
+	for {
+		i--
+		tmp[i] = byte('0' + n%10)
+		n /= 10
+		if n == 0 {
+			break
+		}
+	}
+	return append(b, tmp[i:]...)
+}
