@@ -1,0 +1,199 @@
+package protocol
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+func dialClient(t *testing.T, addr string, opts ...ClientOption) *Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, addr, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// exerciseAll runs every command for one id and checks every answer.
+func exerciseAll(ctx context.Context, c *Client, id []byte, data []byte) error {
+	if err := c.Add(ctx, id, data, time.Minute); err != nil {
+		return fmt.Errorf("add: %w", err)
+	}
+	if err := c.Add(ctx, id, []byte("other data"), time.Minute); !errors.Is(err, ErrExists) {
+		return fmt.Errorf("duplicate add: %v", err)
+	}
+	if got, err := c.Get(ctx, id); err != nil || !bytes.Equal(got, data) {
+		return fmt.Errorf("get: %q %v", got, err)
+	}
+	if ok, err := c.Have(ctx, id); err != nil || !ok {
+		return fmt.Errorf("have: %v %v", ok, err)
+	}
+	if err := c.Remove(ctx, id); err != nil {
+		return fmt.Errorf("remove: %w", err)
+	}
+	if err := c.Remove(ctx, id); !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("second remove: %v", err)
+	}
+	if ok, err := c.Have(ctx, id); err != nil || ok {
+		return fmt.Errorf("have after remove: %v %v", ok, err)
+	}
+	if _, err := c.Get(ctx, id); !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("get after remove: %v", err)
+	}
+	if err := c.Add(ctx, id, data, time.Minute); err != nil {
+		return fmt.Errorf("re-add: %w", err)
+	}
+	if got, err := c.Take(ctx, id); err != nil || !bytes.Equal(got, data) {
+		return fmt.Errorf("take: %q %v", got, err)
+	}
+	if _, err := c.Take(ctx, id); !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("second take: %v", err)
+	}
+	return nil
+}
+
+func TestClientAllCommandsConcurrent(t *testing.T) {
+	for _, network := range []string{"tcp", "unix"} {
+		t.Run(network, func(t *testing.T) {
+			ts := startServer(t, network, NewCacheHandler(newMapCache()), nil)
+			c := dialClient(t, ts.addr)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			const workers, rounds = 32, 20
+			errs := make(chan error, workers)
+			var wg sync.WaitGroup
+			for w := range workers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for r := range rounds {
+						id := fmt.Appendf(nil, "session-%02d-%03d", w, r)
+						// Sizes from one frame to several.
+						data := bytes.Repeat([]byte{byte(w)}, 5+(w*r*331)%9000)
+						if err := exerciseAll(ctx, c, id, data); err != nil {
+							errs <- fmt.Errorf("worker %d round %d: %w", w, r, err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Error(err)
+			}
+			if n := ts.srv.ActiveConns(); n != 1 {
+				t.Errorf("%d server connections, want the one persistent connection", n)
+			}
+		})
+	}
+}
+
+func TestClientStatusMapping(t *testing.T) {
+	ts := startServer(t, "tcp", NewCacheHandler(newMapCache()), nil)
+	c := dialClient(t, ts.addr)
+	ctx := context.Background()
+	if err := c.Add(ctx, bytes.Repeat([]byte("A"), 65), []byte("x"), time.Second); !errors.Is(err, &StatusError{Status: StatusAddIDRange}) {
+		t.Errorf("65-byte id: %v", err)
+	}
+	if err := c.Add(ctx, []byte("t"), []byte("x"), MaxTimeout+time.Millisecond); !errors.Is(err, &StatusError{Status: StatusAddTimeoutRange}) {
+		t.Errorf("timeout: %v", err)
+	}
+	if err := c.Add(ctx, []byte("abc"), nil, time.Second); !errors.Is(err, &StatusError{Status: StatusAddCorrupt}) {
+		t.Errorf("no data: %v", err)
+	}
+	var le *LimitError
+	if err := c.Add(ctx, []byte("abc"), make([]byte, MaxPayload), time.Second); !errors.As(err, &le) {
+		t.Errorf("oversize: %v", err)
+	}
+	// The C library's "< 5 bytes is a miss" rule.
+	if err := c.Add(ctx, []byte("short"), []byte{1, 2, 3, 4}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Get(ctx, []byte("short")); !errors.Is(err, ErrNotFound) {
+		t.Errorf("4-byte session: %v", err)
+	}
+	// Timeout 0 is accepted and never visible.
+	if err := c.Add(ctx, []byte("zero"), []byte("data!"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := c.Have(ctx, []byte("zero")); ok || err != nil {
+		t.Errorf("timeout-0 entry visible: %v %v", ok, err)
+	}
+	// Raw answers of a dc_client proxy: empty payload and DISCONNECTED.
+	proxy := startServer(t, "tcp", HandlerFunc(func(_ context.Context, req *Message) ([]byte, error) {
+		if req.Op == OpHave {
+			return StatusDisconnected.Payload(), nil
+		}
+		return nil, nil
+	}), nil)
+	pc := dialClient(t, proxy.addr)
+	if _, err := pc.Get(ctx, []byte("abc")); !errors.Is(err, ErrEmptyResponse) {
+		t.Errorf("empty GET answer: %v", err)
+	}
+	if _, err := pc.Have(ctx, []byte("abc")); !errors.Is(err, ErrDisconnected) {
+		t.Errorf("0x02 HAVE answer: %v", err)
+	}
+}
+
+func TestClientDeadlineAndLateAnswer(t *testing.T) {
+	release := make(chan struct{})
+	h := HandlerFunc(func(ctx context.Context, req *Message) ([]byte, error) {
+		if string(req.Payload) == "slow" {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+		return StatusOK.Payload(), nil
+	})
+	ts := startServer(t, "unix", h, nil)
+	c := dialClient(t, ts.addr, WithRequestTimeout(50*time.Millisecond))
+	if _, err := c.Have(context.Background(), []byte("slow")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("slow request: %v", err)
+	}
+	close(release) // its late answer arrives and must be dropped
+	for range 3 {
+		if ok, err := c.Have(context.Background(), []byte("fast")); err != nil || !ok {
+			t.Fatalf("after deadline: %v %v", ok, err)
+		}
+	}
+}
+
+func TestClientReconnects(t *testing.T) {
+	ts := startServer(t, "tcp", NewCacheHandler(newMapCache()), nil)
+	c := dialClient(t, ts.addr)
+	ctx := context.Background()
+	if err := c.Add(ctx, []byte("k"), []byte("value"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	// Break the connection from the server side.
+	ts.srv.forEachConn(func(sc *serverConn) { sc.abort("test") })
+	// HAVE is retried on a fresh connection even before the client notices.
+	if ok, err := c.Have(ctx, []byte("k")); err != nil || !ok {
+		t.Fatalf("have after drop: %v %v", ok, err)
+	}
+	ts.srv.forEachConn(func(sc *serverConn) { sc.abort("test") })
+	deadline := time.Now().Add(10 * time.Second)
+	for !c.cc.isBroken() {
+		if time.Now().After(deadline) {
+			t.Fatal("client never noticed the broken connection")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := c.Remove(ctx, []byte("k")); err != nil {
+		t.Fatalf("remove after reconnect: %v", err)
+	}
+	c.Close()
+	if _, err := c.Get(ctx, []byte("k")); !errors.Is(err, ErrClientClosed) {
+		t.Fatalf("after Close: %v", err)
+	}
+}

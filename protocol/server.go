@@ -1,0 +1,521 @@
+package protocol
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Defaults for Server fields left zero.
+const (
+	DefaultReadTimeout  = 10 * time.Second
+	DefaultWriteTimeout = 30 * time.Second
+	DefaultMaxPipeline  = 128
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("protocol: server closed")
+
+// Server accepts distcache connections on any number of listeners and hands
+// each request to Handler. Fields must be set before the first Serve call.
+type Server struct {
+	// Handler answers requests; it is required.
+	Handler Handler
+	// Logger receives one line per dropped connection; nil means slog.Default().
+	Logger *slog.Logger
+	// ReadTimeout bounds how long a peer may stall in the middle of a message
+	// (spec §10: the C server waited forever). Zero means DefaultReadTimeout,
+	// negative means no limit.
+	ReadTimeout time.Duration
+	// IdleTimeout closes connections with no partial message that send
+	// nothing for this long. Zero means never, like dc_server.
+	IdleTimeout time.Duration
+	// WriteTimeout bounds one write of answers to a peer that does not read.
+	// Zero means DefaultWriteTimeout, negative means no limit.
+	WriteTimeout time.Duration
+	// MaxConns caps concurrent connections; further ones are accepted and
+	// closed at once with a log line. Zero means unlimited.
+	MaxConns int
+	// MaxPipeline is how many requests of one connection may be executing or
+	// waiting to be written; when reached the server stops reading from that
+	// connection (backpressure). Zero means DefaultMaxPipeline.
+	MaxPipeline int
+
+	mu        sync.Mutex
+	listeners map[*net.Listener]struct{}
+	conns     map[*serverConn]struct{}
+	closing   atomic.Bool
+	active    atomic.Int64
+	stalls    atomic.Uint64 // times a connection stopped reading on a full pipeline
+}
+
+// ActiveConns returns the number of open client connections, for metrics.
+func (s *Server) ActiveConns() int { return int(s.active.Load()) }
+
+// BackpressureEvents counts how often a connection stopped reading because
+// MaxPipeline answers were outstanding, for metrics.
+func (s *Server) BackpressureEvents() uint64 { return s.stalls.Load() }
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+func durationOr(d, def time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return def
+	case d < 0:
+		return 0
+	}
+	return d
+}
+
+// Serve accepts connections on ln until Shutdown/Close (then it returns
+// ErrServerClosed) or a permanent accept error. It closes ln on return. Call
+// it once per listener, each in its own goroutine.
+func (s *Server) Serve(ln net.Listener) error {
+	if s.Handler == nil {
+		return errors.New("protocol: Server.Handler is nil")
+	}
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	if s.listeners == nil {
+		s.listeners = make(map[*net.Listener]struct{})
+	}
+	s.listeners[&ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, &ln)
+		s.mu.Unlock()
+		ln.Close()
+	}()
+
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.logger().Warn("distcache accept failed; retrying", "listener", ln.Addr().String(), "err", err, "delay", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("protocol: accept on %s: %w", ln.Addr(), err)
+		}
+		backoff = 0
+		if s.MaxConns > 0 && s.active.Load() >= int64(s.MaxConns) {
+			s.logger().Warn("distcache connection rejected: at MaxConns", "remote", remoteString(nc), "max", s.MaxConns)
+			nc.Close()
+			continue
+		}
+		c := s.newConn(nc)
+		if c == nil {
+			nc.Close()
+			return ErrServerClosed
+		}
+		go c.serve()
+	}
+}
+
+func remoteString(nc net.Conn) string {
+	if a := nc.RemoteAddr(); a != nil && a.String() != "" {
+		return a.String()
+	}
+	if a := nc.LocalAddr(); a != nil {
+		return "unix:" + a.String()
+	}
+	return "?"
+}
+
+// Shutdown stops accepting, stops reading from every connection, waits until
+// every request already received has been answered and the connections are
+// closed, or until ctx is done (then it closes them forcibly and returns
+// ctx's error).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closeListeners()
+	s.forEachConn(func(c *serverConn) { c.stopReading() })
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for s.active.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			s.Close()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// Close closes all listeners and connections at once, cancelling in-flight
+// requests' contexts.
+func (s *Server) Close() error {
+	s.closeListeners()
+	s.forEachConn(func(c *serverConn) { c.abort("server closed") })
+	return nil
+}
+
+func (s *Server) closeListeners() {
+	s.mu.Lock()
+	s.closing.Store(true)
+	for ln := range s.listeners {
+		(*ln).Close()
+	}
+	s.mu.Unlock()
+}
+
+func (s *Server) forEachConn(f func(*serverConn)) {
+	s.mu.Lock()
+	cs := make([]*serverConn, 0, len(s.conns))
+	for c := range s.conns {
+		cs = append(cs, c)
+	}
+	s.mu.Unlock()
+	for _, c := range cs {
+		f(c)
+	}
+}
+
+func (s *Server) newConn(nc net.Conn) *serverConn {
+	pipeline := s.MaxPipeline
+	if pipeline <= 0 {
+		pipeline = DefaultMaxPipeline
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &serverConn{
+		srv:    s,
+		nc:     nc,
+		ctx:    ctx,
+		cancel: cancel,
+		remote: remoteString(nc),
+		slots:  make(chan struct{}, pipeline),
+		rto:    durationOr(s.ReadTimeout, DefaultReadTimeout),
+		idle:   max(s.IdleTimeout, 0),
+		wto:    durationOr(s.WriteTimeout, DefaultWriteTimeout),
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		cancel()
+		return nil
+	}
+	if s.conns == nil {
+		s.conns = make(map[*serverConn]struct{})
+	}
+	s.conns[c] = struct{}{}
+	s.active.Add(1)
+	return c
+}
+
+// pending is one request of a connection, from decoding until its answer
+// has been written.
+type pending struct {
+	req  Message
+	key  []byte // session id the request touches (aliases req.Payload)
+	resp []byte
+	err  error
+	done bool
+	// executed is created when a later request with the same key must wait
+	// for this one; it is closed when the handler has returned.
+	executed chan struct{}
+}
+
+// requestKey returns the session id a request operates on, so that requests
+// for the same id on one connection execute in arrival order.
+func requestKey(m *Message) []byte {
+	if m.Op == OpAdd && len(m.Payload) >= addHeaderSize {
+		if n := binary.BigEndian.Uint32(m.Payload[4:8]); uint64(n) <= uint64(len(m.Payload)-addHeaderSize) {
+			return m.Payload[addHeaderSize : addHeaderSize+int(n)]
+		}
+	}
+	return m.Payload
+}
+
+var pendingPool = sync.Pool{New: func() any { return new(pending) }}
+
+// serverConn serves one connection: the serve goroutine reads and decodes,
+// requests run inline or on their own goroutine, and whichever goroutine
+// completes the oldest outstanding request writes every answer that is ready
+// (in order), so answers are coalesced without a dedicated writer goroutine.
+type serverConn struct {
+	srv            *Server
+	nc             net.Conn
+	ctx            context.Context
+	cancel         context.CancelFunc
+	remote         string
+	dec            *Decoder
+	slots          chan struct{} // one token per outstanding request (backpressure)
+	inflight       sync.WaitGroup
+	rto, idle, wto time.Duration
+
+	stop       atomic.Bool // stop reading (Shutdown)
+	deadlineOn bool        // a read deadline is currently set (serve goroutine only)
+
+	mu      sync.Mutex
+	queue   []*pending // outstanding requests in arrival order
+	writing bool       // a goroutine is writing answers
+	broken  bool       // no more answers can be written
+	logged  bool       // the drop reason has been logged
+	out     []byte     // encode buffer, owned by the writing goroutine
+	batch   []*pending // scratch, owned by the writing goroutine
+}
+
+var errStopReading = errors.New("server shutting down")
+
+// Read implements io.Reader for the Decoder, arming the right deadline for
+// the decoder's state before each read.
+func (c *serverConn) Read(p []byte) (int, error) {
+	var dl time.Duration
+	if c.dec.Partial() {
+		dl = c.rto
+	} else {
+		dl = c.idle
+	}
+	if dl > 0 {
+		c.nc.SetReadDeadline(time.Now().Add(dl))
+		c.deadlineOn = true
+	} else if c.deadlineOn {
+		c.nc.SetReadDeadline(time.Time{})
+		c.deadlineOn = false
+	}
+	if c.stop.Load() {
+		return 0, errStopReading
+	}
+	return c.nc.Read(p)
+}
+
+func (c *serverConn) stopReading() {
+	c.stop.Store(true)
+	c.nc.SetReadDeadline(time.Unix(1, 0))
+}
+
+func (c *serverConn) serve() {
+	defer func() {
+		c.cancel()
+		c.nc.Close()
+		c.srv.mu.Lock()
+		delete(c.srv.conns, c)
+		c.srv.mu.Unlock()
+		c.srv.active.Add(-1)
+	}()
+	defer func() {
+		if r := recover(); r != nil {
+			c.drop(slog.LevelError, "panic serving connection", fmt.Errorf("%v", r))
+		}
+	}()
+	c.dec = NewDecoder(c, Requests)
+	for {
+		p := pendingPool.Get().(*pending)
+		if err := c.dec.Decode(&p.req); err != nil {
+			pendingPool.Put(p)
+			c.readFailed(err)
+			break
+		}
+		select {
+		case c.slots <- struct{}{}:
+		default:
+			c.srv.stalls.Add(1)
+			select {
+			case c.slots <- struct{}{}:
+			case <-c.ctx.Done():
+			}
+		}
+		if c.ctx.Err() != nil {
+			pendingPool.Put(p)
+			break
+		}
+		p.key = requestKey(&p.req)
+		c.mu.Lock()
+		var after chan struct{}
+		for i := len(c.queue) - 1; i >= 0; i-- {
+			if q := c.queue[i]; !q.done && bytes.Equal(q.key, p.key) {
+				if q.executed == nil {
+					q.executed = make(chan struct{})
+				}
+				after = q.executed
+				break
+			}
+		}
+		c.queue = append(c.queue, p)
+		alone := len(c.queue) == 1
+		c.mu.Unlock()
+		c.inflight.Add(1)
+		if alone && c.dec.Buffered() == 0 {
+			c.run(p, nil) // nothing else to do: skip the goroutine hand-off
+		} else {
+			go c.run(p, after)
+		}
+	}
+	// Answer everything that was received completely, then close.
+	c.inflight.Wait()
+}
+
+// readFailed logs why reading stopped. Clean EOF between messages and
+// Shutdown are normal; everything else is a dropped connection.
+func (c *serverConn) readFailed(err error) {
+	var fe *FrameError
+	var le *LimitError
+	switch {
+	case errors.Is(err, io.EOF):
+		c.drop(slog.LevelDebug, "peer closed connection", nil)
+	case errors.Is(err, errStopReading) || c.stop.Load():
+		c.drop(slog.LevelDebug, "server shutting down", nil)
+	case errors.As(err, &fe) || errors.As(err, &le):
+		c.drop(slog.LevelWarn, "malformed request; closing connection", err)
+	case errors.Is(err, os.ErrDeadlineExceeded) && c.dec.Partial():
+		c.drop(slog.LevelWarn, "peer stalled mid-message longer than the read timeout; closing connection", err, "read_timeout", c.rto)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		c.drop(slog.LevelInfo, "idle timeout; closing connection", nil, "idle_timeout", c.idle)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		c.drop(slog.LevelWarn, "peer closed connection mid-message", err)
+	default:
+		c.drop(slog.LevelInfo, "read error; closing connection", err)
+	}
+}
+
+// drop logs the first reason a connection ends, once.
+func (c *serverConn) drop(level slog.Level, msg string, err error, attrs ...any) {
+	c.mu.Lock()
+	first := !c.logged
+	c.logged = true
+	c.mu.Unlock()
+	if !first {
+		return
+	}
+	args := append([]any{"remote", c.remote}, attrs...)
+	if err != nil {
+		args = append(args, "err", err)
+	}
+	c.srv.logger().Log(context.Background(), level, "distcache: "+msg, args...)
+}
+
+// abort closes the connection now; outstanding answers are discarded.
+func (c *serverConn) abort(reason string) {
+	c.drop(slog.LevelInfo, reason, nil)
+	c.mu.Lock()
+	c.broken = true
+	c.mu.Unlock()
+	c.cancel()
+	c.nc.Close()
+}
+
+func (c *serverConn) run(p *pending, after <-chan struct{}) {
+	if after != nil {
+		select {
+		case <-after:
+		case <-c.ctx.Done():
+		}
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			p.resp, p.err = nil, fmt.Errorf("handler panic: %v", r)
+		}
+		c.complete(p)
+	}()
+	p.resp, p.err = c.srv.Handler.ServeDistcache(c.ctx, &p.req)
+	if p.err == nil && len(p.resp) > MaxPayload {
+		p.err = &LimitError{Limit: "response payload size", Value: int64(len(p.resp)), Max: MaxPayload}
+	}
+}
+
+// complete marks p answered and, unless another goroutine is already
+// writing, writes every answer at the head of the queue that is ready.
+func (c *serverConn) complete(p *pending) {
+	c.mu.Lock()
+	p.done = true
+	if p.executed != nil {
+		close(p.executed)
+	}
+	if c.writing {
+		c.mu.Unlock()
+		return
+	}
+	c.writing = true
+	for {
+		n := 0
+		for n < len(c.queue) && c.queue[n].done {
+			n++
+		}
+		if n == 0 {
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+		c.batch = append(c.batch[:0], c.queue[:n]...)
+		clear(c.queue[:n])
+		c.queue = c.queue[n:]
+		if len(c.queue) == 0 {
+			c.queue = c.queue[:0:0] // let the backing array go; reallocated lazily
+		}
+		broken := c.broken
+		c.mu.Unlock()
+
+		out := c.out[:0]
+		var failure error
+		for _, q := range c.batch {
+			if broken || failure != nil {
+				break
+			}
+			if q.err != nil {
+				failure = q.err
+				break
+			}
+			out, _ = AppendMessage(out, &Message{UID: q.req.UID, Op: q.req.Op, Response: true, Payload: q.resp})
+		}
+		var werr error
+		if !broken && len(out) > 0 {
+			if c.wto > 0 {
+				c.nc.SetWriteDeadline(time.Now().Add(c.wto))
+			}
+			_, werr = c.nc.Write(out)
+		}
+		switch {
+		case broken:
+		case werr != nil:
+			c.drop(slog.LevelInfo, "write failed; closing connection", werr)
+			failure = werr
+		case failure != nil:
+			c.drop(slog.LevelWarn, "handler refused request; closing connection", failure)
+		}
+		if failure != nil && !broken {
+			c.cancel()
+			c.nc.Close()
+		}
+		if cap(out) <= 64<<10 {
+			c.out = out
+		}
+		for _, q := range c.batch {
+			*q = pending{}
+			pendingPool.Put(q)
+			<-c.slots
+			c.inflight.Done()
+		}
+		clear(c.batch)
+		c.mu.Lock()
+		if failure != nil {
+			c.broken = true
+		}
+	}
+}
