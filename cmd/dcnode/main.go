@@ -1,0 +1,479 @@
+// Command dcnode runs one node of a replicated distcache session cache, or with
+// -dev-cluster a whole local cluster in one process for trying it out.
+//
+// It keeps the original dc_server's flags where they still mean something (-listen,
+// -sessions, -pidfile, -user, -sockowner, -sockgroup, -sockperms, -progress,
+// -killable) and adds the cluster's own. Run `dcnode -help` for the list.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/distcache-replicated/distcache/node"
+	"github.com/distcache-replicated/distcache/protocol"
+)
+
+// Exit statuses: unlike the original (which exited 0 on start-up failures), every
+// failure is non-zero.
+const (
+	exitOK    = 0
+	exitFail  = 1
+	exitUsage = 2
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// listFlag is a repeatable flag that also accepts comma-separated values.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
+}
+
+type options struct {
+	listen, memcache, resp, sessiond, join listFlag
+
+	nodeID, dataDir, raftAddr, gossipAddr, adminAddr, adminTokenFile string
+	bootstrapExpect                                                  int
+	readConsistency                                                  string
+	sessions                                                         int
+	maxBytes                                                         string
+	writeTimeout                                                     time.Duration
+	progress                                                         int
+	quiet                                                            bool
+	pidfile, runAs                                                   string
+	sockOwner, sockGroup, sockPerms                                  string
+	killable, daemon                                                 bool
+	devCluster                                                       int
+	logLevel, logFormat                                              string
+
+	heartbeat, election time.Duration
+}
+
+const usageHead = `dcnode: one node of a replicated distcache TLS session cache.
+
+Clients speak the distcache protocol (and optionally memcache, Redis RESP and stunnel
+sessiond) to any node; writes go through Raft, reads are served locally.
+
+Try it (three nodes in one process, loopback only, throwaway data):
+  dcnode -dev-cluster 3
+
+One node per machine (run the same command on each, with its own addresses):
+  dcnode -data-dir /var/lib/dcnode -listen IP:10.0.0.1:9100 \
+         -raft-addr 10.0.0.1:9200 -gossip-addr 10.0.0.1:9300 \
+         -bootstrap-expect 3 -join 10.0.0.2:9300,10.0.0.3:9300
+
+Addresses: distcache listeners use the original syntax (IP:host:port, IP:port for all
+interfaces, UNIX:/path); every other address is host:port. Defaults are loopback-only.
+
+Flags:
+`
+
+func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("dcnode", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Var(&o.listen, "listen", "distcache `address` to serve (repeatable; default IP:127.0.0.1:9100)")
+	fs.Var(&o.memcache, "memcache-listen", "memcached text protocol `host:port` (repeatable; off by default)")
+	fs.Var(&o.resp, "resp-listen", "Redis RESP2 `host:port` (repeatable; off by default)")
+	fs.Var(&o.sessiond, "sessiond-listen", "stunnel sessiond UDP `host:port` (repeatable; off by default)")
+	fs.Var(&o.join, "join", "gossip `addresses` of other nodes to join (comma-separated or repeated)")
+	fs.StringVar(&o.nodeID, "node-id", "", "node `id` (default: generated once and kept in the data dir; never the hostname)")
+	fs.StringVar(&o.dataDir, "data-dir", "dcnode-data", "`directory` for the Raft log, snapshots and node id")
+	fs.StringVar(&o.raftAddr, "raft-addr", "127.0.0.1:9200", "cluster `host:port` for Raft and write forwarding")
+	fs.StringVar(&o.gossipAddr, "gossip-addr", "127.0.0.1:9300", "gossip `host:port` (memberlist, TCP and UDP)")
+	fs.StringVar(&o.adminAddr, "admin-addr", "127.0.0.1:9400", "admin HTTP `host:port` for dcctl, /metrics, /healthz, /readyz (\"\" disables)")
+	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "`file` holding the token that mutating admin calls must present (required off loopback)")
+	fs.IntVar(&o.bootstrapExpect, "bootstrap-expect", -1, "bootstrap a new cluster once `N` servers are seen (default: 1 without -join, 0 with it: join only)")
+	fs.StringVar(&o.readConsistency, "read-consistency", string(node.ReadLeaderOnMiss), "`mode` of reads: local, leader-on-miss or linearizable")
+	fs.IntVar(&o.sessions, "sessions", node.DefaultMaxSessions, "maximum number of sessions; beyond it the soonest to expire are evicted (`N`)")
+	fs.StringVar(&o.maxBytes, "max-bytes", "1GiB", "maximum key+value `bytes` held (suffixes KiB, MiB, GiB)")
+	fs.DurationVar(&o.writeTimeout, "write-timeout", node.DefaultWriteTimeout, "longest a write waits for the cluster before the client gets an error")
+	fs.IntVar(&o.progress, "progress", 0, "also print the activity line every `N` operations")
+	fs.BoolVar(&o.quiet, "quiet", false, "no once-a-second activity line")
+	fs.StringVar(&o.pidfile, "pidfile", "", "write the process id to `file`")
+	fs.StringVar(&o.runAs, "user", "", "switch to this `user` after binding listeners")
+	fs.StringVar(&o.sockOwner, "sockowner", "", "owner `user` of unix sockets")
+	fs.StringVar(&o.sockGroup, "sockgroup", "", "`group` of unix sockets")
+	fs.StringVar(&o.sockPerms, "sockperms", "", "octal `mode` of unix sockets, e.g. 660")
+	fs.BoolVar(&o.killable, "killable", false, "exit cleanly on SIGUSR1/SIGUSR2 (otherwise ignored)")
+	fs.BoolVar(&o.daemon, "daemon", false, "not supported: run dcnode under systemd or another supervisor")
+	fs.IntVar(&o.devCluster, "dev-cluster", 0, "run `N` nodes in this process on loopback with throwaway data, for trying dcnode out")
+	fs.StringVar(&o.logLevel, "log-level", "info", "`level`: debug, info, warn or error")
+	fs.StringVar(&o.logFormat, "log-format", "text", "`format`: text or json")
+	fs.DurationVar(&o.heartbeat, "heartbeat-timeout", 0, "Raft heartbeat timeout (default: the LAN-tuned value)")
+	fs.DurationVar(&o.election, "election-timeout", 0, "Raft election timeout (default: the LAN-tuned value)")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usageHead)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	var o options
+	fs := newFlagSet(&o, stderr)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return exitOK
+		}
+		return exitUsage
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if err := o.validate(fs.Args(), set); err != nil {
+		fmt.Fprintf(stderr, "dcnode: %v\n", err)
+		return exitUsage
+	}
+	logger, err := newLogger(stderr, o.logLevel, o.logFormat)
+	if err != nil {
+		fmt.Fprintf(stderr, "dcnode: %v\n", err)
+		return exitUsage
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	go handleUSR(o.killable, stop, logger)
+	if o.devCluster > 0 {
+		return runDevCluster(ctx, o, stdout, logger)
+	}
+	return runNode(ctx, o, logger)
+}
+
+// validate rejects unknown positional arguments and contradictory flags with a
+// message that says what to do instead.
+func (o *options) validate(rest []string, set map[string]bool) error {
+	if len(rest) > 0 {
+		return fmt.Errorf("unexpected argument %q: every setting is a flag (see dcnode -help)", rest[0])
+	}
+	if o.daemon {
+		return errors.New("-daemon is not supported: run dcnode in the foreground under systemd (Type=simple) or another supervisor")
+	}
+	if o.devCluster < 0 || o.devCluster > 9 {
+		return errors.New("-dev-cluster takes 1 to 9 nodes")
+	}
+	if o.devCluster > 0 {
+		for _, f := range []string{"listen", "memcache-listen", "resp-listen", "sessiond-listen", "join", "node-id", "raft-addr", "gossip-addr", "admin-addr", "bootstrap-expect", "pidfile", "user"} {
+			if set[f] {
+				return fmt.Errorf("-%s cannot be combined with -dev-cluster, which picks every address itself; drop one of them", f)
+			}
+		}
+	}
+	if o.sessions < 1 {
+		return fmt.Errorf("-sessions must be at least 1, got %d", o.sessions)
+	}
+	if _, err := parseBytes(o.maxBytes); err != nil {
+		return fmt.Errorf("-max-bytes: %w", err)
+	}
+	if _, err := node.ParseReadConsistency(o.readConsistency); err != nil {
+		return fmt.Errorf("-read-consistency: %w", err)
+	}
+	if o.bootstrapExpect < -1 {
+		return fmt.Errorf("-bootstrap-expect must be 0 or more, got %d", o.bootstrapExpect)
+	}
+	if o.bootstrapExpect == 1 && len(o.join) > 0 {
+		return errors.New("-bootstrap-expect 1 with -join would start a second one-node cluster; to join an existing cluster drop -bootstrap-expect, to form a new one give the cluster size")
+	}
+	if o.sockPerms != "" {
+		if _, err := strconv.ParseUint(o.sockPerms, 8, 32); err != nil {
+			return fmt.Errorf("-sockperms %q is not an octal mode like 660", o.sockPerms)
+		}
+	}
+	for _, a := range o.listen {
+		if _, err := protocol.ParseAddress(a); err != nil {
+			return fmt.Errorf("-listen %q: %w", a, err)
+		}
+	}
+	if o.adminAddr != "" && o.adminTokenFile == "" && !isLoopback(o.adminAddr) {
+		return fmt.Errorf("-admin-addr %s is not a loopback address: give -admin-token-file too, so that only operators can change the cluster", o.adminAddr)
+	}
+	return nil
+}
+
+func isLoopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// parseBytes reads sizes such as 1073741824, 512MiB or 1GiB.
+func parseBytes(s string) (int64, error) {
+	mult := int64(1)
+	num := strings.TrimSpace(s)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1000}, {"MB", 1000_000}, {"GB", 1000_000_000}, {"B", 1}} {
+		if strings.HasSuffix(num, u.suffix) {
+			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.mult
+			break
+		}
+	}
+	v, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || v <= 0 {
+		return 0, fmt.Errorf("%q is not a positive size like 512MiB", s)
+	}
+	return v * mult, nil
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("-log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("-log-format %q: want text or json", format)
+}
+
+// handleUSR keeps the original's contract: SIGUSR1/SIGUSR2 are ignored unless
+// -killable, in which case they stop the node cleanly.
+func handleUSR(killable bool, stop context.CancelFunc, log *slog.Logger) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGUSR1, syscall.SIGUSR2)
+	for sig := range ch {
+		if killable {
+			log.Info("stopping on signal", "signal", sig.String())
+			stop()
+			return
+		}
+		log.Debug("ignoring signal (see -killable)", "signal", sig.String())
+	}
+}
+
+// nodeConfig maps flags onto a node configuration.
+func (o *options) nodeConfig(logger *slog.Logger) (node.Config, error) {
+	rc, _ := node.ParseReadConsistency(o.readConsistency)
+	maxBytes, _ := parseBytes(o.maxBytes)
+	listen := o.listen
+	if len(listen) == 0 {
+		listen = []string{"IP:127.0.0.1:9100"}
+	}
+	expect := o.bootstrapExpect
+	if expect < 0 {
+		expect = 0
+		if len(o.join) == 0 {
+			expect = 1
+		}
+	}
+	cfg := node.Config{
+		NodeID: o.nodeID, DataDir: o.dataDir, RaftAddr: o.raftAddr, GossipAddr: o.gossipAddr,
+		Join: o.join, BootstrapExpect: expect, AdminAddr: o.adminAddr,
+		Listen: listen, MemcacheListen: o.memcache, RESPListen: o.resp, SessiondListen: o.sessiond,
+		ReadConsistency: rc, MaxSessions: o.sessions, MaxBytes: maxBytes, WriteTimeout: o.writeTimeout,
+		Progress: o.progress, ProgressLines: !o.quiet, Logger: logger,
+	}
+	cfg.Tune.HeartbeatTimeout = o.heartbeat
+	cfg.Tune.ElectionTimeout = o.election
+	sock, err := socketOptions(o.sockOwner, o.sockGroup, o.sockPerms)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Socket = sock
+	if o.adminTokenFile != "" {
+		b, err := os.ReadFile(o.adminTokenFile)
+		if err != nil {
+			return cfg, fmt.Errorf("admin token: %w", err)
+		}
+		cfg.AdminToken = strings.TrimSpace(string(b))
+		if cfg.AdminToken == "" {
+			return cfg, fmt.Errorf("admin token file %s is empty", o.adminTokenFile)
+		}
+	}
+	return cfg, nil
+}
+
+func runNode(ctx context.Context, o options, logger *slog.Logger) int {
+	cfg, err := o.nodeConfig(logger)
+	if err != nil {
+		logger.Error("invalid configuration", "err", err)
+		return exitUsage
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		logger.Error("cannot create the data directory", "dir", cfg.DataDir, "err", err)
+		return exitFail
+	}
+	n, err := node.Start(ctx, cfg)
+	if err != nil {
+		logger.Error("cannot start", "err", err)
+		return exitFail
+	}
+	if o.runAs != "" {
+		if err := dropPrivileges(o.runAs); err != nil {
+			logger.Error("cannot switch user", "user", o.runAs, "err", err)
+			n.Close(context.Background())
+			return exitFail
+		}
+	}
+	if o.pidfile != "" {
+		if err := os.WriteFile(o.pidfile, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+			logger.Error("cannot write pidfile", "file", o.pidfile, "err", err)
+			n.Close(context.Background())
+			return exitFail
+		}
+		defer os.Remove(o.pidfile)
+	}
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down")
+	case <-n.LeaveRequested():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := n.Close(sctx); err != nil {
+		logger.Error("unclean shutdown", "err", err)
+		return exitFail
+	}
+	logger.Info("stopped")
+	return exitOK
+}
+
+// runDevCluster starts n nodes in this process on fixed loopback ports (node 1 on the
+// single-node defaults, so dcctl needs no flags), with every front-end enabled.
+func runDevCluster(ctx context.Context, o options, stdout io.Writer, logger *slog.Logger) int {
+	base := o.dataDir
+	if !setByUser(o.dataDir) {
+		dir, err := os.MkdirTemp("", "dcnode-dev-")
+		if err != nil {
+			logger.Error("cannot create a data directory", "err", err)
+			return exitFail
+		}
+		defer os.RemoveAll(dir)
+		base = dir
+	}
+	var nodes []*node.Node
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		for i := len(nodes) - 1; i >= 0; i-- {
+			nodes[i].Close(sctx)
+		}
+	}()
+	gossip := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", 9300+i) }
+	for i := range o.devCluster {
+		oi := o
+		oi.nodeID = fmt.Sprintf("node%d", i+1)
+		oi.dataDir = filepath.Join(base, oi.nodeID)
+		oi.listen = listFlag{fmt.Sprintf("IP:127.0.0.1:%d", 9100+i)}
+		oi.raftAddr = fmt.Sprintf("127.0.0.1:%d", 9200+i)
+		oi.gossipAddr = gossip(i)
+		oi.adminAddr = fmt.Sprintf("127.0.0.1:%d", 9400+i)
+		oi.memcache = listFlag{fmt.Sprintf("127.0.0.1:%d", 9500+i)}
+		oi.resp = listFlag{fmt.Sprintf("127.0.0.1:%d", 9600+i)}
+		oi.sessiond = listFlag{fmt.Sprintf("127.0.0.1:%d", 9700+i)}
+		oi.bootstrapExpect = o.devCluster
+		oi.join = nil
+		for j := range o.devCluster {
+			if j != i {
+				oi.join = append(oi.join, gossip(j))
+			}
+		}
+		oi.quiet = o.quiet || i > 0
+		cfg, err := oi.nodeConfig(logger.With("node", oi.nodeID))
+		if err != nil {
+			logger.Error("invalid configuration", "err", err)
+			return exitUsage
+		}
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			logger.Error("cannot create the data directory", "dir", cfg.DataDir, "err", err)
+			return exitFail
+		}
+		n, err := node.Start(ctx, cfg)
+		if err != nil {
+			logger.Error("cannot start node", "node", oi.nodeID, "err", err,
+				"hint", "another dcnode may hold the dev-cluster ports 9100-9708; stop it first")
+			return exitFail
+		}
+		nodes = append(nodes, n)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err := nodes[0].Cluster().WaitForLeader(wctx)
+	cancel()
+	if err != nil {
+		logger.Error("no leader elected", "err", err)
+		return exitFail
+	}
+	fmt.Fprintf(stdout, "dcnode dev cluster: %d nodes on loopback, data in %s (removed on exit)\n", len(nodes), base)
+	for _, n := range nodes {
+		l := n.Listeners()
+		st := n.Status()
+		fmt.Fprintf(stdout, "  %s  distcache %s  memcache %s  resp %s  sessiond udp %s  admin %s  raft %s  gossip %s\n",
+			st.ID, strings.Join(l["distcache"], ","), strings.Join(l["memcache"], ","), strings.Join(l["resp"], ","),
+			strings.Join(l["sessiond"], ","), st.AdminAddr, st.RaftAddr, st.GossipAddr)
+	}
+	fmt.Fprintln(stdout, "Try: go run ./cmd/dcctl members   (Ctrl-C stops the cluster)")
+	<-ctx.Done()
+	logger.Info("shutting down the dev cluster")
+	return exitOK
+}
+
+// setByUser tells whether -data-dir was changed from its default.
+func setByUser(dataDir string) bool { return dataDir != "dcnode-data" }
+
+// socketOptions maps -sockowner, -sockgroup and -sockperms (names or numeric ids are
+// resolved by the listener).
+func socketOptions(owner, group, perms string) (protocol.ListenOptions, error) {
+	lo := protocol.ListenOptions{Owner: owner, Group: group}
+	if perms != "" {
+		m, err := strconv.ParseUint(perms, 8, 32)
+		if err != nil {
+			return lo, fmt.Errorf("-sockperms %q is not an octal mode", perms)
+		}
+		lo.Perm = os.FileMode(m)
+	}
+	return lo, nil
+}
+
+// dropPrivileges switches to the given user after the listeners exist, as the
+// original's -user did (it also changes the group, which the original forgot).
+func dropPrivileges(name string) error {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return err
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	if err := syscall.Setgroups([]int{gid}); err != nil {
+		return fmt.Errorf("setgroups: %w", err)
+	}
+	if err := syscall.Setgid(gid); err != nil {
+		return fmt.Errorf("setgid: %w", err)
+	}
+	if err := syscall.Setuid(uid); err != nil {
+		return fmt.Errorf("setuid: %w", err)
+	}
+	return nil
+}

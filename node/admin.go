@@ -1,0 +1,288 @@
+package node
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/distcache-replicated/distcache/cluster"
+)
+
+// The admin endpoint is versioned JSON over HTTP; dcctl is its main client. Reads are
+// open (loopback by default), every POST needs the bearer token when one is set, and a
+// non-loopback admin address without a token is refused at start (see cmd/dcnode).
+
+// StatusInfo is the answer of GET /v1/status.
+type StatusInfo struct {
+	ID              string              `json:"id"`
+	State           string              `json:"state"`
+	LeaderID        string              `json:"leader_id"`
+	LeaderAddr      string              `json:"leader_addr"`
+	Term            uint64              `json:"term"`
+	LastIndex       uint64              `json:"last_index"`
+	CommitIndex     uint64              `json:"commit_index"`
+	AppliedIndex    uint64              `json:"applied_index"`
+	LastContactMS   int64               `json:"last_contact_ms"`
+	Sessions        int64               `json:"sessions"`
+	PayloadBytes    int64               `json:"payload_bytes"`
+	ReadConsistency string              `json:"read_consistency"`
+	Version         string              `json:"version"`
+	Listeners       map[string][]string `json:"listeners"`
+	RaftAddr        string              `json:"raft_addr"`
+	GossipAddr      string              `json:"gossip_addr"`
+	AdminAddr       string              `json:"admin_addr"`
+	UptimeSeconds   float64             `json:"uptime_seconds"`
+}
+
+// MemberInfo is one row of GET /v1/members.
+type MemberInfo struct {
+	ID            string            `json:"id"`
+	GossipAddr    string            `json:"gossip_addr"`
+	RaftAddr      string            `json:"raft_addr"`
+	Status        string            `json:"status"`
+	Suffrage      string            `json:"suffrage"`
+	Leader        bool              `json:"leader"`
+	LastContactMS int64             `json:"last_contact_ms"`
+	Lag           int64             `json:"lag"`
+	Meta          map[string]string `json:"meta,omitempty"`
+}
+
+// Status reports this node's view of itself and the cluster.
+func (n *Node) Status() StatusInfo {
+	cs := n.cluster.Status()
+	st := n.store.Stats()
+	return StatusInfo{
+		ID: cs.ID, State: cs.State, LeaderID: cs.LeaderID, LeaderAddr: cs.LeaderAddr,
+		Term: cs.Term, LastIndex: cs.LastIndex, CommitIndex: cs.CommitIndex, AppliedIndex: cs.AppliedIndex,
+		LastContactMS: sinceMS(cs.LastContact), Sessions: int64(st.Sessions), PayloadBytes: int64(st.PayloadBytes),
+		ReadConsistency: string(n.cfg.ReadConsistency), Version: Version, Listeners: n.Listeners(),
+		RaftAddr: cs.RaftAddr, GossipAddr: cs.GossipAddr, AdminAddr: n.adminAddr,
+		UptimeSeconds: time.Since(n.started).Seconds(),
+	}
+}
+
+// sinceMS is the time since t in milliseconds, or -1 for the zero time (a leader, or
+// a node that never heard from one).
+func sinceMS(t time.Time) int64 {
+	if t.IsZero() {
+		return -1
+	}
+	return time.Since(t).Milliseconds()
+}
+
+func durationMS(d time.Duration) int64 {
+	if d < 0 {
+		return -1
+	}
+	return d.Milliseconds()
+}
+
+func (n *Node) serveAdmin(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("admin listener %s: %w", addr, err)
+	}
+	n.adminAddr = ln.Addr().String()
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, n.Status()) })
+	mux.HandleFunc("GET /v1/members", n.handleMembers)
+	mux.HandleFunc("POST /v1/join", n.authorized(n.handleJoin))
+	mux.HandleFunc("POST /v1/remove", n.authorized(n.handleRemove))
+	mux.HandleFunc("POST /v1/leave", n.authorized(n.handleLeave))
+	mux.HandleFunc("POST /v1/transfer-leader", n.authorized(n.handleTransfer))
+	mux.HandleFunc("GET /v1/snapshot", n.handleSnapshotSave)
+	mux.HandleFunc("POST /v1/snapshot", n.authorized(n.handleSnapshotRestore))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", n.handleReady)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slogErrorLog(n.log)}
+	n.addCloser(srv.Shutdown)
+	n.bg.Add(1)
+	go func() {
+		defer n.bg.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("admin endpoint stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// authorized guards mutating calls. The comparison is constant-time so the token
+// cannot be guessed byte by byte from response times.
+func (n *Node) authorized(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if n.cfg.AdminToken != "" {
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(n.cfg.AdminToken)) != 1 {
+				n.log.Warn("admin call refused: missing or wrong token", "path", r.URL.Path, "remote", r.RemoteAddr)
+				writeError(w, http.StatusUnauthorized, errors.New("missing or wrong admin token"))
+				return
+			}
+		}
+		h(w, r)
+	}
+}
+
+func (n *Node) handleMembers(w http.ResponseWriter, r *http.Request) {
+	ms, err := n.cluster.Members(r.Context())
+	if err != nil {
+		writeError(w, statusFor(err), err)
+		return
+	}
+	out := make([]MemberInfo, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, MemberInfo{
+			ID: m.ID, GossipAddr: m.GossipAddr, RaftAddr: m.RaftAddr, Status: string(m.Status),
+			Suffrage: m.Suffrage, Leader: m.Leader, LastContactMS: durationMS(m.SinceContact),
+			Lag: m.Lag, Meta: m.Meta,
+		})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"members": out})
+}
+
+func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Addrs []string `json:"addrs"`
+	}
+	if !readJSON(w, r, &req) {
+		return
+	}
+	if len(req.Addrs) == 0 {
+		writeError(w, http.StatusBadRequest, errors.New("no addresses to join"))
+		return
+	}
+	joined, err := n.cluster.Join(r.Context(), req.Addrs)
+	if err != nil {
+		writeError(w, statusFor(err), err)
+		return
+	}
+	n.log.Info("operator join", "addrs", req.Addrs, "joined", joined)
+	writeJSON(w, http.StatusOK, map[string]int{"joined": joined})
+}
+
+func (n *Node) handleRemove(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		ID string `json:"id"`
+	}
+	if !readJSON(w, r, &req) {
+		return
+	}
+	if req.ID == "" {
+		writeError(w, http.StatusBadRequest, errors.New("no node id to remove"))
+		return
+	}
+	if err := n.cluster.RemoveServer(r.Context(), req.ID); err != nil {
+		writeError(w, statusFor(err), err)
+		return
+	}
+	n.log.Info("operator removed a server", "id", req.ID)
+	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+func (n *Node) handleLeave(w http.ResponseWriter, r *http.Request) {
+	if err := n.cluster.Leave(r.Context()); err != nil {
+		writeError(w, statusFor(err), err)
+		return
+	}
+	n.log.Info("operator asked this node to leave; shutting down")
+	writeJSON(w, http.StatusOK, struct{}{})
+	n.mu.Lock()
+	select {
+	case <-n.leaveCh:
+	default:
+		close(n.leaveCh)
+	}
+	n.mu.Unlock()
+}
+
+func (n *Node) handleTransfer(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		ID string `json:"id"`
+	}
+	if !readJSON(w, r, &req) {
+		return
+	}
+	if err := n.cluster.TransferLeadership(r.Context(), req.ID); err != nil {
+		writeError(w, statusFor(err), err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	_ = n.cluster.WaitForLeader(ctx)
+	id, _ := n.cluster.Leader()
+	n.log.Info("operator transferred leadership", "to", id)
+	writeJSON(w, http.StatusOK, map[string]string{"leader_id": id})
+}
+
+func (n *Node) handleSnapshotSave(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/octet-stream")
+	if err := n.cluster.SnapshotSave(r.Context(), w); err != nil {
+		// Headers may be gone already; the truncated body fails the client's checksum.
+		n.log.Error("snapshot save failed", "err", err)
+		writeError(w, statusFor(err), err)
+	}
+}
+
+func (n *Node) handleSnapshotRestore(w http.ResponseWriter, r *http.Request) {
+	if err := n.cluster.SnapshotRestore(r.Context(), r.Body); err != nil {
+		writeError(w, statusFor(err), err)
+		return
+	}
+	n.log.Info("operator restored a snapshot")
+	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// handleReady is for load balancers: ready when a leader is known and this node has
+// applied everything committed, so its local reads are current.
+func (n *Node) handleReady(w http.ResponseWriter, r *http.Request) {
+	cs := n.cluster.Status()
+	switch {
+	case cs.LeaderID == "":
+		http.Error(w, "no leader", http.StatusServiceUnavailable)
+	case cs.AppliedIndex < cs.CommitIndex:
+		http.Error(w, fmt.Sprintf("catching up: applied %d of %d", cs.AppliedIndex, cs.CommitIndex), http.StatusServiceUnavailable)
+	default:
+		io.WriteString(w, "ready\n")
+	}
+}
+
+func statusFor(err error) int {
+	switch {
+	case errors.Is(err, cluster.ErrNoLeader), errors.Is(err, cluster.ErrClosed):
+		return http.StatusServiceUnavailable
+	case errors.Is(err, cluster.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout
+	}
+	return http.StatusInternalServerError
+}
+
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("bad request body: %w", err))
+		return false
+	}
+	return true
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, err error) {
+	writeJSON(w, code, map[string]string{"error": err.Error()})
+}

@@ -1,0 +1,21 @@
+package node
+
+import (
+	"context"
+
+	"github.com/distcache-replicated/distcache/protocol/memcache"
+	"github.com/distcache-replicated/distcache/protocol/resp"
+)
+
+// frontEndOther builds the servers of the non-distcache front-ends.
+func (n *Node) frontEndOther(b boundListener) (serve func() error, shutdown func(context.Context) error, conns func() int) {
+	switch b.proto {
+	case protoMemcache:
+		srv := &memcache.Server{Cache: memcacheCache{n}, Logger: n.log.With("protocol", "memcache"), RequestTimeout: n.cfg.WriteTimeout}
+		return func() error { return srv.Serve(b.ln) }, srv.Shutdown, func() int { return 0 }
+	case protoRESP:
+		srv := &resp.Server{Cache: respCache{n}, Logger: n.log.With("protocol", "resp"), RequestTimeout: n.cfg.WriteTimeout}
+		return func() error { return srv.Serve(b.ln) }, srv.Shutdown, func() int { return 0 }
+	}
+	return n.frontEndSessiond(b)
+}

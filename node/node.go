@@ -1,0 +1,259 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/distcache-replicated/distcache/cluster"
+	"github.com/distcache-replicated/distcache/fsm"
+	"github.com/distcache-replicated/distcache/protocol"
+)
+
+// Version is reported by the admin endpoint and front-ends that have a version probe.
+const Version = "0.1.0"
+
+// Config is everything a node needs. The zero value of an optional field means its
+// documented default; cmd/dcnode maps flags onto it one to one.
+type Config struct {
+	NodeID          string
+	DataDir         string
+	RaftAddr        string   // host:port of the cluster port (Raft and forwarding)
+	GossipAddr      string   // host:port for memberlist gossip, TCP and UDP
+	Join            []string // gossip addresses of other nodes
+	BootstrapExpect int
+	AdminAddr       string // host:port of the admin HTTP endpoint; "" disables it
+	AdminToken      string // required for mutating admin calls when set
+
+	// Client listeners, in the original address syntax (IP:host:port, UNIX:/path) for
+	// distcache and host:port for the others.
+	Listen         []string
+	MemcacheListen []string
+	RESPListen     []string
+	SessiondListen []string
+	Socket         protocol.ListenOptions // owner, group and permissions of unix sockets
+
+	ReadConsistency ReadConsistency
+	MaxSessions     int
+	MaxBytes        int64
+	WriteTimeout    time.Duration // bound on every write (and leader-on-miss read); default 2s
+	ExpireInterval  time.Duration // how often the leader purges expired sessions; default 1s
+	Progress        int           // print an activity line every N operations (0: on change only)
+	ProgressLines   bool          // print the once-a-second activity line at all
+
+	// Cluster tunables, passed through (zero means the cluster's LAN defaults).
+	Tune cluster.Config
+
+	Logger *slog.Logger
+}
+
+// Defaults for a node that says nothing else.
+const (
+	DefaultMaxSessions    = 1_000_000
+	DefaultMaxBytes       = 1 << 30
+	DefaultWriteTimeout   = 2 * time.Second
+	DefaultExpireInterval = time.Second
+)
+
+// Node is one running member of the cache: its store, its share of the cluster and
+// every listener clients use.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	store   *fsm.Store
+	cluster *cluster.Cluster
+	svc     *Service
+	metrics *metrics
+	started time.Time
+
+	mu        sync.Mutex
+	closers   []func(context.Context) error // listeners and servers, closed in reverse
+	listeners map[string][]string           // protocol -> bound addresses, for status
+	conns     []func() int                  // open connection counters
+	pend      *pending                      // listeners bound but not yet served
+	adminAddr string                        // bound admin address, once serving
+
+	stop      context.CancelFunc
+	bg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+	leaveCh   chan struct{} // closed when an operator asked this node to leave
+}
+
+func (c *Config) setDefaults() {
+	if c.ReadConsistency == "" {
+		c.ReadConsistency = ReadLeaderOnMiss
+	}
+	if c.MaxSessions <= 0 {
+		c.MaxSessions = DefaultMaxSessions
+	}
+	if c.MaxBytes <= 0 {
+		c.MaxBytes = DefaultMaxBytes
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.ExpireInterval <= 0 {
+		c.ExpireInterval = DefaultExpireInterval
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+}
+
+// Start opens the store and the cluster and binds every listener. It returns once the
+// node serves; it does not wait for a leader (reads are served locally meanwhile and
+// writes fail fast until one is elected).
+func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
+	cfg.setDefaults()
+	n := &Node{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		metrics:   newMetrics(),
+		started:   time.Now(),
+		listeners: map[string][]string{},
+		leaveCh:   make(chan struct{}),
+	}
+	n.store = fsm.New(fsm.Config{Logger: cfg.Logger})
+	defer func() {
+		if err != nil {
+			n.closeAll(context.Background())
+		}
+	}()
+
+	// Bind client listeners first: a typo in an address should fail before the node
+	// joins a cluster, and their addresses travel in gossip metadata.
+	if err := n.listenAll(); err != nil {
+		return nil, err
+	}
+
+	limits := fsm.Limits{MaxSessions: cfg.MaxSessions, MaxBytes: cfg.MaxBytes}
+	cc := cfg.Tune
+	cc.NodeID = cfg.NodeID
+	cc.DataDir = cfg.DataDir
+	cc.RaftAddr = cfg.RaftAddr
+	cc.GossipAddr = cfg.GossipAddr
+	cc.Join = cfg.Join
+	cc.BootstrapExpect = cfg.BootstrapExpect
+	cc.FSM = n.store
+	cc.Pack = func(cmds [][]byte) []byte {
+		return fsm.EncodeBatch(nil, time.Now().UnixMilli(), limits, cmds)
+	}
+	cc.Query = answerQuery(n.store)
+	cc.Logger = cfg.Logger
+	if cc.WriteTimeout == 0 {
+		cc.WriteTimeout = cfg.WriteTimeout
+	}
+	cc.Meta = n.listenerMeta()
+	cl, err := cluster.Open(ctx, cc)
+	if err != nil {
+		return nil, fmt.Errorf("start cluster: %w", err)
+	}
+	n.cluster = cl
+	n.addCloser(cl.Close)
+	n.svc = &Service{store: n.store, cluster: cl, consistency: cfg.ReadConsistency, timeout: cfg.WriteTimeout}
+	n.registerMetrics()
+
+	if cfg.AdminAddr != "" {
+		if err := n.serveAdmin(cfg.AdminAddr); err != nil {
+			return nil, err
+		}
+	}
+	bgctx, stop := context.WithCancel(context.Background())
+	n.stop = stop
+	n.startServing()
+	n.bg.Add(1)
+	go func() { defer n.bg.Done(); n.expireLoop(bgctx) }()
+	if cfg.ProgressLines {
+		n.bg.Add(1)
+		go func() { defer n.bg.Done(); n.progressLoop(bgctx) }()
+	}
+	n.log.Info("node started", "id", cl.Status().ID, "raft", cfg.RaftAddr, "gossip", cfg.GossipAddr,
+		"admin", cfg.AdminAddr, "read_consistency", cfg.ReadConsistency)
+	return n, nil
+}
+
+// ID is this node's cluster id.
+func (n *Node) ID() string { return n.cluster.Status().ID }
+
+// Cluster exposes the node's cluster membership for tests and tools in this module.
+func (n *Node) Cluster() *cluster.Cluster { return n.cluster }
+
+// Listeners returns the bound client addresses by protocol (distcache, memcache, resp,
+// sessiond), in each protocol's own address syntax.
+func (n *Node) Listeners() map[string][]string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make(map[string][]string, len(n.listeners))
+	for k, v := range n.listeners {
+		out[k] = append([]string(nil), v...)
+	}
+	return out
+}
+
+// LeaveRequested is closed when an operator asked this node, through the admin
+// endpoint, to leave the cluster; the process should then shut down.
+func (n *Node) LeaveRequested() <-chan struct{} { return n.leaveCh }
+
+// expireLoop makes the leader propose EXPIRE now and then, so expired sessions are
+// freed on every replica at the same log position (reads already hide them).
+func (n *Node) expireLoop(ctx context.Context) {
+	t := time.NewTicker(n.cfg.ExpireInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !n.cluster.IsLeader() || n.store.Stats().Sessions == 0 {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, n.cfg.WriteTimeout)
+		_, err := n.cluster.Propose(pctx, fsm.AppendExpire(nil))
+		cancel()
+		if err != nil && !errors.Is(err, context.Canceled) {
+			n.log.Debug("expire proposal failed", "err", err)
+		}
+	}
+}
+
+// Close shuts the node down gracefully: listeners stop accepting, in-flight requests
+// finish, a leader hands leadership over, the node leaves gossip and the stores close.
+func (n *Node) Close(ctx context.Context) error {
+	n.closeOnce.Do(func() {
+		if n.stop != nil {
+			n.stop()
+		}
+		n.closeErr = n.closeAll(ctx)
+		n.bg.Wait()
+	})
+	return n.closeErr
+}
+
+func (n *Node) addCloser(f func(context.Context) error) {
+	n.mu.Lock()
+	n.closers = append(n.closers, f)
+	n.mu.Unlock()
+}
+
+// closeAll runs the closers in reverse order of registration: front-ends before the
+// cluster, so in-flight requests can still commit.
+func (n *Node) closeAll(ctx context.Context) error {
+	n.mu.Lock()
+	closers := n.closers
+	n.closers = nil
+	n.mu.Unlock()
+	var errs []error
+	for i := len(closers) - 1; i >= 0; i-- {
+		if err := closers[i](ctx); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

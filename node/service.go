@@ -1,0 +1,194 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/distcache-replicated/distcache/cluster"
+	"github.com/distcache-replicated/distcache/fsm"
+)
+
+// ReadConsistency says how fresh a read served by this node must be. Writes are always
+// linearizable; only reads are a per-node trade-off between cost and freshness.
+type ReadConsistency string
+
+const (
+	// ReadLocal answers from the local replica only: the cheapest read, which may miss
+	// a session that was stored through another node a moment ago.
+	ReadLocal ReadConsistency = "local"
+	// ReadLeaderOnMiss answers hits locally and re-asks the leader on a miss, so a
+	// session stored through any node is found even on a lagging follower. Costs one
+	// round trip to the leader per miss; with no leader a miss is answered at once.
+	ReadLeaderOnMiss ReadConsistency = "leader-on-miss"
+	// ReadLinearizable confirms leadership with a quorum (ReadIndex) before every read
+	// and waits for the local replica to catch up: never stale, costs a quorum round
+	// trip per read.
+	ReadLinearizable ReadConsistency = "linearizable"
+)
+
+// ParseReadConsistency validates a -read-consistency value.
+func ParseReadConsistency(s string) (ReadConsistency, error) {
+	switch rc := ReadConsistency(s); rc {
+	case ReadLocal, ReadLeaderOnMiss, ReadLinearizable:
+		return rc, nil
+	}
+	return "", fmt.Errorf("unknown read consistency %q (want local, leader-on-miss or linearizable)", s)
+}
+
+// NoExpiry is the lifetime given to entries that a front-end stores "forever"
+// (memcache exptime 0): long enough to outlive any TLS session, short enough that
+// absolute expiry times stay far from overflow.
+const NoExpiry = 365 * 24 * time.Hour
+
+// ErrWriteRejected reports a write that the store refused as malformed. It should not
+// happen with the front-ends' own validation; it exists so it is never silent.
+var ErrWriteRejected = errors.New("write rejected by the store")
+
+// proposer is what the service needs of the cluster: replicate a command and read
+// with the chosen freshness.
+type proposer interface {
+	Propose(ctx context.Context, cmd []byte) ([]byte, error)
+	ReadBarrier(ctx context.Context) error
+	QueryLeader(ctx context.Context, q []byte) ([]byte, error)
+}
+
+// Service is the one place where protocol front-ends meet the replicated store: every
+// front-end adapter calls these methods, so semantics (expiry, consistency, errors) are
+// the same whichever protocol a TLS server speaks.
+type Service struct {
+	store       *fsm.Store
+	cluster     proposer
+	consistency ReadConsistency
+	timeout     time.Duration
+}
+
+// entry is one session as read through the service.
+type entry struct {
+	value []byte
+	flags uint32
+}
+
+// withTimeout bounds every call that may wait on the cluster, so no client is ever
+// left hanging even when its own protocol has no deadline (Apache's memcache client).
+func (s *Service) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok || s.timeout <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, s.timeout)
+}
+
+func (s *Service) propose(ctx context.Context, cmd []byte) (fsm.Result, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	raw, err := s.cluster.Propose(ctx, cmd)
+	if err != nil {
+		return fsm.Result{}, err
+	}
+	res, err := fsm.DecodeResult(raw)
+	if err != nil {
+		return fsm.Result{}, fmt.Errorf("decode store result: %w", err)
+	}
+	if res.Status == fsm.ResultInvalid {
+		return res, ErrWriteRejected
+	}
+	return res, nil
+}
+
+// Add stores a session only if no live session has that key. It reports false when
+// one exists (distcache's 0x65, memcache's NOT_STORED).
+func (s *Service) Add(ctx context.Context, key, value []byte, flags uint32, ttl time.Duration) (bool, error) {
+	res, err := s.propose(ctx, fsm.AppendAdd(nil, key, value, flags, ttl))
+	if err != nil {
+		return false, err
+	}
+	return res.Status == fsm.ResultOK, nil
+}
+
+// Set stores a session, replacing any previous one (memcache set, Redis SETEX).
+func (s *Service) Set(ctx context.Context, key, value []byte, flags uint32, ttl time.Duration) error {
+	_, err := s.propose(ctx, fsm.AppendSet(nil, key, value, flags, ttl))
+	return err
+}
+
+// Remove deletes a session and reports whether a live one was there.
+func (s *Service) Remove(ctx context.Context, key []byte) (bool, error) {
+	res, err := s.propose(ctx, fsm.AppendRemove(nil, key))
+	if err != nil {
+		return false, err
+	}
+	return res.Status == fsm.ResultOK, nil
+}
+
+// Take returns a session and removes it in one replicated step, so of two nodes asked
+// for the same single-use ticket only one ever gets it (TLS 1.3 anti-replay).
+func (s *Service) Take(ctx context.Context, key []byte) (entry, bool, error) {
+	res, err := s.propose(ctx, fsm.AppendTake(nil, key))
+	if err != nil {
+		return entry{}, false, err
+	}
+	if res.Status != fsm.ResultOK {
+		return entry{}, false, nil
+	}
+	return entry{value: res.Value, flags: res.Flags}, true, nil
+}
+
+// Get reads a session with the node's read consistency.
+func (s *Service) Get(ctx context.Context, key []byte) (entry, bool, error) {
+	if s.consistency == ReadLinearizable {
+		ctx, cancel := s.withTimeout(ctx)
+		err := s.cluster.ReadBarrier(ctx)
+		cancel()
+		if err != nil {
+			return entry{}, false, err
+		}
+	}
+	if v, flags, _, ok := s.store.Get(key, time.Now()); ok {
+		return entry{value: v, flags: flags}, true, nil
+	}
+	if s.consistency != ReadLeaderOnMiss {
+		return entry{}, false, nil
+	}
+	return s.leaderGet(ctx, key)
+}
+
+// leaderGet re-asks the leader after a local miss. Having no leader, or failing to
+// reach it, is answered as a miss: a miss only costs the client a full handshake,
+// while an error or a wait could stall it.
+func (s *Service) leaderGet(ctx context.Context, key []byte) (entry, bool, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	raw, err := s.cluster.QueryLeader(ctx, key)
+	if err != nil {
+		return entry{}, false, nil
+	}
+	res, err := fsm.DecodeResult(raw)
+	if err != nil || res.Status != fsm.ResultOK {
+		return entry{}, false, nil
+	}
+	return entry{value: res.Value, flags: res.Flags}, true, nil
+}
+
+// Have reports whether a live session exists, with the node's read consistency.
+func (s *Service) Have(ctx context.Context, key []byte) (bool, error) {
+	_, ok, err := s.Get(ctx, key)
+	return ok, err
+}
+
+// answerQuery runs on the leader for a follower's leader-on-miss read.
+func answerQuery(store *fsm.Store) func(q []byte) ([]byte, error) {
+	return func(key []byte) ([]byte, error) {
+		v, flags, exp, ok := store.Get(key, time.Now())
+		if !ok {
+			return fsm.Result{Status: fsm.ResultNotFound}.Append(nil), nil
+		}
+		return fsm.Result{Status: fsm.ResultOK, Value: v, Flags: flags, Expiry: exp.UnixMilli()}.Append(nil), nil
+	}
+}
+
+// isUnavailable tells errors that mean "the cluster cannot take writes now" from bugs.
+func isUnavailable(err error) bool {
+	return errors.Is(err, cluster.ErrNoLeader) || errors.Is(err, cluster.ErrTimeout) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, cluster.ErrClosed)
+}
