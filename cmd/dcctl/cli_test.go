@@ -65,7 +65,7 @@ func TestDataCommands(t *testing.T) {
 	for _, network := range []string{"tcp", "unix"} {
 		t.Run(network, func(t *testing.T) {
 			ts := startServer(t, network)
-			env := map[string]string{"DCCTL_SERVER": ts.addr}
+			env := map[string]string{"DCCTL_SERVER": ts.Addr}
 
 			if r := runCLI(t, env, "add", "sess1", "hello world", "--ttl", "1m"); r.code != 0 || r.stdout != "OK\n" {
 				t.Fatalf("add: %+v", r)
@@ -99,7 +99,7 @@ func TestDataCommands(t *testing.T) {
 			if r := runCLI(t, env, "add", "hex:00ff10", "hex:DEADBEEF00"); r.code != 0 {
 				t.Fatalf("hex add: %+v", r)
 			}
-			if got := ts.cache.entries["\x00\xff\x10"].data; string(got) != "\xde\xad\xbe\xef\x00" {
+			if got, _ := ts.Cache.Lookup([]byte("\x00\xff\x10")); string(got) != "\xde\xad\xbe\xef\x00" {
 				t.Fatalf("server stored %x", got)
 			}
 			r := runCLI(t, env, "get", "hex:00ff10", "--json")
@@ -107,7 +107,7 @@ func TestDataCommands(t *testing.T) {
 			if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || r.code != 0 {
 				t.Fatalf("get --json: %+v (%v)", r, err)
 			}
-			if res.Result != "found" || res.ValueHex != "deadbeef00" || res.Value != "" || res.Size == nil || *res.Size != 5 || res.Server != ts.addr {
+			if res.Result != "found" || res.ValueHex != "deadbeef00" || res.Value != "" || res.Size == nil || *res.Size != 5 || res.Server != ts.Addr {
 				t.Fatalf("get --json: %+v", res)
 			}
 			if r := runCLI(t, env, "get", "hex:00ff10", "--raw"); r.stdout != "\xde\xad\xbe\xef\x00" {
@@ -119,8 +119,8 @@ func TestDataCommands(t *testing.T) {
 			if r := runCLI(t, env, "take", "hex:00ff10", "--json"); r.code != exitFailed || !strings.Contains(r.stdout, `"result": "not_found"`) {
 				t.Fatalf("second take: %+v", r)
 			}
-			if ts.cache.len() != 0 {
-				t.Fatalf("cache not empty: %d", ts.cache.len())
+			if ts.Cache.Len() != 0 {
+				t.Fatalf("cache not empty: %d", ts.Cache.Len())
 			}
 		})
 	}
@@ -129,8 +129,8 @@ func TestDataCommands(t *testing.T) {
 func TestDataCommandsFailOver(t *testing.T) {
 	ts := startServer(t, "tcp")
 	dead := deadAddr(t)
-	env := map[string]string{"DCCTL_SERVER": dead + "," + ts.addr}
-	if r := runCLI(t, env, "add", "k", "value-1", "--json"); r.code != 0 || !strings.Contains(r.stdout, `"server": "`+ts.addr+`"`) {
+	env := map[string]string{"DCCTL_SERVER": dead + "," + ts.Addr}
+	if r := runCLI(t, env, "add", "k", "value-1", "--json"); r.code != 0 || !strings.Contains(r.stdout, `"server": "`+ts.Addr+`"`) {
 		t.Fatalf("add via second server: %+v", r)
 	}
 	if r := runCLI(t, env, "get", "k"); r.code != 0 || r.stdout != "value-1\n" {

@@ -566,7 +566,11 @@ func (w *worker) check(op Op, s *session, hit bool, data []byte, sent, done time
 		}
 	}
 	mismatch := ""
-	if expect != unknown && hit != (expect == present) {
+	wantHit := expect == present
+	if op == OpAdd {
+		wantHit = expect == absent // ADD succeeds exactly when the id is not stored
+	}
+	if expect != unknown && hit != wantHit {
 		mismatch = fmt.Sprintf("%s answered %s, model says session is %s", op, yesNo(op, hit), stateName(expect))
 	}
 	if hit && (op == OpGet || op == OpTake) && !bytes.Equal(data, s.data) {
