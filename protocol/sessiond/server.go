@@ -1,0 +1,344 @@
+package sessiond
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// NoExpiry is the ttl passed to Cache.Set for a NEW with timeout 0 (stunnel
+// never sends one in practice). The Cache maps it to the store's maximum
+// lifetime. Every other ttl is positive and at most MaxTimeout seconds.
+const NoExpiry time.Duration = math.MaxInt64
+
+// Defaults used when the corresponding Server field is zero.
+const (
+	// DefaultKeyPrefix namespaces stunnel's sessions in the shared keyspace.
+	DefaultKeyPrefix = "stunnel-sess:"
+	// DefaultGetTimeout bounds a lookup. stunnel waits for the answer about
+	// one kernel tick (it asks SO_RCVTIMEO for 200 µs), so a late answer is
+	// useless and a slow one would delay every other lookup.
+	DefaultGetTimeout = 20 * time.Millisecond
+	// DefaultWriteTimeout bounds a NEW or REMOVE Cache call.
+	DefaultWriteTimeout = 5 * time.Second
+	// DefaultWorkers is how many NEW/REMOVE requests are applied concurrently.
+	DefaultWorkers = 4
+	// DefaultQueueLen is how many NEW/REMOVE requests may wait; beyond it
+	// they are dropped (stunnel expects no answer and just loses resumption).
+	DefaultQueueLen = 1024
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("sessiond: server closed")
+
+// Cache is the storage the server needs; the node implements it over the
+// replicated store. Keys and values passed in are only valid during the call.
+//
+// Get is called on the datagram read loop and must answer from local memory;
+// it gets a GetTimeout deadline. Set and Delete run on worker goroutines and
+// should return once the write is applied on this node, within WriteTimeout.
+type Cache interface {
+	Get(ctx context.Context, key []byte) (value []byte, ok bool, err error)
+	Set(ctx context.Context, key, value []byte, ttl time.Duration) error
+	Delete(ctx context.Context, key []byte) (deleted bool, err error)
+}
+
+// Server answers stunnel's sessiond UDP protocol over a Cache. The zero value
+// with Cache set is ready to use; fields must not change once Serve is called.
+// One Server serves one PacketConn.
+type Server struct {
+	Cache  Cache
+	Logger *slog.Logger // nil: slog.Default()
+
+	// KeyPrefix is prepended to the lowercase hex of the 32-byte zero-padded
+	// session id to form the Cache key; empty: DefaultKeyPrefix.
+	KeyPrefix    string
+	GetTimeout   time.Duration // 0: DefaultGetTimeout
+	WriteTimeout time.Duration // 0: DefaultWriteTimeout
+	Workers      int           // 0: DefaultWorkers
+	QueueLen     int           // 0: DefaultQueueLen
+
+	initOnce sync.Once
+	baseCtx  context.Context
+	cancel   context.CancelFunc
+	done     chan struct{} // closed when Serve has drained its workers
+
+	mu      sync.Mutex
+	conn    net.PacketConn
+	closing atomic.Bool
+
+	stats      counters
+	lastReport atomic.Int64 // unix nanos of the last malformed-datagram log line
+	suppressed atomic.Uint64
+}
+
+type counters struct {
+	gets, hits, misses, news, removes, dropped, malformed, failed atomic.Uint64
+}
+
+// Stats are the server's cumulative counters, for metrics.
+type Stats struct {
+	Gets, Hits, Misses uint64
+	News, Removes      uint64
+	Dropped            uint64 // NEW/REMOVE dropped because the queue was full
+	Malformed          uint64 // datagrams ignored as malformed
+	Failed             uint64 // Cache calls that returned an error
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Server) Stats() Stats {
+	c := &s.stats
+	return Stats{
+		Gets: c.gets.Load(), Hits: c.hits.Load(), Misses: c.misses.Load(),
+		News: c.news.Load(), Removes: c.removes.Load(),
+		Dropped: c.dropped.Load(), Malformed: c.malformed.Load(), Failed: c.failed.Load(),
+	}
+}
+
+func (s *Server) init() {
+	s.initOnce.Do(func() {
+		s.baseCtx, s.cancel = context.WithCancel(context.Background())
+		s.done = make(chan struct{})
+	})
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+func orDefault[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+// job is a NEW or REMOVE waiting for a worker; key and value are its own copies.
+type job struct {
+	typ   byte
+	ttl   time.Duration
+	key   []byte
+	value []byte
+}
+
+// Serve reads datagrams from conn until Shutdown or Close, answering GETs
+// inline and queueing NEW/REMOVE for the workers. It closes conn and returns
+// ErrServerClosed once the queued writes are drained (or cancelled).
+func (s *Server) Serve(conn net.PacketConn) error {
+	s.init()
+	if s.Cache == nil {
+		return errors.New("sessiond: Server.Cache is nil")
+	}
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		conn.Close()
+		return ErrServerClosed
+	}
+	if s.conn != nil {
+		s.mu.Unlock()
+		return errors.New("sessiond: Serve called twice")
+	}
+	s.conn = conn
+	s.mu.Unlock()
+
+	queue := make(chan job, orDefault(s.QueueLen, DefaultQueueLen))
+	var wg sync.WaitGroup
+	for range orDefault(s.Workers, DefaultWorkers) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range queue {
+				s.apply(j)
+			}
+		}()
+	}
+	err := s.readLoop(conn, queue)
+	close(queue)
+	wg.Wait()
+	conn.Close()
+	close(s.done)
+	return err
+}
+
+func (s *Server) readLoop(conn net.PacketConn, queue chan<- job) error {
+	log := s.logger()
+	prefix := s.KeyPrefix
+	if prefix == "" {
+		prefix = DefaultKeyPrefix
+	}
+	getTimeout := orDefault(s.GetTimeout, DefaultGetTimeout)
+	buf := make([]byte, MaxPacketSize+1) // one spare byte detects oversized datagrams
+	reply := make([]byte, 0, MaxPacketSize)
+	key := make([]byte, 0, len(prefix)+2*IDSize)
+	var backoff time.Duration
+	for {
+		n, addr, err := conn.ReadFrom(buf)
+		if err != nil {
+			if s.closing.Load() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("sessiond: read: %w", err)
+			}
+			// Transient errors (ICMP-induced ECONNREFUSED, ENOBUFS): keep serving.
+			backoff = min(max(2*backoff, time.Millisecond), time.Second)
+			log.Warn("sessiond: read failed; retrying", "err", err, "delay", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		p, err := Decode(buf[:n])
+		if err == nil && p.Type != TypeNew && p.Type != TypeGet && p.Type != TypeRemove {
+			err = fmt.Errorf("%w: %#02x is an answer, not a request", ErrType, p.Type)
+		}
+		if err != nil {
+			s.stats.malformed.Add(1)
+			s.reportMalformed(log, addr, n, err)
+			continue
+		}
+		key = append(append(key[:0], prefix...), make([]byte, 2*IDSize)...)
+		hex.Encode(key[len(prefix):], p.ID[:])
+
+		switch p.Type {
+		case TypeGet:
+			reply = s.get(conn, addr, &p, key, reply[:0], getTimeout)
+		case TypeNew, TypeRemove:
+			j := job{typ: p.Type, ttl: ttlOf(p.Timeout)}
+			b := make([]byte, len(key)+len(p.Value))
+			j.key = b[:len(key):len(key)]
+			copy(j.key, key)
+			if p.Type == TypeNew {
+				j.value = b[len(key):]
+				copy(j.value, p.Value)
+			}
+			select {
+			case queue <- j:
+			default:
+				s.stats.dropped.Add(1)
+				log.Warn("sessiond: write queue full; dropping request", "type", p.Type, "key", string(key))
+			}
+		}
+	}
+}
+
+// reportMalformed logs at most one line per second for malformed datagrams,
+// so a flood cannot flood the log too.
+func (s *Server) reportMalformed(log *slog.Logger, addr net.Addr, n int, err error) {
+	now := time.Now().UnixNano()
+	last := s.lastReport.Load()
+	if now-last < int64(time.Second) || !s.lastReport.CompareAndSwap(last, now) {
+		s.suppressed.Add(1)
+		return
+	}
+	log.Warn("sessiond: ignoring malformed datagram", "from", addr.String(), "bytes", n, "err", err,
+		"suppressed_since_last", s.suppressed.Swap(0))
+}
+
+// ttlOf converts stunnel's timeout field to the Cache's ttl convention.
+func ttlOf(timeout uint16) time.Duration {
+	if timeout == 0 {
+		return NoExpiry
+	}
+	return time.Duration(timeout) * time.Second
+}
+
+// get answers a GET at once: FOUND with the session, or NOT_FOUND on a miss,
+// an error, a timeout or a value stunnel could not receive.
+func (s *Server) get(conn net.PacketConn, addr net.Addr, p *Packet, key, reply []byte, timeout time.Duration) []byte {
+	s.stats.gets.Add(1)
+	ctx, cancel := context.WithTimeout(s.baseCtx, timeout)
+	value, ok, err := s.Cache.Get(ctx, key)
+	cancel()
+	ans := Packet{Type: TypeNotFound, Timeout: p.Timeout, ID: p.ID}
+	switch {
+	case err != nil:
+		s.stats.failed.Add(1)
+		s.logger().Debug("sessiond: lookup failed; answering not found", "key", string(key), "err", err)
+	case !ok:
+	case len(value) == 0 || len(value) > MaxValueSize:
+		s.logger().Warn("sessiond: stored session does not fit a datagram; answering not found",
+			"key", string(key), "bytes", len(value))
+	default:
+		ans.Type, ans.Value = TypeFound, value
+	}
+	if ans.Type == TypeFound {
+		s.stats.hits.Add(1)
+	} else {
+		s.stats.misses.Add(1)
+	}
+	reply = ans.Append(reply)
+	if _, err := conn.WriteTo(reply, addr); err != nil {
+		s.logger().Debug("sessiond: answer not sent", "to", addr.String(), "err", err)
+	}
+	return reply
+}
+
+func (s *Server) apply(j job) {
+	ctx, cancel := context.WithTimeout(s.baseCtx, orDefault(s.WriteTimeout, DefaultWriteTimeout))
+	defer cancel()
+	var err error
+	if j.typ == TypeNew {
+		s.stats.news.Add(1)
+		err = s.Cache.Set(ctx, j.key, j.value, j.ttl)
+	} else {
+		s.stats.removes.Add(1)
+		_, err = s.Cache.Delete(ctx, j.key)
+	}
+	if err != nil {
+		s.stats.failed.Add(1)
+		s.logger().Warn("sessiond: cache write failed", "type", j.typ, "key", string(j.key), "err", err)
+	}
+}
+
+// Shutdown stops reading datagrams and waits until the queued NEW/REMOVE
+// requests are applied. When ctx ends first, they are cancelled and ctx's
+// error is returned.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.init()
+	s.mu.Lock()
+	s.closing.Store(true)
+	conn := s.conn
+	s.mu.Unlock()
+	if conn == nil {
+		return nil
+	}
+	conn.Close()
+	select {
+	case <-s.done:
+		s.cancel()
+		return nil
+	case <-ctx.Done():
+		s.cancel()
+		<-s.done
+		return ctx.Err()
+	}
+}
+
+// Close stops reading datagrams and cancels the queued requests' Cache calls.
+func (s *Server) Close() error {
+	s.init()
+	s.mu.Lock()
+	s.closing.Store(true)
+	conn := s.conn
+	s.mu.Unlock()
+	s.cancel()
+	if conn != nil {
+		conn.Close()
+	}
+	return nil
+}
