@@ -111,10 +111,9 @@ func (d *Decoder) Decode(m *Message) error {
 			p := make([]byte, len(d.acc))
 			copy(p, d.acc)
 			*m = Message{UID: d.uid, Op: d.op, Response: d.want == 1, Payload: p}
+			// d.acc is kept for the next multi-frame message: at most
+			// MaxPayload bytes per connection that ever sent a large message.
 			d.inMsg = false
-			if cap(d.acc) > 4*MaxFrameData {
-				d.acc = nil // don't pin 32 KiB per idle connection
-			}
 			return nil
 		}
 	}

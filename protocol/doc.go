@@ -33,7 +33,11 @@
 //     connection; they never abort the process.
 //   - The Server executes pipelined requests of one connection concurrently
 //     (so that replicated writes can be group-committed) but writes answers
-//     strictly in request order, coalescing ready answers into one write. When
+//     strictly in request order, coalescing ready answers into one write.
+//     Requests for the same session id on one connection still execute in
+//     arrival order, so a pipelined ADD-then-GET behaves as on the C server;
+//     only requests for different ids may overtake each other, which no C
+//     client can observe (none of them pipelines dependent requests). When
 //     MaxPipeline answers are outstanding it stops reading (backpressure)
 //     instead of dropping the connection. On EOF it answers every request it
 //     received completely, then closes. A request arriving on an otherwise idle
@@ -48,6 +52,10 @@
 //     matches answers by request_uid, honours context deadlines, drops late
 //     answers to abandoned requests, and redials after a broken connection.
 //     It keeps the C library's "GET answer shorter than 5 bytes is a miss" rule.
+//
+// Memory: a Decoder holds an 8 KiB read buffer, plus up to 32 KiB of
+// reassembly buffer once its connection has sent a multi-frame message (kept
+// so later large messages cost one allocation, the returned payload).
 //
 // Session data are TLS master secrets: nothing in this package logs payloads.
 package protocol

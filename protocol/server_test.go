@@ -110,7 +110,7 @@ type testServer struct {
 }
 
 // startServer serves h on a fresh TCP or unix listener until the test ends.
-func startServer(t *testing.T, network string, h Handler, tweak func(*Server)) *testServer {
+func startServer(t testing.TB, network string, h Handler, tweak func(*Server)) *testServer {
 	t.Helper()
 	logs := &logSink{}
 	srv := &Server{Handler: h, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}

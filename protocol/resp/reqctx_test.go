@@ -1,0 +1,57 @@
+package resp
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestRequestContext(t *testing.T) {
+	parent, cancel := context.WithCancel(context.Background())
+	c := newRequestContext(parent, 20*time.Millisecond)
+	defer c.release()
+
+	// A request that ends in time is never cancelled, even after its deadline.
+	ctx := c.begin()
+	if d, ok := ctx.Deadline(); !ok || time.Until(d) > 20*time.Millisecond {
+		t.Fatalf("deadline %v, %v", d, ok)
+	}
+	c.end()
+	if _, ok := ctx.Deadline(); ok {
+		t.Fatal("deadline still set after end")
+	}
+
+	// A request that runs over its deadline sees DeadlineExceeded.
+	ctx = c.begin()
+	select {
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("deadline did not fire")
+	}
+	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		t.Fatalf("Err = %v", ctx.Err())
+	}
+	c.end()
+
+	// The next request starts afresh.
+	ctx = c.begin()
+	if ctx.Err() != nil {
+		t.Fatalf("re-armed context already done: %v", ctx.Err())
+	}
+	// Cancelling the parent (server shutdown) cancels the request.
+	cancel()
+	select {
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("parent cancellation not propagated")
+	}
+	if !errors.Is(ctx.Err(), context.Canceled) {
+		t.Fatalf("Err = %v", ctx.Err())
+	}
+	c.end()
+	if ctx = c.begin(); !errors.Is(ctx.Err(), context.Canceled) {
+		t.Fatalf("after parent cancel, begin gives Err = %v", ctx.Err())
+	}
+	c.end()
+}
