@@ -125,15 +125,14 @@ func (s *Server) Serve(ln net.Listener) error {
 			return fmt.Errorf("protocol: accept on %s: %w", ln.Addr(), err)
 		}
 		backoff = 0
-		if s.MaxConns > 0 && s.active.Load() >= int64(s.MaxConns) {
-			s.logger().Warn("distcache connection rejected: at MaxConns", "remote", remoteString(nc), "max", s.MaxConns)
+		c, err := s.newConn(nc)
+		if err != nil {
 			nc.Close()
+			if errors.Is(err, ErrServerClosed) {
+				return err
+			}
+			s.logger().Warn("distcache: connection rejected", "remote", remoteString(nc), "err", err)
 			continue
-		}
-		c := s.newConn(nc)
-		if c == nil {
-			nc.Close()
-			return ErrServerClosed
 		}
 		go c.serve()
 	}
@@ -198,7 +197,10 @@ func (s *Server) forEachConn(f func(*serverConn)) {
 	}
 }
 
-func (s *Server) newConn(nc net.Conn) *serverConn {
+// errTooManyConns rejects a connection beyond MaxConns.
+var errTooManyConns = errors.New("at MaxConns")
+
+func (s *Server) newConn(nc net.Conn) (*serverConn, error) {
 	pipeline := s.MaxPipeline
 	if pipeline <= 0 {
 		pipeline = DefaultMaxPipeline
@@ -219,14 +221,18 @@ func (s *Server) newConn(nc net.Conn) *serverConn {
 	defer s.mu.Unlock()
 	if s.closing.Load() {
 		cancel()
-		return nil
+		return nil, ErrServerClosed
+	}
+	if s.MaxConns > 0 && s.active.Load() >= int64(s.MaxConns) {
+		cancel()
+		return nil, fmt.Errorf("%w (%d)", errTooManyConns, s.MaxConns)
 	}
 	if s.conns == nil {
 		s.conns = make(map[*serverConn]struct{})
 	}
 	s.conns[c] = struct{}{}
 	s.active.Add(1)
-	return c
+	return c, nil
 }
 
 // pending is one request of a connection, from decoding until its answer
