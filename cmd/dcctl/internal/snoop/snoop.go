@@ -125,20 +125,31 @@ func (s *Snooper) serveConn(ctx context.Context, no uint64, client net.Conn) {
 	log.Info("connection closed")
 }
 
-// pipe copies src to dst unchanged while decoding the copied bytes. The decoder reads
-// through a TeeReader, so every byte is forwarded as soon as it arrives, before it
-// is decoded; decoding never delays or alters the stream. On a clean EOF the write
-// side of dst is shut down, so the peer still gets everything already in flight
+// pipe copies src to dst unchanged while decoding it. The bytes of each message are
+// held until the message is complete and its line printed, then forwarded exactly
+// as received. A peer cannot act on a partial message anyway, so this costs a copy
+// but no round trip, and it guarantees that the request line is printed before the
+// server can answer and the answer line before the client sees it. On a clean EOF
+// the write side of dst is shut down, so the peer still gets everything in flight
 // (answers to requests sent just before a half-close); on any error both
 // connections are closed.
 func (s *Snooper) pipe(p *pair, src, dst net.Conn, dir protocol.Direction) error {
-	dec := protocol.NewDecoder(io.TeeReader(src, dst), dir)
+	rec := &recordingReader{r: src}
+	dec := protocol.NewDecoder(rec, dir)
 	var m protocol.Message
 	for {
 		err := dec.Decode(&m)
 		if err == nil {
 			s.print(p, dir, &m)
-			continue
+			// Frames of a valid message are canonical (every non-final frame is
+			// full), so the message occupies exactly EncodedLen bytes of the stream.
+			n := protocol.EncodedLen(len(m.Payload))
+			if n > len(rec.buf) {
+				err = fmt.Errorf("internal error: message of %d bytes but %d recorded", n, len(rec.buf))
+			} else if _, err = dst.Write(rec.buf[:n]); err == nil {
+				rec.buf = rec.buf[:copy(rec.buf, rec.buf[n:])]
+				continue
+			}
 		}
 		if errors.Is(err, io.EOF) {
 			if cw, ok := dst.(interface{ CloseWrite() error }); ok {
@@ -155,6 +166,18 @@ func (s *Snooper) pipe(p *pair, src, dst net.Conn, dir protocol.Direction) error
 		p.server.Close()
 		return fmt.Errorf("%s: %w", dirName(dir), err)
 	}
+}
+
+// recordingReader keeps every byte read until pipe forwards it.
+type recordingReader struct {
+	r   io.Reader
+	buf []byte
+}
+
+func (r *recordingReader) Read(b []byte) (int, error) {
+	n, err := r.r.Read(b)
+	r.buf = append(r.buf, b[:n]...)
+	return n, err
 }
 
 func dirName(dir protocol.Direction) string {

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/distcache-replicated/distcache/protocol"
+)
+
+// startCLI runs a long-lived dcctl command until the test ends, then checks that it
+// shut down cleanly with status 0.
+func startCLI(t *testing.T, args ...string) *syncBuffer {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errOut syncBuffer
+	a := &app{stdout: &out, stderr: &errOut, getenv: func(string) string { return "" }}
+	done := make(chan int, 1)
+	go func() { done <- a.run(ctx, args) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case code := <-done:
+			if code != 0 {
+				t.Errorf("%v exited %d; stderr:\n%s", args, code, errOut.String())
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("%v did not stop after cancellation", args)
+		}
+	})
+	return &out
+}
+
+func dialWhenUp(t *testing.T, addr string) *protocol.Client {
+	t.Helper()
+	var c *protocol.Client
+	waitFor(t, 5*time.Second, "listener "+addr, func() bool {
+		var err error
+		c, err = protocol.Dial(context.Background(), addr, protocol.WithRequestTimeout(5*time.Second))
+		return err == nil
+	})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestProxyCommand(t *testing.T) {
+	up := startServer(t, "tcp")
+	sock := filepath.Join(t.TempDir(), "scache")
+	startCLI(t, "proxy", "-listen", "UNIX:"+sock, "-servers", deadAddr(t)+","+up.Addr, "-sockperms", "600", "-timeout", "1s", "-retry", "20ms")
+	c := dialWhenUp(t, "UNIX:"+sock)
+	st, err := os.Stat(sock)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("socket mode %v, %v; want 0600", st.Mode(), err)
+	}
+	// The proxy first tries the dead server, then connects to the live one; until
+	// then answers are empty ("upstream unavailable").
+	ctx := context.Background()
+	waitFor(t, 5*time.Second, "proxy upstream", func() bool {
+		_, err := c.Have(ctx, []byte("probe"))
+		return err == nil
+	})
+	if err := c.Add(ctx, []byte("via-proxy"), []byte("hello proxy"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.Get(ctx, []byte("via-proxy")); err != nil || string(got) != "hello proxy" {
+		t.Fatalf("get via proxy: %q %v", got, err)
+	}
+	if got, ok := up.Cache.Lookup([]byte("via-proxy")); !ok || string(got) != "hello proxy" {
+		t.Fatal("session did not reach the server")
+	}
+	// The data commands work through the proxy too.
+	env := map[string]string{"DCCTL_SERVER": "UNIX:" + sock}
+	if r := runCLI(t, env, "get", "via-proxy"); r.code != 0 || r.stdout != "hello proxy\n" {
+		t.Fatalf("dcctl get via proxy: %+v", r)
+	}
+}
+
+func TestSnoopCommand(t *testing.T) {
+	up := startServer(t, "unix")
+	sock := filepath.Join(t.TempDir(), "snoop")
+	out := startCLI(t, "snoop", "-listen", "UNIX:"+sock, "-server", up.Addr)
+	env := map[string]string{"DCCTL_SERVER": "UNIX:" + sock}
+	waitFor(t, 5*time.Second, "snoop listener", func() bool {
+		_, err := os.Stat(sock)
+		return err == nil
+	})
+	if r := runCLI(t, env, "add", "hex:0a0b", "do not print me", "--ttl", "90s"); r.code != 0 {
+		t.Fatalf("add via snoop: %+v", r)
+	}
+	waitFor(t, 5*time.Second, "two snoop lines", func() bool { return strings.Count(out.String(), "\n") >= 2 })
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if !strings.Contains(lines[0], "client->server REQ  ADD") || !strings.Contains(lines[0], "id=hex:0a0b") ||
+		!strings.Contains(lines[0], "ttl_ms=90000") || !strings.Contains(lines[0], "data_len=15") {
+		t.Errorf("request line: %q", lines[0])
+	}
+	if !strings.Contains(lines[1], "server->client RESP ADD") || !strings.Contains(lines[1], "result=OK") {
+		t.Errorf("response line: %q", lines[1])
+	}
+	if bytes.Contains([]byte(out.String()), []byte("do not print me")) {
+		t.Fatal("snoop printed session data")
+	}
+}
