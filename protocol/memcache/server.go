@@ -812,3 +812,6 @@ func parseInt(b []byte) (int64, bool) {
 	}
 	return int64(n), true
 }
+
+// ActiveConns reports how many client connections are open, for metrics.
+func (s *Server) ActiveConns() int { return int(s.currConns.Load()) }

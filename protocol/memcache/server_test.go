@@ -430,6 +430,9 @@ func TestMaxConns(t *testing.T) {
 	first := dial(t, addr)
 	first.send("version\r\n")
 	first.expect("VERSION " + DefaultVersion + "\r\n")
+	if n := s.ActiveConns(); n != 1 {
+		t.Errorf("ActiveConns = %d, want 1", n)
+	}
 	second := dial(t, addr)
 	second.expect("SERVER_ERROR too many open connections\r\n")
 	second.expectClosed()

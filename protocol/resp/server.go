@@ -864,3 +864,6 @@ func appendInt(b []byte, n int64) []byte {
 	}
 	return append(b, tmp[i:]...)
 }
+
+// ActiveConns reports how many client connections are open, for metrics.
+func (s *Server) ActiveConns() int { return int(s.currConns.Load()) }

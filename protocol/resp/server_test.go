@@ -410,6 +410,9 @@ func TestMaxConnsAndShutdown(t *testing.T) {
 	first := dial(t, ln.Addr().String())
 	first.send("PING\r\n")
 	first.expect("+PONG\r\n")
+	if n := s.ActiveConns(); n != 1 {
+		t.Errorf("ActiveConns = %d, want 1", n)
+	}
 	second := dial(t, ln.Addr().String())
 	second.expect("-ERR max number of clients reached\r\n")
 	second.expectClosed()
