@@ -235,7 +235,7 @@ func (s *Store) readSnapshot(r io.Reader) (*snapshot, error) {
 	// Presize from the count, but never trust it for more than a modest
 	// allocation: a lying header must not exhaust memory before the
 	// checksum catches it.
-	per := int(min(count, 1<<24)/numShards) + 1
+	per := int(min(count, 1<<20)/numShards) + 1
 	for i := range snap.tables {
 		snap.tables[i] = newTable(per + per/8)
 	}
