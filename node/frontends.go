@@ -204,3 +204,23 @@ func (r respCache) Delete(ctx context.Context, key []byte) (bool, error) {
 
 // Stats adds the replica's figures to INFO (status pages).
 func (r respCache) Stats() map[string]string { return r.n.frontEndStats() }
+
+// sessiondCache adapts the Service to stunnel's sessiond. stunnel waits only a few
+// milliseconds for a GET answer, so GETs are always pure local reads here, whatever
+// the node's read consistency; writes are replicated as usual.
+type sessiondCache struct{ n *Node }
+
+func (s sessiondCache) Get(_ context.Context, key []byte) ([]byte, bool, error) {
+	start := time.Now()
+	v, _, _, ok := s.n.store.Get(key, start)
+	s.n.metrics.observe(protoSessiond, cmdGet, readResult(ok, nil), start)
+	return v, ok, nil
+}
+
+func (s sessiondCache) Set(ctx context.Context, key, value []byte, ttl time.Duration) error {
+	return memcacheCache(s).set(ctx, protoSessiond, key, value, 0, ttl)
+}
+
+func (s sessiondCache) Delete(ctx context.Context, key []byte) (bool, error) {
+	return memcacheCache(s).delete(ctx, protoSessiond, key)
+}

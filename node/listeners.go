@@ -84,7 +84,7 @@ func (n *Node) startServing() {
 		n.bg.Add(1)
 		go func() {
 			defer n.bg.Done()
-			if err := serve(); err != nil && !errors.Is(err, net.ErrClosed) {
+			if err := serve(); err != nil && !n.closing.Load() && !errors.Is(err, net.ErrClosed) {
 				n.log.Error("listener stopped", "protocol", protoNames[b.proto], "err", err)
 			}
 		}()

@@ -12,7 +12,6 @@ import (
 	"github.com/distcache-replicated/distcache/fsm"
 )
 
-
 // Request labels. Every front-end reports through the same small table, so one query
 // compares protocols.
 const (

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/distcache-replicated/distcache/cluster"
@@ -80,6 +81,7 @@ type Node struct {
 
 	stop      context.CancelFunc
 	bg        sync.WaitGroup
+	closing   atomic.Bool // set first thing in Close: servers' exit errors are expected then
 	closeOnce sync.Once
 	closeErr  error
 	leaveCh   chan struct{} // closed when an operator asked this node to leave
@@ -227,6 +229,7 @@ func (n *Node) expireLoop(ctx context.Context) {
 // finish, a leader hands leadership over, the node leaves gossip and the stores close.
 func (n *Node) Close(ctx context.Context) error {
 	n.closeOnce.Do(func() {
+		n.closing.Store(true)
 		if n.stop != nil {
 			n.stop()
 		}
