@@ -73,7 +73,9 @@ func runMain(m *testing.M) int {
 type clusterOptions struct {
 	// ReadConsistency is passed as -read-consistency; "" means linearizable.
 	ReadConsistency string
-	// Heartbeat and Election are the Raft timeouts; zero means 300ms each.
+	// Heartbeat and Election are the Raft timeouts; zero means 500ms each (the LAN
+	// defaults: tighter values cause spurious elections when two clusters and the
+	// race-instrumented test process share two cores).
 	Heartbeat, Election time.Duration
 	// WriteTimeout is -write-timeout; zero means 1s.
 	WriteTimeout time.Duration
@@ -91,10 +93,10 @@ func (o clusterOptions) withDefaults() clusterOptions {
 		o.ReadConsistency = "linearizable"
 	}
 	if o.Heartbeat == 0 {
-		o.Heartbeat = 300 * time.Millisecond
+		o.Heartbeat = 500 * time.Millisecond
 	}
 	if o.Election == 0 {
-		o.Election = 300 * time.Millisecond
+		o.Election = 500 * time.Millisecond
 	}
 	if o.WriteTimeout == 0 {
 		o.WriteTimeout = time.Second

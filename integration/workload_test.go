@@ -546,7 +546,7 @@ func (w *workload) verifyDurable(nodes []*testNode, durable map[string]string) {
 			go func() {
 				defer wg.Done()
 				for k := range work {
-					v, err := getRetry(ctx, cl, k)
+					v, err := readBack(ctx, cl, k)
 					if err != nil || string(v) != durable[k] {
 						mu.Lock()
 						lost = append(lost, fmt.Sprintf("%s: got %q err %v, want %q", k, v, err, durable[k]))
@@ -569,22 +569,33 @@ func (w *workload) verifyDurable(nodes []*testNode, durable map[string]string) {
 	}
 }
 
-// getRetry reads a key, retrying a transient failure (the miss a failed linearizable
-// read gives is retried too, a bounded number of times, since the key is known to
-// exist).
-func getRetry(ctx context.Context, cl *protocol.Client, key string) ([]byte, error) {
-	var v []byte
-	var err error
-	for range 5 {
+// readBack reads an acknowledged session. A GET miss is ambiguous (a failed read is
+// answered as a miss), so a miss is confirmed with HAVE, which answers 0x02 on
+// failure: only a definite "no" counts as lost. Failures are retried until ctx ends.
+func readBack(ctx context.Context, cl *protocol.Client, key string) ([]byte, error) {
+	var lastErr error
+	for ctx.Err() == nil {
 		octx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		v, err = cl.Get(octx, []byte(key))
+		v, err := cl.Get(octx, []byte(key))
 		cancel()
-		if err == nil || ctx.Err() != nil {
-			return v, err
+		if err == nil {
+			return v, nil
 		}
+		if errors.Is(err, protocol.ErrNotFound) {
+			octx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			ok, herr := cl.Have(octx, []byte(key))
+			cancel()
+			if herr == nil && !ok {
+				return nil, err // definitely absent
+			}
+			if herr != nil {
+				err = herr
+			}
+		}
+		lastErr = err
 		backoff(ctx, 50*time.Millisecond)
 	}
-	return v, err
+	return nil, fmt.Errorf("no definite answer: %w", lastErr)
 }
 
 // finalReads reads every register key on nd once with HAVE and once with GET, and
