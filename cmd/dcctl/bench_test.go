@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -102,5 +103,24 @@ func TestBenchRateAndDuration(t *testing.T) {
 	// unthrottled run (thousands) and the duration must end it.
 	if rep.Ops < 30 || rep.Ops > 90 || rep.Seconds < 0.29 || rep.Seconds > 2 {
 		t.Fatalf("rate-limited run: %d ops in %.2fs", rep.Ops, rep.Seconds)
+	}
+}
+
+func TestBenchProgressOnlyOnTerminal(t *testing.T) {
+	ts := startServer(t, "tcp")
+	args := []string{"bench", "--server", ts.Addr, "--duration", "1100ms", "--rate", "300"}
+	for _, tty := range []bool{false, true} {
+		var out, errOut syncBuffer
+		a := &app{stdout: &out, stderr: &errOut, getenv: func(string) string { return "" }, isTTY: tty}
+		if code := a.run(context.Background(), args); code != 0 {
+			t.Fatalf("tty=%v: exit %d: %s", tty, code, errOut.String())
+		}
+		hasProgress := strings.Contains(out.String(), "\r\033[K") && strings.Contains(out.String(), "ops/s  errors 0")
+		if hasProgress != tty {
+			t.Errorf("tty=%v: progress shown %v:\n%q", tty, hasProgress, out.String())
+		}
+		if !strings.Contains(out.String(), "verification errors") {
+			t.Errorf("tty=%v: no final report", tty)
+		}
 	}
 }

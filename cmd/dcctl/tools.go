@@ -328,18 +328,30 @@ func (b benchClient) Add(ctx context.Context, id, data []byte, ttl time.Duration
 }
 
 func (b benchClient) Get(ctx context.Context, id []byte) ([]byte, bool, error) {
-	return found(b.c.Get(ctx, id))
+	return b.get(ctx, protocol.OpGet, id)
 }
 
 func (b benchClient) Take(ctx context.Context, id []byte) ([]byte, bool, error) {
-	return found(b.c.Take(ctx, id))
+	return b.get(ctx, protocol.OpTake, id)
 }
 
-func found(data []byte, err error) ([]byte, bool, error) {
-	if errors.Is(err, protocol.ErrNotFound) {
+// get classifies a raw GET/TAKE answer more strictly than protocol.Client.Get: the
+// C library's "shorter than 5 bytes ⇒ miss" rule would turn a proxy's DISCONNECTED
+// byte (02) into a miss, which a verifier must not believe. Bench sessions are at
+// least 5 bytes long, so no real session is misread.
+func (b benchClient) get(ctx context.Context, op protocol.Op, id []byte) ([]byte, bool, error) {
+	resp, err := b.c.Do(ctx, op, id)
+	switch {
+	case err != nil:
+		return nil, false, err
+	case len(resp) == 0:
+		return nil, false, protocol.ErrEmptyResponse
+	case len(resp) == 1 && protocol.Status(resp[0]) == protocol.StatusDisconnected:
+		return nil, false, protocol.ErrDisconnected
+	case len(resp) < 5:
 		return nil, false, nil
 	}
-	return data, err == nil, err
+	return resp, true, nil
 }
 
 func (b benchClient) Remove(ctx context.Context, id []byte) (bool, error) {

@@ -3,12 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/distcache-replicated/distcache/cmd/dcctl/internal/bench"
+	"github.com/distcache-replicated/distcache/cmd/dcctl/internal/dctest"
 	"github.com/distcache-replicated/distcache/protocol"
 )
 
@@ -102,5 +105,40 @@ func TestSnoopCommand(t *testing.T) {
 	}
 	if bytes.Contains([]byte(out.String()), []byte("do not print me")) {
 		t.Fatal("snoop printed session data")
+	}
+}
+
+// Two servers sharing one store stand in for a replicated cluster: when the proxy's
+// server dies, bench through the proxy keeps going on the other one, and no answer
+// contradicts the model (a request caught by the failure gets an error, never a
+// wrong answer).
+func TestBenchThroughProxyAcrossFailover(t *testing.T) {
+	shared := dctest.NewMapCache()
+	s1 := dctest.StartServer(t, "tcp", protocol.NewCacheHandler(shared))
+	s2 := dctest.StartServer(t, "tcp", protocol.NewCacheHandler(shared))
+	sock := filepath.Join(t.TempDir(), "scache")
+	startCLI(t, "proxy", "-listen", "UNIX:"+sock, "-servers", s1.Addr+","+s2.Addr, "-timeout", "1s", "-retry", "20ms")
+	dialWhenUp(t, "UNIX:"+sock)
+
+	done := make(chan cliResult, 1)
+	go func() {
+		done <- runCLI(t, nil, "bench", "--server", "UNIX:"+sock, "--duration", "1500ms", "--concurrency", "2",
+			"--sessions", "20", "--json", "--timeout", "2s", "--mix", "1:6:1:0")
+	}()
+	waitFor(t, 5*time.Second, "traffic on the first server", func() bool { return shared.Len() > 5 })
+	s1.Stop()
+	r := <-done
+	var rep bench.Report
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("bench output %q: %v (stderr %s)", r.stdout, err, r.stderr)
+	}
+	if rep.VerifyErrors != 0 || r.code != 0 {
+		t.Fatalf("verification errors across failover: %+v\n%s", rep, r.stderr)
+	}
+	if rep.Errors > 10 {
+		t.Errorf("%d failed operations; failover should cost only those in flight", rep.Errors)
+	}
+	if rep.Ops < 100 {
+		t.Errorf("only %d operations in 1.5s", rep.Ops)
 	}
 }

@@ -586,8 +586,8 @@ func (w *worker) check(op Op, s *session, hit bool, data []byte, sent, done time
 	case OpRemove, OpTake:
 		s.state = absent
 	case OpGet, OpHave:
-		if mismatch != "" && !hit {
-			s.state = absent
+		if mismatch != "" {
+			s.state = unknown // the model and the server disagree: believe neither
 		}
 	}
 	return mismatch
