@@ -69,7 +69,10 @@ type options struct {
 	devCluster                                                       int
 	logLevel, logFormat                                              string
 
-	heartbeat, election time.Duration
+	raftAdvertise                       string
+	heartbeat, election, lease          time.Duration
+	snapshotThreshold, trailingLogs     uint64
+	snapshotInterval, deadServerTimeout time.Duration
 }
 
 const usageHead = `dcnode: one node of a replicated distcache TLS session cache.
@@ -122,8 +125,14 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&o.devCluster, "dev-cluster", 0, "run `N` nodes in this process on loopback with throwaway data, for trying dcnode out")
 	fs.StringVar(&o.logLevel, "log-level", "info", "`level`: debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "`format`: text or json")
-	fs.DurationVar(&o.heartbeat, "heartbeat-timeout", 0, "Raft heartbeat timeout (default: the LAN-tuned value)")
-	fs.DurationVar(&o.election, "election-timeout", 0, "Raft election timeout (default: the LAN-tuned value)")
+	fs.StringVar(&o.raftAdvertise, "raft-advertise", "", "`host:port` other nodes use to reach -raft-addr, if it differs (NAT, proxies)")
+	fs.DurationVar(&o.heartbeat, "heartbeat-timeout", 0, "Raft heartbeat timeout (default 500ms, tuned for a LAN)")
+	fs.DurationVar(&o.election, "election-timeout", 0, "Raft election timeout (default 500ms, tuned for a LAN)")
+	fs.DurationVar(&o.lease, "leader-lease-timeout", 0, "Raft leader lease (default 250ms)")
+	fs.Uint64Var(&o.snapshotThreshold, "snapshot-threshold", 0, "take a snapshot after this many new log entries (default 16384)")
+	fs.DurationVar(&o.snapshotInterval, "snapshot-interval", 0, "how often to check -snapshot-threshold (default 30s)")
+	fs.Uint64Var(&o.trailingLogs, "trailing-logs", 0, "log entries kept after a snapshot, for followers that lag a little (default 10240)")
+	fs.DurationVar(&o.deadServerTimeout, "dead-server-timeout", 0, "remove a failed server from the configuration after this long (default 0: never; never below a majority)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usageHead)
 		fs.PrintDefaults()
@@ -296,8 +305,14 @@ func (o *options) nodeConfig(logger *slog.Logger) (node.Config, error) {
 		ReadConsistency: rc, MaxSessions: o.sessions, MaxBytes: maxBytes, WriteTimeout: o.writeTimeout,
 		Progress: o.progress, ProgressLines: !o.quiet, Logger: logger,
 	}
+	cfg.Tune.AdvertiseRaftAddr = o.raftAdvertise
 	cfg.Tune.HeartbeatTimeout = o.heartbeat
 	cfg.Tune.ElectionTimeout = o.election
+	cfg.Tune.LeaderLeaseTimeout = o.lease
+	cfg.Tune.SnapshotThreshold = o.snapshotThreshold
+	cfg.Tune.SnapshotInterval = o.snapshotInterval
+	cfg.Tune.TrailingLogs = o.trailingLogs
+	cfg.Tune.DeadServerTimeout = o.deadServerTimeout
 	sock, err := socketOptions(o.sockOwner, o.sockGroup, o.sockPerms)
 	if err != nil {
 		return cfg, err
