@@ -139,9 +139,6 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	cc.NodeID = cfg.NodeID
 	cc.DataDir = cfg.DataDir
 	cc.RaftAddr = cfg.RaftAddr
-	if cc.AdvertiseRaftAddr == "" {
-		cc.AdvertiseRaftAddr = cfg.Tune.AdvertiseRaftAddr
-	}
 	cc.GossipAddr = cfg.GossipAddr
 	cc.Join = cfg.Join
 	cc.BootstrapExpect = cfg.BootstrapExpect
