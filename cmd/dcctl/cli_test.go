@@ -22,7 +22,7 @@ func TestHelpAndUsageErrors(t *testing.T) {
 			if !strings.Contains(r.stdout, "Usage: dcctl "+c.name) || !strings.Contains(r.stdout, "Example:\n  dcctl "+c.name) {
 				t.Errorf("%v: help lacks usage or example:\n%s", args, r.stdout)
 			}
-			if !strings.Contains(r.stdout, "--json") && c.name != "proxy" {
+			if !strings.Contains(r.stdout, "--json") {
 				t.Errorf("%v: help does not document --json:\n%s", args, r.stdout)
 			}
 		}

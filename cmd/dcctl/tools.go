@@ -56,15 +56,20 @@ disagreed with the model or, with --fail-on-error, on any failed operation.`,
 	}
 }
 
-// logLevelFlag registers -log-level and returns a function building the logger.
-func logLevelFlag(a *app, inv *invocation) func() (*slog.Logger, error) {
+// logLevelFlag registers -log-level and returns a function building the stderr
+// logger; jsonLogs selects slog's JSON format.
+func logLevelFlag(a *app, inv *invocation, jsonLogs *bool) func() (*slog.Logger, error) {
 	lvl := inv.fs.String("log-level", "info", "log level: debug, info, warn, error")
 	return func() (*slog.Logger, error) {
 		var l slog.Level
 		if err := l.UnmarshalText([]byte(*lvl)); err != nil {
 			return nil, usagef("bad --log-level %q", *lvl)
 		}
-		return slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: l})), nil
+		opts := &slog.HandlerOptions{Level: l}
+		if jsonLogs != nil && *jsonLogs {
+			return slog.New(slog.NewJSONHandler(a.stderr, opts)), nil
+		}
+		return slog.New(slog.NewTextHandler(a.stderr, opts)), nil
 	}
 }
 
@@ -81,7 +86,8 @@ func runProxy(ctx context.Context, a *app, inv *invocation) error {
 	sockOwner := f.String("sockowner", "", "owner (user name or uid) of the unix socket")
 	sockGroup := f.String("sockgroup", "", "group (name or gid) of the unix socket")
 	sockPerms := f.String("sockperms", "", "octal permissions of the unix socket, e.g. 660")
-	mkLogger := logLevelFlag(a, inv)
+	jsonLogs := f.Bool("json", false, "log (to stderr) in JSON")
+	mkLogger := logLevelFlag(a, inv, jsonLogs)
 	if _, err := inv.parse(0, 0); err != nil {
 		return err
 	}
@@ -178,7 +184,7 @@ func runSnoop(ctx context.Context, a *app, inv *invocation) error {
 	f.StringVar(server, "connect", "", "alias of --server")
 	asJSON := f.Bool("json", false, "print JSON lines")
 	maxID := f.Int("max-id", 32, "print at most this many bytes of an id")
-	mkLogger := logLevelFlag(a, inv)
+	mkLogger := logLevelFlag(a, inv, nil)
 	if _, err := inv.parse(0, 0); err != nil {
 		return err
 	}
