@@ -248,6 +248,7 @@ func TestPartitionLeader(t *testing.T) {
 		if err == nil {
 			t.Errorf("write acknowledged by %s, cut off from the majority", old.id)
 		}
+		t.Logf("minority write %d on %s failed after %v: %v", i, old.id, took.Round(time.Millisecond), err)
 		if limit := c.opts.WriteTimeout + 500*time.Millisecond; took > limit {
 			t.Errorf("minority write took %v to fail, want under %v", took, limit)
 		}
@@ -384,9 +385,12 @@ func TestSnapshotCatchUp(t *testing.T) {
 
 	lag.restart()
 	c.waitConverged(leader, c.all(), 30*time.Second)
-	if got := latestSnapshot(lag); got < leaderSnap {
+	got := latestSnapshot(lag)
+	if got < leaderSnap {
 		t.Errorf("%s caught up without installing the leader's snapshot: its latest snapshot is %d, the leader's was %d", lag.id, got, leaderSnap)
 	}
+	t.Logf("%s stopped at log index <= %d; leader compacted through snapshot %d (keeping %d entries); %s caught up, latest snapshot %d",
+		lag.id, behind, leaderSnap, trailing, lag.id, got)
 	w.runFor(loadPhase(t))
 	w.check()
 }
