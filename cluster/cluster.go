@@ -1,0 +1,446 @@
+package cluster
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+// Cluster is one node of a Raft-replicated state machine: it owns raft, its
+// bolt and snapshot stores, the cluster port (raft transport and forwarding
+// RPC), gossip discovery, bootstrap and membership reconciliation.
+type Cluster struct {
+	cfg    Config
+	id     string
+	log    *slog.Logger
+	raft   *raft.Raft
+	fsm    *appliedFSM
+	store  *raftboltdb.BoltStore
+	snaps  raft.SnapshotStore
+	trans  *raft.NetworkTransport
+	mux    *mux
+	gossip *gossip
+	batch  *batcher
+	server *rpcServer
+	client *rpcClient
+
+	ready      atomic.Pointer[leaderReady] // current leadership term's readiness
+	tombMu     sync.Mutex
+	tombstones map[string]time.Time // operator-removed ids not to re-add while alive
+
+	closing   atomic.Bool
+	done      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// leaderReady is closed once the leader has committed an entry of its term
+// (a barrier), after which its commit index is a valid read index.
+type leaderReady struct{ ch chan struct{} }
+
+// Open starts raft, the cluster port, gossip, joining and the bootstrap
+// logic. It does not wait for a leader (see WaitForLeader).
+func Open(ctx context.Context, cfg Config) (*Cluster, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("cluster: create data dir: %w", err)
+	}
+	id := cfg.NodeID
+	if id == "" {
+		var err error
+		if id, err = LoadOrCreateNodeID(cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
+	log := cfg.Logger.With("node", id)
+	c := &Cluster{cfg: cfg, id: id, log: log, tombstones: make(map[string]time.Time), done: make(chan struct{})}
+
+	ok := false
+	var cleanups []func()
+	defer func() {
+		if !ok {
+			for i := len(cleanups) - 1; i >= 0; i-- {
+				cleanups[i]()
+			}
+		}
+	}()
+
+	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db"), NoSync: cfg.NoSync})
+	if err != nil {
+		return nil, fmt.Errorf("cluster: open raft.db: %w", err)
+	}
+	c.store = store
+	cleanups = append(cleanups, func() { store.Close() })
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, newHCLogger(log, "snapshot"))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: open snapshot store: %w", err)
+	}
+	c.snaps = snaps
+
+	m, err := newMux(cfg.RaftAddr, cfg.AdvertiseRaftAddr, cfg.TLS, log)
+	if err != nil {
+		return nil, err
+	}
+	c.mux = m
+	cleanups = append(cleanups, func() { m.close(); m.wait() })
+	c.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  newRaftLayer(m),
+		MaxPool: 3,
+		// 1 disables raft's pipelined replication: with the default (2) its
+		// unbuffered pipeline channels can deadlock after a rejected append
+		// (replication to that follower stops and Shutdown hangs); batching
+		// (BatchApplyCh, MaxAppendEntries, group commit) gives the throughput.
+		MaxRPCsInFlight: 1,
+		Timeout:         10 * time.Second,
+		Logger:          newHCLogger(log, "raft-net"),
+	})
+	cleanups = append(cleanups, func() { c.trans.Close() })
+
+	c.fsm = newAppliedFSM(cfg.FSM, snaps)
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(id)
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.CommitTimeout
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.TrailingLogs = cfg.TrailingLogs
+	rc.BatchApplyCh = true
+	rc.MaxAppendEntries = 256
+	rc.ShutdownOnRemove = false // a removed node may be re-added after Join
+	rc.NoLegacyTelemetry = true
+	rc.Logger = newHCLogger(log, "raft")
+	if err := raft.ValidateConfig(rc); err != nil {
+		return nil, fmt.Errorf("cluster: raft config: %w", err)
+	}
+	hasState, err := raft.HasExistingState(store, store, snaps)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: inspect raft state: %w", err)
+	}
+	r, err := raft.NewRaft(rc, c.fsm, store, store, snaps, c.trans)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: start raft: %w", err)
+	}
+	c.raft = r
+	cleanups = append(cleanups, func() { r.Shutdown().Error() })
+
+	c.server = newRPCServer(c.handleRPC, log)
+	c.client = newRPCClient(func(ctx context.Context, addr string) (net.Conn, error) {
+		return m.dial(ctx, addr, kindForward)
+	}, log)
+	m.onForward = c.server.serveConn
+	m.serve()
+	cleanups = append(cleanups, func() { c.server.close(); c.client.close() })
+
+	meta := make(map[string]string, len(cfg.Meta)+3)
+	for k, v := range cfg.Meta {
+		meta[k] = v
+	}
+	meta[metaRaftAddr] = m.advertise.String()
+	meta[metaExpect] = strconv.Itoa(cfg.BootstrapExpect)
+	if hasState {
+		meta[metaInCluster] = "1"
+	}
+	g, err := newGossip(id, cfg.GossipAddr, meta, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	c.gossip = g
+
+	c.batch = newBatcher(r, cfg)
+	c.wg.Add(4)
+	go func() { defer c.wg.Done(); c.batch.run() }()
+	go func() { defer c.wg.Done(); c.leaderLoop() }()
+	go func() { defer c.wg.Done(); c.reconcileLoop() }()
+	go func() { defer c.wg.Done(); c.joinLoop(hasState) }()
+	ok = true
+	log.Info("cluster node started", "raft_addr", m.advertise.String(), "gossip_addr", g.localAddr(),
+		"existing_state", hasState, "bootstrap_expect", cfg.BootstrapExpect)
+	return c, nil
+}
+
+// ID returns this node's id.
+func (c *Cluster) ID() string { return c.id }
+
+// RaftAddr returns the advertised cluster-port address.
+func (c *Cluster) RaftAddr() string { return c.mux.advertise.String() }
+
+// GossipAddr returns the bound gossip address (with the port memberlist
+// picked when 0 was asked for), for others' Join lists.
+func (c *Cluster) GossipAddr() string { return c.gossip.localAddr() }
+
+// Raft exposes the raft instance for metrics and diagnostics.
+func (c *Cluster) Raft() *raft.Raft { return c.raft }
+
+// IsLeader reports whether this node is the Raft leader right now.
+func (c *Cluster) IsLeader() bool { return c.raft.State() == raft.Leader }
+
+// Leader returns the current leader's id and raft address ("" if unknown).
+func (c *Cluster) Leader() (id, raftAddr string) {
+	addr, lid := c.raft.LeaderWithID()
+	return string(lid), string(addr)
+}
+
+// WaitForLeader blocks until a leader is known or ctx ends.
+func (c *Cluster) WaitForLeader(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if id, _ := c.Leader(); id != "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: waiting for a leader: %w", ErrNoLeader, ctx.Err())
+		case <-c.done:
+			return ErrClosed
+		case <-t.C:
+		}
+	}
+}
+
+func (c *Cluster) writeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, c.cfg.WriteTimeout)
+}
+
+// Propose replicates cmd and returns its FSM result once the entry holding it
+// has been applied on THIS node, so a local read right after sees it. Any
+// node accepts proposals; followers forward them to the leader. It fails with
+// ErrNoLeader at once when no leader is known, and with ErrTimeout (outcome
+// unknown) when the write timeout passes.
+func (c *Cluster) Propose(ctx context.Context, cmd []byte) ([]byte, error) {
+	if c.closing.Load() {
+		return nil, ErrClosed
+	}
+	ctx, cancel := c.writeCtx(ctx)
+	defer cancel()
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		if attempt > 0 {
+			// The leader just changed: give the new one a moment to appear.
+			select {
+			case <-time.After(20 * time.Millisecond):
+			case <-ctx.Done():
+				return nil, fmt.Errorf("%w: %w (after %w)", ErrTimeout, ctx.Err(), lastErr)
+			}
+		}
+		if c.IsLeader() {
+			res, _, err := c.batch.submit(ctx, cmd)
+			if errors.Is(err, ErrNotLeader) {
+				lastErr = err
+				continue
+			}
+			return res, err
+		}
+		lid, addr := c.Leader()
+		if addr == "" || lid == c.id {
+			return nil, ErrNoLeader
+		}
+		out, err := c.client.call(ctx, addr, rpcPropose, cmd)
+		if err != nil {
+			if errors.Is(err, ErrNotLeader) {
+				lastErr = err
+				continue
+			}
+			if errors.Is(err, errConnBroken) {
+				return nil, fmt.Errorf("%w: leader %s unreachable: %w", ErrNoLeader, lid, err)
+			}
+			return nil, err
+		}
+		if len(out) < 8 {
+			return nil, fmt.Errorf("cluster: short propose answer from %s", lid)
+		}
+		idx := binary.BigEndian.Uint64(out)
+		if err := c.waitApplied(ctx, idx); err != nil {
+			return nil, err
+		}
+		return out[8:], nil
+	}
+	return nil, lastErr
+}
+
+// waitApplied waits until the local FSM has applied idx. Entries that never
+// reach the FSM (the leader's no-op, barriers) count once raft has processed
+// them, so a read index that points at one does not wait forever.
+func (c *Cluster) waitApplied(ctx context.Context, idx uint64) error {
+	return c.fsm.waitApplied(ctx, idx, func(cur uint64) bool {
+		if idx-cur > 64 || c.raft.AppliedIndex() < idx {
+			return false
+		}
+		var l raft.Log
+		for j := cur + 1; j <= idx; j++ {
+			if err := c.store.GetLog(j, &l); err != nil {
+				return false
+			}
+			if l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// timeAfterPoll paces re-checks of conditions that have no change signal.
+func timeAfterPoll() <-chan time.Time { return time.After(2 * time.Millisecond) }
+
+// ReadBarrier makes the next local read linearizable (ReadIndex): the leader
+// confirms its leadership with a quorum and reports its commit index, then
+// this node waits until its FSM has applied that index.
+func (c *Cluster) ReadBarrier(ctx context.Context) error {
+	if c.closing.Load() {
+		return ErrClosed
+	}
+	ctx, cancel := c.writeCtx(ctx)
+	defer cancel()
+	var idx uint64
+	if c.IsLeader() {
+		i, err := c.readIndex(ctx)
+		if err != nil {
+			return err
+		}
+		idx = i
+	} else {
+		lid, addr := c.Leader()
+		if addr == "" || lid == c.id {
+			return ErrNoLeader
+		}
+		out, err := c.client.call(ctx, addr, rpcReadIndex, nil)
+		if err != nil {
+			if errors.Is(err, errConnBroken) {
+				return fmt.Errorf("%w: leader %s unreachable: %w", ErrNoLeader, lid, err)
+			}
+			return err
+		}
+		if len(out) != 8 {
+			return fmt.Errorf("cluster: bad read-index answer from %s", lid)
+		}
+		idx = binary.BigEndian.Uint64(out)
+	}
+	return c.waitApplied(ctx, idx)
+}
+
+// readIndex runs on the leader: wait for its term's barrier, capture the
+// commit index, then verify leadership with a quorum.
+func (c *Cluster) readIndex(ctx context.Context) (uint64, error) {
+	rd := c.ready.Load()
+	if rd == nil || !c.IsLeader() {
+		return 0, ErrNotLeader
+	}
+	select {
+	case <-rd.ch:
+	case <-ctx.Done():
+		return 0, fmt.Errorf("%w: leader not ready: %w", ErrTimeout, ctx.Err())
+	}
+	idx := c.raft.CommitIndex()
+	if err := waitFuture(ctx, c.raft.VerifyLeader()); err != nil {
+		return 0, err
+	}
+	return idx, nil
+}
+
+// waitFuture waits for a raft future, bounded by ctx.
+func waitFuture(ctx context.Context, f raft.Future) error {
+	ch := make(chan error, 1)
+	go func() { ch <- f.Error() }()
+	select {
+	case err := <-ch:
+		return mapRaftErr(err)
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", ErrTimeout, ctx.Err())
+	}
+}
+
+// QueryLeader runs cfg.Query on the leader (locally when this node leads).
+// With no leader known it fails at once with ErrNoLeader, so a
+// leader-on-miss read degrades to a miss instead of hanging.
+func (c *Cluster) QueryLeader(ctx context.Context, q []byte) ([]byte, error) {
+	if c.cfg.Query == nil {
+		return nil, errors.New("cluster: no Query function configured")
+	}
+	if c.closing.Load() {
+		return nil, ErrClosed
+	}
+	if c.IsLeader() {
+		return c.cfg.Query(q)
+	}
+	lid, addr := c.Leader()
+	if addr == "" || lid == c.id {
+		return nil, ErrNoLeader
+	}
+	ctx, cancel := c.writeCtx(ctx)
+	defer cancel()
+	out, err := c.client.call(ctx, addr, rpcQuery, q)
+	if errors.Is(err, errConnBroken) {
+		return nil, fmt.Errorf("%w: leader %s unreachable: %w", ErrNoLeader, lid, err)
+	}
+	return out, err
+}
+
+// handleRPC serves forwarding requests from other nodes.
+func (c *Cluster) handleRPC(ctx context.Context, typ byte, payload []byte) ([]byte, error) {
+	if c.closing.Load() && typ != rpcStatus {
+		return nil, ErrClosed
+	}
+	switch typ {
+	case rpcPropose:
+		if !c.IsLeader() {
+			return nil, ErrNotLeader
+		}
+		res, idx, err := c.batch.submit(ctx, payload)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]byte, 8, 8+len(res))
+		binary.BigEndian.PutUint64(out, idx)
+		return append(out, res...), nil
+	case rpcReadIndex:
+		idx, err := c.readIndex(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return binary.BigEndian.AppendUint64(nil, idx), nil
+	case rpcQuery:
+		if !c.IsLeader() {
+			return nil, ErrNotLeader
+		}
+		if c.cfg.Query == nil {
+			return nil, errors.New("no Query function configured")
+		}
+		return c.cfg.Query(payload)
+	case rpcRemove:
+		return nil, c.removeOnLeader(ctx, string(payload))
+	case rpcTransfer:
+		return nil, c.transferOnLeader(ctx, string(payload))
+	case rpcStatus:
+		out := binary.BigEndian.AppendUint64(nil, c.raft.LastIndex())
+		lc := int64(-1)
+		if t := c.raft.LastContact(); !t.IsZero() {
+			lc = time.Since(t).Milliseconds()
+		}
+		return binary.BigEndian.AppendUint64(out, uint64(lc)), nil
+	case rpcRemoved:
+		c.log.Warn("removed from the cluster by the leader; leaving gossip (Join to come back)")
+		if err := c.gossip.leave(time.Second); err != nil {
+			c.log.Warn("leaving gossip after removal", "err", err)
+		}
+		return nil, nil
+	}
+	return nil, fmt.Errorf("unknown request type %q", typ)
+}

@@ -1,0 +1,160 @@
+package cluster
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Sentinel errors returned (wrapped with %w) by Cluster methods. Callers test
+// them with errors.Is; the wrapping message carries the detail.
+var (
+	// ErrNoLeader means no leader is known right now (election in progress or
+	// no quorum). Nothing was written; the caller may retry later.
+	ErrNoLeader = errors.New("cluster: no leader")
+	// ErrNotLeader means the operation must run on the leader and this node is
+	// not it (for calls that are not forwarded, or a leader that just stepped
+	// down before accepting the work). Nothing was written.
+	ErrNotLeader = errors.New("cluster: not the leader")
+	// ErrTimeout means the deadline passed before the operation completed. For
+	// a write the outcome is unknown: it may still be committed later.
+	ErrTimeout = errors.New("cluster: timeout")
+	// ErrLeadershipLost means the leader lost its role while the write was in
+	// flight. As with ErrTimeout the outcome is unknown.
+	ErrLeadershipLost = errors.New("cluster: leadership lost while writing")
+	// ErrClosed means the Cluster has been closed (or is closing).
+	ErrClosed = errors.New("cluster: closed")
+)
+
+// Config describes one node of the cluster. Zero values of the tunables get
+// LAN defaults (see withDefaults); tests use smaller timeouts.
+type Config struct {
+	// NodeID is this node's identity in Raft and gossip. "" means
+	// LoadOrCreateNodeID(DataDir): random, persisted, never the hostname
+	// (which collides in containers).
+	NodeID string
+	// DataDir holds raft.db (bolt log + stable store), snapshots/ and node-id.
+	DataDir string
+	// RaftAddr is the host:port of the cluster port (Raft and forwarding,
+	// multiplexed by the first byte of each connection). Port 0 picks one.
+	RaftAddr string
+	// AdvertiseRaftAddr is the address other nodes dial; "" means the bound
+	// address (which must then be reachable, i.e. not 0.0.0.0).
+	AdvertiseRaftAddr string
+	// GossipAddr is host:port for memberlist (TCP and UDP). Port 0 picks one.
+	GossipAddr string
+	// Join lists gossip addresses of other nodes; joining is tried before any
+	// bootstrap decision, so one command line serves first start and restart.
+	Join []string
+	// BootstrapExpect is the number of servers to wait for before the first
+	// configuration is bootstrapped. 0 = never bootstrap (join a cluster).
+	BootstrapExpect int
+	// Meta is extra metadata gossiped with the node (client addresses etc.).
+	// The whole encoded metadata must fit in 512 bytes.
+	Meta map[string]string
+	// FSM is the replicated state machine. It is wrapped to track the applied
+	// index; a raft.BatchingFSM keeps its batching.
+	FSM raft.FSM
+	// Pack builds one log entry from several commands (group commit); called
+	// only on the leader. For such an entry the FSM must return [][]byte with
+	// one result per command (or an error, failing all of them). nil means one
+	// command per entry and the FSM returns that command's []byte result.
+	Pack func(cmds [][]byte) []byte
+	// Query answers a read on the leader for followers' leader-on-miss reads.
+	Query func(q []byte) ([]byte, error)
+	// Logger receives structured logs; raft and memberlist logs are routed
+	// into it. nil = slog.Default().
+	Logger *slog.Logger
+	// TLS, when set, wraps every cluster connection (accepted and dialed) in
+	// mutual TLS; nil = plaintext. It must carry both the certificate and the
+	// CA pool, and ClientAuth for the server side.
+	TLS *tls.Config
+
+	HeartbeatTimeout   time.Duration // raft; default 500ms
+	ElectionTimeout    time.Duration // raft; default 500ms
+	LeaderLeaseTimeout time.Duration // raft; default 250ms
+	CommitTimeout      time.Duration // raft; default 5ms
+	SnapshotThreshold  uint64        // raft; default 16384 entries
+	SnapshotInterval   time.Duration // raft; default 30s
+	TrailingLogs       uint64        // raft; default 10240 entries
+	// WriteTimeout bounds every Propose (and forwarded RPC); default 2s.
+	WriteTimeout time.Duration
+	// MaxBatch is the maximum number of commands packed in one entry; default 512.
+	MaxBatch int
+	// MaxBatchBytes bounds the summed command sizes of one entry; default 1 MiB.
+	MaxBatchBytes int
+	// MaxInflight is the number of entries applied concurrently; default 8.
+	MaxInflight int
+	// DeadServerTimeout removes a failed voter automatically after this long
+	// (never below a majority of the configured size); 0 = never.
+	DeadServerTimeout time.Duration
+	// ReconcileInterval is how often the leader reconciles Raft membership
+	// with gossip even without events; default 5s.
+	ReconcileInterval time.Duration
+	// GossipProbeInterval and GossipProbeTimeout tune failure detection;
+	// default 1s/500ms (memberlist LAN).
+	GossipProbeInterval time.Duration
+	GossipProbeTimeout  time.Duration
+	// NoSync disables fsync of the Raft log: only for benchmarks of the code
+	// path, never in production.
+	NoSync bool
+}
+
+func (c Config) withDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.HeartbeatTimeout, 500*time.Millisecond)
+	def(&c.ElectionTimeout, 500*time.Millisecond)
+	def(&c.LeaderLeaseTimeout, 250*time.Millisecond)
+	def(&c.CommitTimeout, 5*time.Millisecond)
+	def(&c.SnapshotInterval, 30*time.Second)
+	def(&c.WriteTimeout, 2*time.Second)
+	def(&c.ReconcileInterval, 5*time.Second)
+	def(&c.GossipProbeInterval, time.Second)
+	def(&c.GossipProbeTimeout, 500*time.Millisecond)
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = 16384
+	}
+	if c.TrailingLogs == 0 {
+		c.TrailingLogs = 10240
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = 512
+	}
+	if c.Pack == nil {
+		c.MaxBatch = 1
+	}
+	if c.MaxBatchBytes <= 0 {
+		c.MaxBatchBytes = 1 << 20
+	}
+	if c.MaxInflight <= 0 {
+		c.MaxInflight = 8
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.DataDir == "":
+		return errors.New("cluster: DataDir is required")
+	case c.RaftAddr == "":
+		return errors.New("cluster: RaftAddr is required")
+	case c.GossipAddr == "":
+		return errors.New("cluster: GossipAddr is required")
+	case c.FSM == nil:
+		return errors.New("cluster: FSM is required")
+	case c.BootstrapExpect < 0:
+		return fmt.Errorf("cluster: BootstrapExpect %d < 0", c.BootstrapExpect)
+	}
+	return nil
+}

@@ -1,0 +1,73 @@
+// Package cluster replicates opaque commands for a raft.FSM across a set of
+// nodes. It owns hashicorp/raft with a bolt log/stable store and a file
+// snapshot store under DataDir, the cluster port, memberlist discovery,
+// bootstrap-expect, membership reconciliation, forwarding to the leader,
+// group commit and read-index reads. It knows nothing of sessions or wire
+// protocols: the node layer gives it an FSM, a Pack function and a Query
+// function.
+//
+// # Ports and wire format
+//
+// One TCP cluster port carries Raft and forwarding, told apart by the first
+// byte a dialer writes: 'R' hands the connection to raft's NetworkTransport
+// (through a custom StreamLayer), 'F' to the forwarding RPC server. TLS, when
+// configured, wraps both kinds in one place (mux.go) before that byte.
+//
+// Forwarding frames are type:u8 id:u64 aux:u32 len:u32 payload, big endian.
+// Requests carry their deadline in aux (ms); responses carry the request's
+// id, so one persistent connection per peer is pipelined and answered out of
+// order. Frames over 16 MiB, requests without a deadline and unknown kinds
+// close the connection with a log line. A call that fails on a pooled
+// connection is retried once on a fresh dial (pooled connections to a
+// restarted peer are silently dead); answered errors are never retried.
+//
+// Gossip metadata (≤ 512 bytes) is a version byte followed by uvarint-
+// length-prefixed key/value pairs: the raft address, the bootstrap-expect
+// value, an in-cluster flag and the node's own Meta (client addresses).
+//
+// # Write path
+//
+// Propose on a follower forwards the command to the leader. The leader's
+// batcher drains queued proposals into one log entry (cfg.Pack; up to
+// MaxBatch commands / MaxBatchBytes), calls raft.Apply without waiting for
+// the previous entry (up to MaxInflight in flight) and raft's BatchApplyCh
+// groups entries per fsync. The FSM returns one result per packed command.
+// The leader answers (index, result); the follower answers its caller only
+// after its own FSM has applied that index, so a local read right after sees
+// the write. The applied index is tracked by wrapping the FSM (raft's
+// AppliedIndex runs ahead of the FSM); entries the FSM never sees (no-ops,
+// barriers) are skipped by looking them up in the log store.
+//
+// Failures are answered, never hung: no known leader fails at once with
+// ErrNoLeader; every wait is bounded by WriteTimeout (ErrTimeout, outcome
+// unknown); ErrNotLeader from a leader that just stepped down is re-routed
+// up to twice.
+//
+// # Reads
+//
+// ReadBarrier implements ReadIndex: the leader (after committing a barrier
+// in its term) captures its commit index, confirms leadership with
+// VerifyLeader, and the asking node waits until it has applied that index.
+// QueryLeader runs cfg.Query on the leader for leader-on-miss reads.
+//
+// # Membership
+//
+// A node first joins the -join list; without Raft state and with
+// BootstrapExpect N it waits until N alive gossip members with the same N
+// are seen and none of them is already in a cluster; the lowest id then
+// bootstraps all of them. A node with existing state never bootstraps.
+// The leader reconciles on gossip events and every ReconcileInterval: alive
+// members missing from the configuration are added as voters, members that
+// left gracefully are removed, failed members stay voters unless
+// DeadServerTimeout is set (and never below a majority of the expected
+// size). An operator-removed node is tombstoned on the leader and told to
+// leave gossip; Join brings it back.
+//
+// Close is a graceful leave: a leader transfers leadership, the node leaves
+// gossip (so the leader removes it from the configuration; restarting with
+// the same data dir rejoins and is re-added), raft stops and bolt is closed.
+//
+// Raft's pipelined replication is disabled (MaxRPCsInFlight 1): its
+// unbuffered pipeline channels can deadlock after a rejected append, which
+// stops replication to that follower and hangs Shutdown.
+package cluster

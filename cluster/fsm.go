@@ -1,0 +1,124 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/hashicorp/raft"
+)
+
+// appliedFSM wraps the user's FSM to record the index of the last entry the
+// FSM has finished applying. raft.AppliedIndex runs ahead of the FSM (it is
+// bumped when entries are handed to the FSM goroutine), so "answer after
+// local apply" waits on this index instead.
+//
+// It always implements raft.BatchingFSM, so configuration entries also reach
+// it and advance the index; a non-batching inner FSM gets Apply calls for
+// command entries only.
+type appliedFSM struct {
+	inner   raft.FSM
+	batch   raft.BatchingFSM // nil if inner does not batch
+	snaps   raft.SnapshotStore
+	mu      sync.Mutex
+	applied uint64
+	changed chan struct{} // closed and replaced on every advance
+}
+
+var _ raft.BatchingFSM = (*appliedFSM)(nil)
+
+func newAppliedFSM(inner raft.FSM, snaps raft.SnapshotStore) *appliedFSM {
+	f := &appliedFSM{inner: inner, snaps: snaps, changed: make(chan struct{})}
+	f.batch, _ = inner.(raft.BatchingFSM)
+	return f
+}
+
+func (f *appliedFSM) set(idx uint64, force bool) {
+	f.mu.Lock()
+	if idx > f.applied || force {
+		f.applied = idx
+		close(f.changed)
+		f.changed = make(chan struct{})
+	}
+	f.mu.Unlock()
+}
+
+// appliedIndex returns the FSM's applied index and a channel closed at the
+// next change.
+func (f *appliedFSM) appliedIndex() (uint64, <-chan struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.applied, f.changed
+}
+
+// Apply implements raft.FSM.
+func (f *appliedFSM) Apply(l *raft.Log) interface{} {
+	var r interface{}
+	if l.Type == raft.LogCommand {
+		r = f.inner.Apply(l)
+	}
+	f.set(l.Index, false)
+	return r
+}
+
+// ApplyBatch implements raft.BatchingFSM.
+func (f *appliedFSM) ApplyBatch(logs []*raft.Log) []interface{} {
+	if len(logs) == 0 {
+		return nil
+	}
+	var out []interface{}
+	if f.batch != nil {
+		out = f.batch.ApplyBatch(logs)
+	} else {
+		out = make([]interface{}, len(logs))
+		for i, l := range logs {
+			if l.Type == raft.LogCommand {
+				out[i] = f.inner.Apply(l)
+			}
+		}
+	}
+	f.set(logs[len(logs)-1].Index, false)
+	return out
+}
+
+// Snapshot implements raft.FSM.
+func (f *appliedFSM) Snapshot() (raft.FSMSnapshot, error) { return f.inner.Snapshot() }
+
+// Restore implements raft.FSM. Raft has stored the snapshot being restored
+// before calling this, so the newest snapshot in the store gives its index.
+func (f *appliedFSM) Restore(rc io.ReadCloser) error {
+	if err := f.inner.Restore(rc); err != nil {
+		return err
+	}
+	metas, err := f.snaps.List()
+	if err != nil {
+		return fmt.Errorf("cluster: list snapshots after restore: %w", err)
+	}
+	if len(metas) > 0 {
+		f.set(metas[0].Index, true)
+	}
+	return nil
+}
+
+// waitApplied blocks until the local FSM has applied idx, or ctx ends.
+// extra is consulted when the FSM index alone is not enough (entries that
+// never reach the FSM, such as the leader's no-op), see Cluster.effectiveApplied.
+func (f *appliedFSM) waitApplied(ctx context.Context, idx uint64, extra func(uint64) bool) error {
+	for {
+		cur, ch := f.appliedIndex()
+		if cur >= idx {
+			return nil
+		}
+		if extra != nil && extra(cur) {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("%w: waiting for local apply of index %d (at %d): %w", ErrTimeout, idx, cur, ctx.Err())
+		case <-timeAfterPoll():
+			// Re-check extra: non-FSM entries advance no channel.
+		}
+	}
+}

@@ -1,0 +1,492 @@
+package cluster
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// leaderLoop follows leadership changes: on gaining it, commit a barrier so
+// the commit index covers every earlier entry (the read index is valid only
+// after that), then reconcile membership.
+func (c *Cluster) leaderLoop() {
+	for {
+		select {
+		case <-c.done:
+			return
+		case isLeader := <-c.raft.LeaderCh():
+			if !isLeader {
+				c.ready.Store(nil)
+				continue
+			}
+			rd := &leaderReady{ch: make(chan struct{})}
+			c.ready.Store(rd)
+			c.log.Info("became leader")
+			if err := c.raft.Barrier(c.cfg.WriteTimeout).Error(); err != nil {
+				c.log.Warn("leader barrier failed", "err", err)
+				continue
+			}
+			close(rd.ch)
+			c.gossip.signal()
+		}
+	}
+}
+
+// joinLoop contacts cfg.Join until some other member is seen, then (for a
+// node without Raft state) takes part in bootstrap-expect: when enough
+// servers with the same expect value are alive and none of them already
+// belongs to a cluster, the one with the lowest id bootstraps all of them.
+func (c *Cluster) joinLoop(hasState bool) {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	var lastJoin time.Time
+	bootstrapDone := hasState || c.cfg.BootstrapExpect == 0
+	for {
+		members := c.gossip.snapshot()
+		alive := 0
+		for _, m := range members {
+			if m.status == StatusAlive || m.status == StatusSuspect {
+				alive++
+			}
+		}
+		if len(c.cfg.Join) > 0 && alive <= 1 && time.Since(lastJoin) > time.Second && !c.gossip.isLeft() {
+			lastJoin = time.Now()
+			if n, err := c.gossip.join(c.cfg.Join); err != nil {
+				c.log.Debug("gossip join attempt", "contacted", n, "err", err)
+			} else {
+				c.log.Info("joined gossip", "contacted", n)
+			}
+		}
+		if !bootstrapDone {
+			bootstrapDone = c.tryBootstrap(members)
+		}
+		if bootstrapDone && (len(c.cfg.Join) == 0 || alive > 1) {
+			return
+		}
+		select {
+		case <-c.done:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// tryBootstrap reports whether bootstrapping is settled (done here, or not
+// this node's job because a cluster already exists).
+func (c *Cluster) tryBootstrap(members map[string]gossipMember) bool {
+	if f := c.raft.GetConfiguration(); f.Error() == nil && len(f.Configuration().Servers) > 0 {
+		return true // added by a leader or bootstrapped before
+	}
+	var peers []gossipMember
+	for _, m := range members {
+		if m.status != StatusAlive {
+			continue
+		}
+		if m.inCluster && m.id != c.id {
+			return false // a cluster exists: wait for its leader to add us
+		}
+		if m.expect == c.cfg.BootstrapExpect && m.raftAddr != "" {
+			peers = append(peers, m)
+		}
+	}
+	if len(peers) < c.cfg.BootstrapExpect {
+		return false
+	}
+	sort.Slice(peers, func(i, j int) bool { return peers[i].id < peers[j].id })
+	if peers[0].id != c.id {
+		return false // the lowest id bootstraps; we wait to be contacted
+	}
+	var conf raft.Configuration
+	for _, p := range peers {
+		conf.Servers = append(conf.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.id), Address: raft.ServerAddress(p.raftAddr)})
+	}
+	if err := c.raft.BootstrapCluster(conf).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+		c.log.Error("bootstrap failed", "err", err)
+		return false
+	}
+	c.log.Info("bootstrapped cluster", "servers", len(conf.Servers))
+	c.gossip.setMeta(metaInCluster, "1")
+	return true
+}
+
+// reconcileLoop runs reconciliation on the leader on every gossip event and
+// every ReconcileInterval; on followers it keeps the in-cluster flag current
+// and notices a removal of this node.
+func (c *Cluster) reconcileLoop() {
+	t := time.NewTicker(c.cfg.ReconcileInterval)
+	defer t.Stop()
+	follow := time.NewTicker(500 * time.Millisecond)
+	defer follow.Stop()
+	wasMember := false
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-c.gossip.changed:
+		case <-t.C:
+		case <-follow.C:
+		}
+		f := c.raft.GetConfiguration()
+		if f.Error() != nil {
+			continue
+		}
+		member := false
+		for _, s := range f.Configuration().Servers {
+			if string(s.ID) == c.id {
+				member = true
+			}
+		}
+		if member {
+			wasMember = true
+			c.gossip.setMeta(metaInCluster, "1")
+		} else if wasMember && len(f.Configuration().Servers) > 0 && !c.gossip.isLeft() {
+			wasMember = false
+			c.log.Warn("this node is no longer in the raft configuration; leaving gossip (Join to come back)")
+			c.gossip.leave(time.Second)
+		}
+		if rd := c.ready.Load(); rd != nil && c.IsLeader() {
+			select {
+			case <-rd.ch:
+				c.reconcile(f.Configuration())
+			default:
+			}
+		}
+	}
+}
+
+func (c *Cluster) reconcile(conf raft.Configuration) {
+	servers := make(map[string]raft.Server, len(conf.Servers))
+	voters := 0
+	for _, s := range conf.Servers {
+		servers[string(s.ID)] = s
+		if s.Suffrage == raft.Voter {
+			voters++
+		}
+	}
+	minVoters := c.cfg.BootstrapExpect/2 + 1
+	if c.cfg.BootstrapExpect == 0 {
+		minVoters = voters/2 + 1
+	}
+	for id, m := range c.gossip.snapshot() {
+		if id == c.id {
+			continue
+		}
+		srv, in := servers[id]
+		switch m.status {
+		case StatusAlive, StatusSuspect:
+			if c.tombstoned(id) || m.raftAddr == "" {
+				continue
+			}
+			if in && string(srv.Address) == m.raftAddr {
+				continue
+			}
+			c.log.Info("adding server seen in gossip", "id", id, "raft_addr", m.raftAddr)
+			if err := c.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(m.raftAddr), 0, c.cfg.WriteTimeout).Error(); err != nil {
+				c.log.Warn("add voter failed", "id", id, "err", err)
+			}
+		case StatusLeft:
+			c.clearTombstone(id)
+			if in {
+				c.log.Info("removing server that left gracefully", "id", id)
+				if err := c.raft.RemoveServer(raft.ServerID(id), 0, c.cfg.WriteTimeout).Error(); err != nil {
+					c.log.Warn("remove server failed", "id", id, "err", err)
+				}
+			}
+		case StatusFailed:
+			c.clearTombstone(id)
+			if !in || c.cfg.DeadServerTimeout <= 0 || time.Since(m.since) < c.cfg.DeadServerTimeout {
+				continue
+			}
+			if srv.Suffrage == raft.Voter && voters-1 < minVoters {
+				c.log.Warn("not removing dead server: would leave fewer voters than a majority", "id", id, "voters", voters)
+				continue
+			}
+			c.log.Info("removing server dead longer than DeadServerTimeout", "id", id, "dead_for", time.Since(m.since))
+			if err := c.raft.RemoveServer(raft.ServerID(id), 0, c.cfg.WriteTimeout).Error(); err != nil {
+				c.log.Warn("remove server failed", "id", id, "err", err)
+				continue
+			}
+			if srv.Suffrage == raft.Voter {
+				voters--
+			}
+		}
+	}
+}
+
+func (c *Cluster) tombstoned(id string) bool {
+	c.tombMu.Lock()
+	defer c.tombMu.Unlock()
+	_, ok := c.tombstones[id]
+	return ok
+}
+
+func (c *Cluster) clearTombstone(id string) {
+	c.tombMu.Lock()
+	delete(c.tombstones, id)
+	c.tombMu.Unlock()
+}
+
+// Join contacts the given gossip addresses (after a removal this restarts
+// gossip); the leader then adds this node to Raft. It returns how many nodes
+// were contacted, and fails visibly if none could be.
+func (c *Cluster) Join(ctx context.Context, gossipAddrs []string) (int, error) {
+	if c.closing.Load() {
+		return 0, ErrClosed
+	}
+	if len(gossipAddrs) == 0 {
+		return 0, errors.New("cluster: join: no addresses")
+	}
+	n, err := c.gossip.join(gossipAddrs)
+	if err != nil {
+		return n, fmt.Errorf("cluster: join %v: %w", gossipAddrs, err)
+	}
+	return n, nil
+}
+
+// RemoveServer removes a server from the Raft configuration (an operator
+// action, run on the leader or forwarded to it). The removed node is told to
+// leave gossip and is not re-added while it stays alive.
+func (c *Cluster) RemoveServer(ctx context.Context, id string) error {
+	if c.closing.Load() {
+		return ErrClosed
+	}
+	ctx, cancel := c.writeCtx(ctx)
+	defer cancel()
+	if c.IsLeader() {
+		return c.removeOnLeader(ctx, id)
+	}
+	return c.callLeader(ctx, rpcRemove, []byte(id))
+}
+
+func (c *Cluster) callLeader(ctx context.Context, typ byte, payload []byte) error {
+	lid, addr := c.Leader()
+	if addr == "" || lid == c.id {
+		return ErrNoLeader
+	}
+	_, err := c.client.call(ctx, addr, typ, payload)
+	if errors.Is(err, errConnBroken) {
+		return fmt.Errorf("%w: leader %s unreachable: %w", ErrNoLeader, lid, err)
+	}
+	return err
+}
+
+func (c *Cluster) removeOnLeader(ctx context.Context, id string) error {
+	if !c.IsLeader() {
+		return ErrNotLeader
+	}
+	f := c.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return mapRaftErr(err)
+	}
+	var addr string
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) == id {
+			addr = string(s.Address)
+		}
+	}
+	if addr == "" {
+		return fmt.Errorf("cluster: remove %q: not in the configuration", id)
+	}
+	c.tombMu.Lock()
+	c.tombstones[id] = time.Now()
+	c.tombMu.Unlock()
+	if err := waitFuture(ctx, c.raft.RemoveServer(raft.ServerID(id), 0, c.cfg.WriteTimeout)); err != nil {
+		c.clearTombstone(id)
+		return fmt.Errorf("cluster: remove %q: %w", id, err)
+	}
+	c.log.Info("server removed by operator", "id", id)
+	if id != c.id {
+		// Best effort: the removed node will not hear of it through raft.
+		nctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if _, err := c.client.call(nctx, addr, rpcRemoved, nil); err != nil {
+			c.log.Debug("could not notify removed server", "id", id, "err", err)
+		}
+	}
+	return nil
+}
+
+// TransferLeadership hands leadership to the voter id ("" = any voter), on
+// the leader or forwarded to it.
+func (c *Cluster) TransferLeadership(ctx context.Context, id string) error {
+	if c.closing.Load() {
+		return ErrClosed
+	}
+	ctx, cancel := c.writeCtx(ctx)
+	defer cancel()
+	if c.IsLeader() {
+		return c.transferOnLeader(ctx, id)
+	}
+	return c.callLeader(ctx, rpcTransfer, []byte(id))
+}
+
+func (c *Cluster) transferOnLeader(ctx context.Context, id string) error {
+	if !c.IsLeader() {
+		return ErrNotLeader
+	}
+	if id == "" {
+		return waitFuture(ctx, c.raft.LeadershipTransfer())
+	}
+	f := c.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return mapRaftErr(err)
+	}
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) == id {
+			if s.Suffrage != raft.Voter {
+				return fmt.Errorf("cluster: transfer to %q: not a voter", id)
+			}
+			return waitFuture(ctx, c.raft.LeadershipTransferToServer(s.ID, s.Address))
+		}
+	}
+	return fmt.Errorf("cluster: transfer to %q: not in the configuration", id)
+}
+
+// Status is a point-in-time view of this node's Raft state.
+type Status struct {
+	ID           string
+	RaftAddr     string
+	GossipAddr   string
+	State        string // Follower, Candidate, Leader, Shutdown
+	LeaderID     string
+	LeaderAddr   string
+	Term         uint64
+	LastIndex    uint64
+	CommitIndex  uint64
+	AppliedIndex uint64    // applied by the FSM (not raft's dispatch index)
+	LastContact  time.Time // last contact with a leader (zero if leader or never)
+	Voters       int
+	NumPeers     int // other servers in the configuration
+	Member       bool
+}
+
+// Status reports this node's state, for health checks and dcctl.
+func (c *Cluster) Status() Status {
+	applied, _ := c.fsm.appliedIndex()
+	lid, laddr := c.Leader()
+	st := Status{
+		ID: c.id, RaftAddr: c.RaftAddr(), GossipAddr: c.GossipAddr(),
+		State: c.raft.State().String(), LeaderID: lid, LeaderAddr: laddr,
+		LastIndex: c.raft.LastIndex(), CommitIndex: c.raft.CommitIndex(), AppliedIndex: applied,
+		LastContact: c.raft.LastContact(),
+	}
+	st.Term, _ = strconv.ParseUint(c.raft.Stats()["term"], 10, 64)
+	if f := c.raft.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			if s.Suffrage == raft.Voter {
+				st.Voters++
+			}
+			if string(s.ID) == c.id {
+				st.Member = true
+			} else {
+				st.NumPeers++
+			}
+		}
+	}
+	return st
+}
+
+// Member is one node as seen through gossip joined with the Raft
+// configuration.
+type Member struct {
+	ID           string
+	GossipAddr   string
+	RaftAddr     string
+	Meta         map[string]string // user metadata (client addresses)
+	Status       MemberStatus
+	Suffrage     string // "voter", "nonvoter" or "none"
+	Leader       bool
+	LastIndex    uint64        // 0 if unreachable
+	Lag          int64         // entries behind the leader's last index; -1 unknown
+	SinceContact time.Duration // since the member last heard from a leader; -1 unknown/leader
+}
+
+// Members lists the gossip view joined with Raft suffrage, asking every
+// member for its last log index to report lag behind the leader.
+func (c *Cluster) Members(ctx context.Context) ([]Member, error) {
+	f := c.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, mapRaftErr(err)
+	}
+	byID := map[string]*Member{}
+	for id, g := range c.gossip.snapshot() {
+		byID[id] = &Member{ID: id, GossipAddr: g.gossipAddr, RaftAddr: g.raftAddr, Meta: g.meta, Status: g.status, Suffrage: "none"}
+	}
+	for _, s := range f.Configuration().Servers {
+		m, ok := byID[string(s.ID)]
+		if !ok {
+			m = &Member{ID: string(s.ID), RaftAddr: string(s.Address), Status: StatusUnknown}
+			byID[string(s.ID)] = m
+		}
+		m.RaftAddr = string(s.Address)
+		m.Suffrage = "nonvoter"
+		if s.Suffrage == raft.Voter {
+			m.Suffrage = "voter"
+		}
+	}
+	lid, _ := c.Leader()
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	type res struct {
+		id   string
+		last uint64
+		lc   int64
+		ok   bool
+	}
+	ch := make(chan res, len(byID))
+	for id, m := range byID {
+		go func(id, addr string) {
+			if id == c.id {
+				lc := int64(-1)
+				if t := c.raft.LastContact(); !t.IsZero() && !c.IsLeader() {
+					lc = time.Since(t).Milliseconds()
+				}
+				ch <- res{id, c.raft.LastIndex(), lc, true}
+				return
+			}
+			out, err := c.client.call(ctx, addr, rpcStatus, nil)
+			if err != nil || len(out) != 16 || addr == "" {
+				ch <- res{id: id}
+				return
+			}
+			ch <- res{id, binary.BigEndian.Uint64(out), int64(binary.BigEndian.Uint64(out[8:])), true}
+		}(id, m.RaftAddr)
+	}
+	for range byID {
+		r := <-ch
+		m := byID[r.id]
+		m.Lag, m.SinceContact = -1, -1
+		if r.ok {
+			m.LastIndex = r.last
+			if r.lc >= 0 {
+				m.SinceContact = time.Duration(r.lc) * time.Millisecond
+			}
+		}
+		m.Leader = r.id == lid
+	}
+	var leaderLast uint64
+	if lm, ok := byID[lid]; ok {
+		leaderLast = lm.LastIndex
+	}
+	out := make([]Member, 0, len(byID))
+	for _, m := range byID {
+		if m.LastIndex > 0 && leaderLast > 0 {
+			m.Lag = int64(leaderLast) - int64(m.LastIndex)
+			if m.Lag < 0 {
+				m.Lag = 0
+			}
+		}
+		if m.Leader {
+			m.SinceContact = -1
+		}
+		out = append(out, *m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
