@@ -174,6 +174,18 @@ func checkInvariants(t *rapid.T, s *Store) {
 			t.Fatalf("shard %d: cached min %v, heap min %v", i, s.mins[i], tb.min())
 		}
 	}
+	for n := 1; n < numShards; n++ {
+		if s.tour[n] != s.winner(n) {
+			t.Fatalf("tournament node %d stale", n)
+		}
+	}
+	if i := s.soonest(); i >= 0 {
+		for j := range s.mins {
+			if s.mins[j].less(s.mins[i]) {
+				t.Fatalf("soonest shard %d, but shard %d has a smaller min", i, j)
+			}
+		}
+	}
 	if st := s.Stats(); st.Sessions != n || st.PayloadBytes != payload {
 		t.Fatalf("counters say %d sessions / %d bytes, structures hold %d / %d", st.Sessions, st.PayloadBytes, n, payload)
 	}

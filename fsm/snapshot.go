@@ -181,11 +181,11 @@ func (s *Store) Restore(rc io.ReadCloser) error {
 		sh.t = t
 		sh.frozen = false
 		sh.mu.Unlock()
-		s.mins[i] = t.min()
 		for _, e := range t.entries {
 			payload += int64(len(e.kv))
 		}
 	}
+	s.resetMins()
 	s.lastNow = snap.lastNow
 	s.nextSeq = snap.nextSeq
 	s.appliedIndex.Store(snap.appliedIndex)

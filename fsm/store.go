@@ -204,7 +204,12 @@ type Store struct {
 
 	// Owned by the apply path (applyMu).
 	applyMu sync.Mutex
-	mins    [numShards]order // cached table.min() of every shard, for eviction
+	mins    [numShards]order // cached table.min() of every shard
+	// tour is a tournament tree over mins: node n (1-based, children 2n and
+	// 2n+1) holds the shard whose min is smaller; leaves numShards+i hold i.
+	// tour[1] is the shard holding the globally soonest-expiring entry, so
+	// eviction and EXPIRE find it in O(1) and each write updates 8 nodes.
+	tour [2 * numShards]uint16
 	lastNow int64            // latest batch time applied; time never runs backwards
 	nextSeq uint64
 	scratch [][]byte
@@ -237,9 +242,46 @@ func New(cfg Config) *Store {
 	}
 	for i := range s.shards {
 		s.shards[i].t = newTable(0)
-		s.mins[i] = emptyOrder
+		s.tour[numShards+i] = uint16(i)
 	}
+	s.resetMins()
 	return s
+}
+
+// resetMins recomputes every cached minimum and the whole tournament tree.
+func (s *Store) resetMins() {
+	for i := range s.shards {
+		s.mins[i] = s.shards[i].t.min()
+	}
+	for n := numShards - 1; n >= 1; n-- {
+		s.tour[n] = s.winner(n)
+	}
+}
+
+func (s *Store) winner(n int) uint16 {
+	l, r := s.tour[2*n], s.tour[2*n+1]
+	if s.mins[r].less(s.mins[l]) {
+		return r
+	}
+	return l
+}
+
+// setMin records shard i's new minimum and replays its path to the root.
+func (s *Store) setMin(i int, o order) {
+	s.mins[i] = o
+	for n := (numShards + i) / 2; n >= 1; n /= 2 {
+		s.tour[n] = s.winner(n)
+	}
+}
+
+// soonest returns the shard holding the entry with the smallest
+// (expiry, seq) in the whole store, or -1 if the store is empty.
+func (s *Store) soonest() int {
+	i := int(s.tour[1])
+	if s.mins[i] == emptyOrder {
+		return -1
+	}
+	return i
 }
 
 func (s *Store) shardIndex(key []byte) int {
@@ -400,11 +442,9 @@ func (s *Store) applyCommand(now int64, lim Limits, raw []byte) Result {
 		s.takes.Add(1)
 		return Result{Status: ResultOK, Value: e.value(), Flags: e.flags, Expiry: e.expiry}
 	case OpExpire:
-		for i := range s.mins {
-			for s.mins[i] != emptyOrder && s.mins[i].expiry <= now {
-				s.removeAt(i, s.shards[i].t.heap[0])
-				s.expirations.Add(1)
-			}
+		for i := s.soonest(); i >= 0 && s.mins[i].expiry <= now; i = s.soonest() {
+			s.removeAt(i, s.shards[i].t.heap[0])
+			s.expirations.Add(1)
 		}
 		return Result{Status: ResultOK}
 	}
@@ -475,12 +515,7 @@ func (s *Store) applyStore(now int64, lim Limits, c command) Result {
 // evictOne deletes the entry with the smallest (expiry, seq) in the store;
 // it reports false if the store is empty.
 func (s *Store) evictOne(now int64) bool {
-	best := -1
-	for i := range s.mins {
-		if s.mins[i] != emptyOrder && (best < 0 || s.mins[i].less(s.mins[best])) {
-			best = i
-		}
-	}
+	best := s.soonest()
 	if best < 0 {
 		return false
 	}
@@ -513,7 +548,7 @@ func (s *Store) insertAt(i int, e entry) {
 	sh.mu.Lock()
 	t.insert(e)
 	sh.mu.Unlock()
-	s.mins[i] = t.min()
+	s.setMin(i, t.min())
 	s.sessions.Add(1)
 	s.payload.Add(int64(len(e.kv)))
 }
@@ -524,7 +559,7 @@ func (s *Store) removeAt(i int, idx int32) entry {
 	sh.mu.Lock()
 	e := t.remove(idx)
 	sh.mu.Unlock()
-	s.mins[i] = t.min()
+	s.setMin(i, t.min())
 	s.sessions.Add(-1)
 	s.payload.Add(-int64(len(e.kv)))
 	return e
