@@ -47,7 +47,7 @@
 // The keyspace is split into 256 shards by a seeded hash (local only; it never
 // influences replicated state or snapshot bytes). A shard holds a map from key
 // to slot, a slice of fixed-size slot records, a min-heap of slots ordered by
-// (expiry, seq) and a free list; a 256-leaf tournament tree over the shards'
+// (expiry, seq) and a free list; a 256-leaf tournament tree over the shards
 // minimums finds the globally soonest-expiring entry in O(1) for eviction and
 // EXPIRE. Key and value live in one immutable
 // allocation per entry; the map key aliases it, so a session costs one

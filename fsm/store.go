@@ -209,8 +209,8 @@ type Store struct {
 	// 2n+1) holds the shard whose min is smaller; leaves numShards+i hold i.
 	// tour[1] is the shard holding the globally soonest-expiring entry, so
 	// eviction and EXPIRE find it in O(1) and each write updates 8 nodes.
-	tour [2 * numShards]uint16
-	lastNow int64            // latest batch time applied; time never runs backwards
+	tour    [2 * numShards]uint16
+	lastNow int64 // latest batch time applied; time never runs backwards
 	nextSeq uint64
 	scratch [][]byte
 	resBuf  []int // result end offsets, reused
