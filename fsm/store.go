@@ -393,6 +393,7 @@ func (s *Store) applyLocked(l *raft.Log) interface{} {
 	}
 	bt, err := decodeBatch(l.Data, s.scratch)
 	if err != nil {
+		clear(s.scratch[:cap(s.scratch)]) // drop references into l.Data
 		s.logger.Warn("fsm: refusing undecodable log entry", "index", l.Index, "bytes", len(l.Data), "err", err)
 		return fmt.Errorf("fsm: log entry %d: %w", l.Index, err)
 	}
