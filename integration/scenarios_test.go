@@ -415,10 +415,7 @@ func TestMembershipChange(t *testing.T) {
 		}
 	}
 	waitVoters(t, leader, rest...)
-	// Decommission the removed node. Known bug (see report): a node removed by the
-	// operator deadlocks in cluster.(*gossip).leave and never exits on SIGTERM, so it
-	// is killed here rather than stopped gracefully.
-	gone.kill()
+	stopWithin(t, gone, 10*time.Second) // decommission it gracefully
 	w.waitAcked(30, 20*time.Second)
 
 	fresh := c.addNode("n4", false)
@@ -497,21 +494,11 @@ func TestWipedNodeRejoins(t *testing.T) {
 	w.check()
 }
 
-// knownBug skips a test blocked by a bug in another package until it is fixed; set
-// DCINT_KNOWN_BUGS=1 to run it anyway (and see it fail).
-func knownBug(t *testing.T, bug string) {
-	t.Helper()
-	if os.Getenv("DCINT_KNOWN_BUGS") == "" {
-		t.Skip("known bug, set DCINT_KNOWN_BUGS=1 to run: " + bug)
-	}
-}
-
 // TestGracefulStop: SIGTERM stops a follower, the leader and a node removed by the
 // operator cleanly and promptly (leadership transfer, leave, clean close); the rest of
 // the cluster keeps serving and the stopped nodes restart from their data.
 func TestGracefulStop(t *testing.T) {
 	t.Parallel()
-	knownBug(t, "cluster (*gossip).leave holds g.mu across memberlist.Leave, whose NotifyLeave callback takes g.mu again: every SIGTERM deadlocks")
 	c := startCluster(t, 3, clusterOptions{})
 	w := startWorkload(t, c, workloadConfig{})
 	w.runFor(loadPhase(t))
