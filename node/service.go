@@ -46,6 +46,9 @@ const NoExpiry = 365 * 24 * time.Hour
 // happen with the front-ends' own validation; it exists so it is never silent.
 var ErrWriteRejected = errors.New("write rejected by the store")
 
+// ErrTooLarge reports a session larger than the whole store may hold (-max-bytes).
+var ErrTooLarge = errors.New("session larger than the store's size limit")
+
 // proposer is what the service needs of the cluster: replicate a command and read
 // with the chosen freshness.
 type proposer interface {
@@ -97,7 +100,8 @@ func (s *Service) propose(ctx context.Context, cmd []byte) (fsm.Result, error) {
 }
 
 // Add stores a session only if no live session has that key. It reports false when
-// one exists (distcache's 0x65, memcache's NOT_STORED).
+// one exists (distcache's 0x65, memcache's NOT_STORED), and, as the original server
+// did when out of memory, when the session alone exceeds the store's size limit.
 func (s *Service) Add(ctx context.Context, key, value []byte, flags uint32, ttl time.Duration) (bool, error) {
 	res, err := s.propose(ctx, fsm.AppendAdd(nil, key, value, flags, ttl))
 	if err != nil {
@@ -108,7 +112,10 @@ func (s *Service) Add(ctx context.Context, key, value []byte, flags uint32, ttl 
 
 // Set stores a session, replacing any previous one (memcache set, Redis SETEX).
 func (s *Service) Set(ctx context.Context, key, value []byte, flags uint32, ttl time.Duration) error {
-	_, err := s.propose(ctx, fsm.AppendSet(nil, key, value, flags, ttl))
+	res, err := s.propose(ctx, fsm.AppendSet(nil, key, value, flags, ttl))
+	if err == nil && res.Status == fsm.ResultNoSpace {
+		return ErrTooLarge
+	}
 	return err
 }
 
