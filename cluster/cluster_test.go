@@ -590,9 +590,14 @@ func TestGracefulCloseLeaderAndRestart(t *testing.T) {
 			}
 		}
 	}()
-	eventually(t, 10*time.Second, "goroutines released after Close", func() bool {
-		return runtime.NumGoroutine() <= base+2
-	})
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > base+2 {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("goroutines not released after Close: %d, before %d\n%s", runtime.NumGoroutine(), base, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func TestBadForwardingFramesCloseConnection(t *testing.T) {

@@ -19,7 +19,11 @@ const (
 	metaRaftAddr  = "raft"
 	metaExpect    = "expect"
 	metaInCluster = "incluster" // "1" once the node is part of a Raft configuration
-	metaVersion   = 1
+	// metaLeaving is announced just before a graceful leave: memberlist's
+	// leave event does not say whether a node left or died (Node.State is
+	// not updated), so the intent travels in metadata, as Serf does.
+	metaLeaving = "leaving"
+	metaVersion = 1
 )
 
 // encodeMeta packs metadata compactly: version byte, then pairs of
@@ -88,6 +92,7 @@ type gossipMember struct {
 	raftAddr   string
 	expect     int
 	inCluster  bool
+	leaving    bool
 	meta       map[string]string // user metadata only
 	status     MemberStatus
 	since      time.Time
@@ -116,7 +121,8 @@ func (d gossipDelegate) NodeMeta(limit int) []byte {
 	b := encodeMeta(d.g.meta)
 	if len(b) > limit {
 		// Checked at Open; a later oversize update keeps only reserved keys.
-		b = encodeMeta(map[string]string{metaRaftAddr: d.g.meta[metaRaftAddr], metaExpect: d.g.meta[metaExpect], metaInCluster: d.g.meta[metaInCluster]})
+		b = encodeMeta(map[string]string{metaRaftAddr: d.g.meta[metaRaftAddr], metaExpect: d.g.meta[metaExpect],
+			metaInCluster: d.g.meta[metaInCluster], metaLeaving: d.g.meta[metaLeaving]})
 	}
 	return b
 }
@@ -146,6 +152,8 @@ func (g *gossip) update(n *memberlist.Node, st MemberStatus) {
 				m.expect, _ = strconv.Atoi(v)
 			case metaInCluster:
 				m.inCluster = v == "1"
+			case metaLeaving:
+				m.leaving = v == "1"
 			default:
 				m.meta[k] = v
 			}
@@ -159,7 +167,10 @@ func (g *gossip) update(n *memberlist.Node, st MemberStatus) {
 		if m.raftAddr == "" {
 			m.raftAddr, m.expect, m.meta = old.raftAddr, old.expect, old.meta
 		}
-		if old.status == st {
+		if st == StatusFailed && (old.leaving || m.leaving) {
+			m.status = StatusLeft
+		}
+		if old.status == m.status {
 			m.since = old.since
 		}
 	}
@@ -244,6 +255,9 @@ func (g *gossip) join(addrs []string) (int, error) {
 	ml, left := g.ml, g.left
 	g.mu.Unlock()
 	if left {
+		g.mu.Lock()
+		delete(g.meta, metaLeaving)
+		g.mu.Unlock()
 		// Not under the lock: Create fires a join event for this node.
 		nml, err := memberlist.Create(g.mlConf)
 		if err != nil {
@@ -276,8 +290,12 @@ func (g *gossip) leave(timeout time.Duration) error {
 		return nil
 	}
 	g.left = true
+	g.meta[metaLeaving] = "1"
 	ml := g.ml
 	g.mu.Unlock()
+	if err := ml.UpdateNode(timeout); err != nil {
+		g.log.Debug("gossip: leave intent not fully propagated", "err", err)
+	}
 	err := ml.Leave(timeout)
 	if serr := ml.Shutdown(); err == nil {
 		err = serr

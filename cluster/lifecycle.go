@@ -16,11 +16,17 @@ import (
 // size (u64 big endian), then the FSM's own snapshot bytes.
 var snapshotMagic = []byte("DCSNAP01")
 
-// SnapshotSave writes a snapshot of this node's FSM state to w (a fresh one
-// if there is anything new since the last, else the latest stored one).
+// SnapshotSave writes a snapshot of the FSM state to w. It first runs a
+// ReadBarrier so the snapshot holds every write acknowledged anywhere before
+// the call (a backup that can miss acknowledged writes would surprise), then
+// snapshots this node's FSM (a fresh snapshot if anything is new since the
+// last one, else the latest stored one).
 func (c *Cluster) SnapshotSave(ctx context.Context, w io.Writer) error {
 	if c.closing.Load() {
 		return ErrClosed
+	}
+	if err := c.ReadBarrier(ctx); err != nil {
+		return fmt.Errorf("cluster: snapshot: read barrier: %w", err)
 	}
 	var meta *raft.SnapshotMeta
 	var rc io.ReadCloser
@@ -76,7 +82,7 @@ func (c *Cluster) SnapshotRestore(ctx context.Context, r io.Reader) error {
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 	}
-	if err := c.raft.Restore(&raft.SnapshotMeta{Size: size}, io.LimitReader(r, size), timeout); err != nil {
+	if err := c.raft.Restore(&raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: size}, io.LimitReader(r, size), timeout); err != nil {
 		return fmt.Errorf("cluster: restore: %w", mapRaftErr(err))
 	}
 	return nil

@@ -38,6 +38,42 @@ type mux struct {
 	closeOnce sync.Once
 	done      chan struct{}
 	wg        sync.WaitGroup
+
+	// Every connection in use, so close can end them: raft's transport
+	// neither closes its pooled connections nor the accepted ones.
+	connMu sync.Mutex
+	conns  map[*trackedConn]struct{}
+}
+
+// trackedConn removes itself from the mux's set when closed.
+type trackedConn struct {
+	net.Conn
+	m    *mux
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.m.connMu.Lock()
+		delete(c.m.conns, c)
+		c.m.connMu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// track registers conn; if the mux is already closed the conn is closed.
+func (m *mux) track(conn net.Conn) (net.Conn, error) {
+	tc := &trackedConn{Conn: conn, m: m}
+	m.connMu.Lock()
+	defer m.connMu.Unlock()
+	select {
+	case <-m.done:
+		conn.Close()
+		return nil, net.ErrClosed
+	default:
+	}
+	m.conns[tc] = struct{}{}
+	return tc, nil
 }
 
 func newMux(bind, advertise string, tlsConf *tls.Config, log *slog.Logger) (*mux, error) {
@@ -64,6 +100,7 @@ func newMux(bind, advertise string, tlsConf *tls.Config, log *slog.Logger) (*mux
 		log:       log,
 		raftCh:    make(chan net.Conn),
 		done:      make(chan struct{}),
+		conns:     make(map[*trackedConn]struct{}),
 	}, nil
 }
 
@@ -97,6 +134,10 @@ func (m *mux) serve() {
 }
 
 func (m *mux) handoff(conn net.Conn) {
+	conn, err := m.track(conn)
+	if err != nil {
+		return
+	}
 	conn.SetDeadline(time.Now().Add(firstByteTimeout))
 	if m.tls != nil {
 		tc := tls.Server(conn, m.tls)
@@ -152,13 +193,20 @@ func (m *mux) dial(ctx context.Context, addr string, kind byte) (net.Conn, error
 		return nil, err
 	}
 	conn.SetDeadline(time.Time{})
-	return conn, nil
+	return m.track(conn)
 }
 
 func (m *mux) close() {
 	m.closeOnce.Do(func() {
+		m.connMu.Lock()
 		close(m.done)
+		conns := m.conns
+		m.conns = nil
+		m.connMu.Unlock()
 		m.ln.Close()
+		for c := range conns {
+			c.Conn.Close()
+		}
 	})
 }
 
