@@ -110,6 +110,7 @@ func (o clusterOptions) withDefaults() clusterOptions {
 type testCluster struct {
 	t     testing.TB
 	opts  clusterOptions
+	base  string // parent of every node's data dir
 	nodes []*testNode
 	mu    sync.Mutex // guards nodes for helpers called from workload goroutines
 }
@@ -190,8 +191,7 @@ func freeUDPTCPPort(t testing.TB) int {
 // one leader. Node ids are n1..nN.
 func startCluster(t testing.TB, n int, opts clusterOptions) *testCluster {
 	t.Helper()
-	c := &testCluster{t: t, opts: opts.withDefaults()}
-	t.Cleanup(c.cleanup)
+	c := newTestCluster(t, opts)
 	for i := range n {
 		c.nodes = append(c.nodes, c.newNode(fmt.Sprintf("n%d", i+1)))
 	}
@@ -219,12 +219,26 @@ func startCluster(t testing.TB, n int, opts clusterOptions) *testCluster {
 	return c
 }
 
+// newTestCluster returns an empty cluster whose processes are killed, and logs
+// printed on failure, when the test ends. Add nodes with newNode or addNode. The data
+// directory is created before the cleanup that kills the nodes is registered:
+// cleanups run last-in first-out, so the nodes are gone before it is removed.
+func newTestCluster(t testing.TB, opts clusterOptions) *testCluster {
+	c := &testCluster{t: t, opts: opts.withDefaults(), base: t.TempDir()}
+	t.Cleanup(c.cleanup)
+	return c
+}
+
 // newNode allocates the addresses and data directory of a node that is not started
 // yet and registers it with the cluster (so cleanup covers it).
 func (c *testCluster) newNode(id string) *testNode {
 	c.t.Helper()
 	nd := &testNode{c: c, id: id, log: &syncBuffer{}}
-	nd.dataDir = filepath.Join(c.t.TempDir(), id)
+	base := c.base
+	if base == "" { // a testCluster built without newTestCluster
+		base = c.t.TempDir()
+	}
+	nd.dataDir = filepath.Join(base, id)
 	nd.allocPorts()
 	return nd
 }
