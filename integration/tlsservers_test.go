@@ -617,6 +617,21 @@ func testApache(t *testing.T, scheme string, addrOf func(frontEnds) string) {
 			}
 		}
 	}
+
+	// Once its node is back (with a quorum again), A stores sessions again: Apache's
+	// client retries a server it marked dead after a few seconds.
+	na.restart()
+	c.leaderAmong([]*testNode{na, nb}, 15*time.Second)
+	back := time.Now()
+	v := tlsVersions[0]
+	f := filepath.Join(sess, "back")
+	waitFor(t, 20*time.Second, "A stores sessions in the cluster again", func() (bool, string) {
+		newSession(t, addrA, f, v.name, v.args)
+		key := "mod_ssl-sess:" + readSession(t, f).cacheID()
+		return have(t, clB, key), key + " is not in the cluster"
+	})
+	t.Logf("A stored sessions again %v after its node was back", time.Since(back).Round(time.Millisecond))
+	mustResume(t, addrB, f, v.name, v.args)
 }
 
 // stunnelKey is sessiond's cache key for a session id: the id zero-padded to 32 bytes.
