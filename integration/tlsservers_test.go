@@ -78,8 +78,7 @@ type feCluster struct {
 // harness's retry on "address already in use" renews only the ports it knows of.
 func startFrontEndCluster(t *testing.T, n int, opts clusterOptions) *feCluster {
 	t.Helper()
-	c := &testCluster{t: t, opts: opts.withDefaults()}
-	t.Cleanup(c.cleanup)
+	c := newTestCluster(t, opts)
 	fc := &feCluster{testCluster: c, fe: map[string]frontEnds{}}
 	for i := range n {
 		c.nodes = append(c.nodes, c.newNode(fmt.Sprintf("n%d", i+1)))
