@@ -109,6 +109,7 @@ type gossip struct {
 	mu      sync.Mutex
 	ml      *memberlist.Memberlist
 	left    bool
+	leaves  uint64 // number of leaves so far (a generation for callers)
 	meta    map[string]string
 	members map[string]*gossipMember
 }
@@ -290,6 +291,7 @@ func (g *gossip) leave(timeout time.Duration) error {
 		return nil
 	}
 	g.left = true
+	g.leaves++
 	g.meta[metaLeaving] = "1"
 	ml := g.ml
 	g.mu.Unlock()
@@ -325,6 +327,14 @@ func (g *gossip) snapshot() map[string]gossipMember {
 		out[id] = *m
 	}
 	return out
+}
+
+// leaveCount returns how many times this node has left gossip, so a caller
+// can tell whether a leave happened since it last looked.
+func (g *gossip) leaveCount() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.leaves
 }
 
 // isLeft reports whether this node has left gossip (until the next join).

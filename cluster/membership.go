@@ -124,6 +124,7 @@ func (c *Cluster) reconcileLoop() {
 	follow := time.NewTicker(500 * time.Millisecond)
 	defer follow.Stop()
 	wasMember := false
+	var memberGen uint64 // gossip leave count when last seen in the configuration
 	for {
 		select {
 		case <-c.done:
@@ -142,13 +143,18 @@ func (c *Cluster) reconcileLoop() {
 				member = true
 			}
 		}
-		if member {
-			wasMember = true
+		switch {
+		case member:
+			wasMember, memberGen = true, c.gossip.leaveCount()
 			c.gossip.setMeta(metaInCluster, "1")
-		} else if wasMember && len(f.Configuration().Servers) > 0 && !c.gossip.isLeft() {
+		case wasMember && len(f.Configuration().Servers) > 0:
 			wasMember = false
-			c.log.Warn("this node is no longer in the raft configuration; leaving gossip (Join to come back)")
-			c.gossip.leave(time.Second)
+			// Only if nobody left gossip meanwhile (the leader's notice, or
+			// Leave): a Join after that must not be undone here.
+			if c.gossip.leaveCount() == memberGen && !c.gossip.isLeft() {
+				c.log.Warn("this node is no longer in the raft configuration; leaving gossip (Join to come back)")
+				c.gossip.leave(time.Second)
+			}
 		}
 		if rd := c.ready.Load(); rd != nil && c.IsLeader() {
 			select {
