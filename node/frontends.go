@@ -90,7 +90,9 @@ func (n *Node) writeFailed(proto, cmd int, start time.Time, err error) {
 func (n *Node) frontEnd(b boundListener) (serve func() error, shutdown func(context.Context) error, conns func() int) {
 	switch b.proto {
 	case protoDistcache:
-		srv := &protocol.Server{Handler: protocol.NewCacheHandler(distcacheCache{n}), Logger: n.log.With("protocol", "distcache")}
+		lim := n.cfg.Limits
+		srv := &protocol.Server{Handler: protocol.NewCacheHandler(distcacheCache{n}), Logger: n.log.With("protocol", "distcache"),
+			MaxConns: lim.MaxConns, ReadTimeout: lim.ReadTimeout, IdleTimeout: lim.IdleTimeout}
 		return func() error { return srv.Serve(b.ln) }, srv.Shutdown, srv.ActiveConns
 	}
 	return n.frontEndOther(b)

@@ -38,6 +38,7 @@ type Config struct {
 	RESPListen     []string
 	SessiondListen []string
 	Socket         protocol.ListenOptions // owner, group and permissions of unix sockets
+	Limits         ClientLimits           // the same bounds on every client listener
 
 	ReadConsistency ReadConsistency
 	MaxSessions     int
@@ -52,6 +53,30 @@ type Config struct {
 
 	Logger *slog.Logger
 }
+
+// ClientLimits bound what one client can cost a node, on every listener. Zero
+// fields take the defaults below.
+type ClientLimits struct {
+	// MaxConns caps concurrent connections per listener; more are accepted and
+	// closed at once with a log line.
+	MaxConns int
+	// ReadTimeout bounds how long a request that has started to arrive may take to
+	// arrive completely (slowloris).
+	ReadTimeout time.Duration
+	// IdleTimeout closes connections that send nothing for this long; 0 keeps idle
+	// connections open, as Apache's pooled connections expect.
+	IdleTimeout time.Duration
+	// MaxValueSize is the largest value accepted by the memcache and RESP
+	// front-ends (distcache's own limit is fixed by its framing at 32 KiB).
+	MaxValueSize int
+}
+
+// Defaults for client limits.
+const (
+	DefaultMaxConns     = 4096
+	DefaultReadTimeout  = 10 * time.Second
+	DefaultMaxValueSize = 64 << 10
+)
 
 // Defaults for a node that says nothing else.
 const (
@@ -105,6 +130,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if c.Limits.MaxConns <= 0 {
+		c.Limits.MaxConns = DefaultMaxConns
+	}
+	if c.Limits.ReadTimeout <= 0 {
+		c.Limits.ReadTimeout = DefaultReadTimeout
+	}
+	if c.Limits.MaxValueSize <= 0 || c.Limits.MaxValueSize > fsm.MaxValueLen {
+		c.Limits.MaxValueSize = min(DefaultMaxValueSize, fsm.MaxValueLen)
 	}
 }
 

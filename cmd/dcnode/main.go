@@ -73,6 +73,9 @@ type options struct {
 	heartbeat, election, lease          time.Duration
 	snapshotThreshold, trailingLogs     uint64
 	snapshotInterval, deadServerTimeout time.Duration
+
+	maxConns, maxValueSize   int
+	readTimeout, idleTimeout time.Duration
 }
 
 const usageHead = `dcnode: one node of a replicated distcache TLS session cache.
@@ -113,6 +116,10 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&o.sessions, "sessions", node.DefaultMaxSessions, "maximum number of sessions; beyond it the soonest to expire are evicted (`N`)")
 	fs.StringVar(&o.maxBytes, "max-bytes", "1GiB", "maximum key+value `bytes` held (suffixes KiB, MiB, GiB)")
 	fs.DurationVar(&o.writeTimeout, "write-timeout", node.DefaultWriteTimeout, "longest a write waits for the cluster before the client gets an error")
+	fs.IntVar(&o.maxConns, "max-conns", node.DefaultMaxConns, "maximum concurrent client connections per listener (`N`)")
+	fs.DurationVar(&o.readTimeout, "read-timeout", node.DefaultReadTimeout, "a request that has started to arrive must arrive completely within this (slowloris)")
+	fs.DurationVar(&o.idleTimeout, "idle-timeout", 0, "close client connections idle this long (0: never; Apache pools idle connections)")
+	fs.IntVar(&o.maxValueSize, "max-value-size", node.DefaultMaxValueSize, "largest value the memcache and RESP front-ends accept, in `bytes` (at most 65536; distcache's framing fixes 32 KiB)")
 	fs.IntVar(&o.progress, "progress", 0, "also print the activity line every `N` operations")
 	fs.BoolVar(&o.quiet, "quiet", false, "no once-a-second activity line")
 	fs.StringVar(&o.pidfile, "pidfile", "", "write the process id to `file`")
@@ -133,10 +140,9 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&o.snapshotInterval, "snapshot-interval", 0, "how often to check -snapshot-threshold (default 30s)")
 	fs.Uint64Var(&o.trailingLogs, "trailing-logs", 0, "log entries kept after a snapshot, for followers that lag a little (default 10240)")
 	fs.DurationVar(&o.deadServerTimeout, "dead-server-timeout", 0, "remove a failed server from the configuration after this long (default 0: never; never below a majority)")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usageHead)
-		fs.PrintDefaults()
-	}
+	// On a parse error the flag package prints its message and calls Usage: a
+	// one-line hint reads better there than the whole list.
+	fs.Usage = func() { fmt.Fprintln(fs.Output(), "Run 'dcnode -help' for the list of flags.") }
 	return fs
 }
 
@@ -146,7 +152,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stdout)
-			fs.Usage()
+			fmt.Fprint(stdout, usageHead)
+			fs.PrintDefaults()
 			return exitOK
 		}
 		return exitUsage
@@ -192,6 +199,15 @@ func (o *options) validate(rest []string, set map[string]bool) error {
 	}
 	if o.sessions < 1 {
 		return fmt.Errorf("-sessions must be at least 1, got %d", o.sessions)
+	}
+	if o.maxConns < 1 {
+		return fmt.Errorf("-max-conns must be at least 1, got %d", o.maxConns)
+	}
+	if o.maxValueSize < 1 || o.maxValueSize > node.DefaultMaxValueSize {
+		return fmt.Errorf("-max-value-size must be 1 to %d bytes, got %d", node.DefaultMaxValueSize, o.maxValueSize)
+	}
+	if o.readTimeout <= 0 || o.idleTimeout < 0 {
+		return errors.New("-read-timeout must be positive and -idle-timeout 0 or positive")
 	}
 	if _, err := parseBytes(o.maxBytes); err != nil {
 		return fmt.Errorf("-max-bytes: %w", err)
@@ -304,6 +320,7 @@ func (o *options) nodeConfig(logger *slog.Logger) (node.Config, error) {
 		Listen: listen, MemcacheListen: o.memcache, RESPListen: o.resp, SessiondListen: o.sessiond,
 		ReadConsistency: rc, MaxSessions: o.sessions, MaxBytes: maxBytes, WriteTimeout: o.writeTimeout,
 		Progress: o.progress, ProgressLines: !o.quiet, Logger: logger,
+		Limits: node.ClientLimits{MaxConns: o.maxConns, ReadTimeout: o.readTimeout, IdleTimeout: o.idleTimeout, MaxValueSize: o.maxValueSize},
 	}
 	cfg.Tune.AdvertiseRaftAddr = o.raftAdvertise
 	cfg.Tune.HeartbeatTimeout = o.heartbeat

@@ -1,0 +1,55 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+// TestFlagErrors: unknown and contradictory flags exit 2 with a message that says
+// what to do, and -help exits 0 with the usage on stdout.
+func TestFlagErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"-help"}, exitOK, "-dev-cluster"},
+		{[]string{"-bogus"}, exitUsage, "dcnode -help"},
+		{[]string{"extra"}, exitUsage, "every setting is a flag"},
+		{[]string{"-daemon"}, exitUsage, "systemd"},
+		{[]string{"-dev-cluster", "3", "-listen", "IP:127.0.0.1:1"}, exitUsage, "cannot be combined with -dev-cluster"},
+		{[]string{"-sessions", "0"}, exitUsage, "-sessions must be at least 1"},
+		{[]string{"-max-bytes", "lots"}, exitUsage, "positive size"},
+		{[]string{"-read-consistency", "eventual"}, exitUsage, "leader-on-miss"},
+		{[]string{"-bootstrap-expect", "1", "-join", "127.0.0.1:9300"}, exitUsage, "second one-node cluster"},
+		{[]string{"-listen", "127.0.0.1:9100"}, exitUsage, "-listen"},
+		{[]string{"-admin-addr", "0.0.0.0:9400"}, exitUsage, "-admin-token-file"},
+		{[]string{"-sockperms", "9x"}, exitUsage, "octal"},
+		{[]string{"-max-value-size", "100000"}, exitUsage, "-max-value-size"},
+	} {
+		var out, errb bytes.Buffer
+		code := run(tc.args, &out, &errb)
+		if code != tc.code {
+			t.Errorf("dcnode %v: exit %d, want %d (stderr %q)", tc.args, code, tc.code, errb.String())
+			continue
+		}
+		if got := out.String() + errb.String(); !strings.Contains(got, tc.want) {
+			t.Errorf("dcnode %v: output %q does not mention %q", tc.args, got, tc.want)
+		}
+	}
+}
+
+func TestParseBytes(t *testing.T) {
+	for in, want := range map[string]int64{"1024": 1024, "512MiB": 512 << 20, "1GiB": 1 << 30, "2 KiB": 2048, "5MB": 5_000_000} {
+		got, err := parseBytes(in)
+		if err != nil || got != want {
+			t.Errorf("parseBytes(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "0", "-1MiB", "1TiB", "MiB"} {
+		if _, err := parseBytes(in); err == nil {
+			t.Errorf("parseBytes(%q) succeeded", in)
+		}
+	}
+}
