@@ -192,6 +192,20 @@ func (c *Cluster) reconcile(conf raft.Configuration) {
 			if in && string(srv.Address) == m.raftAddr {
 				continue
 			}
+			// A configured server with another id at this address is an old identity
+			// of the node now there (its data dir was wiped): two servers cannot
+			// listen on one address, so the old one is gone for good. Raft refuses a
+			// duplicate address, so it must go first.
+			for sid, s := range servers {
+				if sid == id || string(s.Address) != m.raftAddr {
+					continue
+				}
+				c.log.Info("removing stale server whose address a new node now holds", "stale_id", sid, "new_id", id, "raft_addr", m.raftAddr)
+				if err := c.raft.RemoveServer(s.ID, 0, c.cfg.WriteTimeout).Error(); err != nil {
+					c.log.Warn("remove stale server failed", "id", sid, "err", err)
+				}
+				delete(servers, sid)
+			}
 			c.log.Info("adding server seen in gossip", "id", id, "raft_addr", m.raftAddr)
 			if err := c.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(m.raftAddr), 0, c.cfg.WriteTimeout).Error(); err != nil {
 				c.log.Warn("add voter failed", "id", id, "err", err)
@@ -495,4 +509,18 @@ func (c *Cluster) Members(ctx context.Context) ([]Member, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
+}
+
+// LeaderMeta returns the gossip metadata of the current leader (for example its
+// admin address), or nil when no leader is known or it is not in gossip.
+func (c *Cluster) LeaderMeta() map[string]string {
+	id, _ := c.Leader()
+	if id == "" {
+		return nil
+	}
+	m, ok := c.gossip.snapshot()[id]
+	if !ok {
+		return nil
+	}
+	return m.meta
 }

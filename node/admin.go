@@ -86,12 +86,22 @@ func durationMS(d time.Duration) int64 {
 	return d.Milliseconds()
 }
 
-func (n *Node) serveAdmin(addr string) error {
+// bindAdmin binds the admin listener early, so its address can travel in gossip
+// (followers send operators' restores to the leader's admin endpoint).
+func (n *Node) bindAdmin(addr string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("admin listener %s: %w", addr, err)
 	}
+	n.adminLn = ln
 	n.adminAddr = ln.Addr().String()
+	n.addCloser(func(context.Context) error { return ln.Close() })
+	return nil
+}
+
+// serveAdmin serves the bound admin listener, once the cluster is up.
+func (n *Node) serveAdmin() {
+	ln := n.adminLn
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, n.Status()) })
 	mux.HandleFunc("GET /v1/members", n.handleMembers)
@@ -109,11 +119,10 @@ func (n *Node) serveAdmin(addr string) error {
 	n.bg.Add(1)
 	go func() {
 		defer n.bg.Done()
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !n.closing.Load() {
 			n.log.Error("admin endpoint stopped", "err", err)
 		}
 	}()
-	return nil
 }
 
 // authorized guards mutating calls. The comparison is constant-time so the token
@@ -233,12 +242,43 @@ func (n *Node) handleSnapshotSave(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) handleSnapshotRestore(w http.ResponseWriter, r *http.Request) {
+	if !n.cluster.IsLeader() {
+		n.forwardToLeader(w, r)
+		return
+	}
 	if err := n.cluster.SnapshotRestore(r.Context(), r.Body); err != nil {
 		writeError(w, statusFor(err), err)
 		return
 	}
 	n.log.Info("operator restored a snapshot")
 	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// forwardToLeader relays an admin call that only the leader can serve (a restore
+// streams the whole state into the leader's Raft) to the leader's admin endpoint,
+// so an operator may point dcctl at any node.
+func (n *Node) forwardToLeader(w http.ResponseWriter, r *http.Request) {
+	addr := n.cluster.LeaderMeta()["admin"]
+	if addr == "" {
+		writeError(w, http.StatusServiceUnavailable, errors.New("no leader with a known admin address; retry when the cluster has a leader"))
+		return
+	}
+	req, err := http.NewRequestWithContext(r.Context(), r.Method, "http://"+addr+r.URL.RequestURI(), r.Body)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err)
+		return
+	}
+	req.Header.Set("Content-Type", r.Header.Get("Content-Type"))
+	req.Header.Set("Authorization", r.Header.Get("Authorization"))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		writeError(w, http.StatusBadGateway, fmt.Errorf("forward to the leader's admin endpoint %s: %w", addr, err))
+		return
+	}
+	defer resp.Body.Close()
+	w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
+	w.WriteHeader(resp.StatusCode)
+	io.Copy(w, resp.Body)
 }
 
 // handleReady is for load balancers: ready when a leader is known and this node has

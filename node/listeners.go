@@ -72,6 +72,9 @@ func (n *Node) listenerMeta() map[string]string {
 	for proto, addrs := range n.Listeners() {
 		meta[proto] = strings.Join(addrs, ",")
 	}
+	if n.adminAddr != "" {
+		meta["admin"] = n.adminAddr
+	}
 	return meta
 }
 

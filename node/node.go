@@ -102,7 +102,8 @@ type Node struct {
 	listeners map[string][]string           // protocol -> bound addresses, for status
 	conns     []func() int                  // open connection counters
 	pend      *pending                      // listeners bound but not yet served
-	adminAddr string                        // bound admin address, once serving
+	adminLn   net.Listener                  // bound admin listener
+	adminAddr string                        // its address
 
 	stop      context.CancelFunc
 	bg        sync.WaitGroup
@@ -167,6 +168,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.listenAll(); err != nil {
 		return nil, err
 	}
+	if cfg.AdminAddr != "" {
+		if err := n.bindAdmin(cfg.AdminAddr); err != nil {
+			return nil, err
+		}
+	}
 
 	limits := fsm.Limits{MaxSessions: cfg.MaxSessions, MaxBytes: cfg.MaxBytes}
 	cc := cfg.Tune
@@ -195,10 +201,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.svc = &Service{store: n.store, cluster: cl, consistency: cfg.ReadConsistency, timeout: cfg.WriteTimeout}
 	n.registerMetrics()
 
-	if cfg.AdminAddr != "" {
-		if err := n.serveAdmin(cfg.AdminAddr); err != nil {
-			return nil, err
-		}
+	if n.adminLn != nil {
+		n.serveAdmin()
 	}
 	bgctx, stop := context.WithCancel(context.Background())
 	n.stop = stop

@@ -358,3 +358,52 @@ func TestProgressLineMatchesOriginal(t *testing.T) {
 		t.Fatalf("negative change: %q", got)
 	}
 }
+
+// TestSnapshotSaveRestoreThroughAnyNode: a backup taken through a follower's admin
+// endpoint and restored through another follower brings every node back to it.
+func TestSnapshotSaveRestoreThroughAnyNode(t *testing.T) {
+	nodes := startNodes(t, 3, ReadLinearizable)
+	_, follower := leaderAndFollower(t, nodes)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c := dial(t, follower)
+	if err := c.Add(ctx, []byte("kept"), []byte("in the backup"), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get("http://" + follower.Status().AdminAddr + "/v1/snapshot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	backup, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || len(backup) == 0 {
+		t.Fatalf("snapshot save: %d, %d bytes, %v", resp.StatusCode, len(backup), err)
+	}
+	if err := c.Add(ctx, []byte("later"), []byte("not in the backup"), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	var other *Node
+	for _, nd := range nodes {
+		if nd != follower && !nd.Cluster().IsLeader() {
+			other = nd
+		}
+	}
+	resp, err = http.Post("http://"+other.Status().AdminAddr+"/v1/snapshot", "application/octet-stream", strings.NewReader(string(backup)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("snapshot restore through a follower: %d %s", resp.StatusCode, body)
+	}
+	for _, nd := range nodes {
+		cl := dial(t, nd)
+		if got, err := cl.Get(ctx, []byte("kept")); err != nil || string(got) != "in the backup" {
+			t.Fatalf("%s after restore: kept = %q, %v", nd.ID(), got, err)
+		}
+		if _, err := cl.Get(ctx, []byte("later")); !errors.Is(err, protocol.ErrNotFound) {
+			t.Fatalf("%s after restore: a session written after the backup survived: %v", nd.ID(), err)
+		}
+	}
+}
