@@ -1,0 +1,34 @@
+// Package node wires one member of the cache together: it binds the client
+// listeners (distcache, and optionally memcache, Redis RESP and stunnel sessiond),
+// opens the replicated store (fsm) and the cluster (Raft, gossip, forwarding), and
+// serves the admin HTTP endpoint (JSON for dcctl, /metrics, /healthz, /readyz).
+//
+// # One service for every protocol
+//
+// Every front-end adapter calls the same Service (Add, Set, Remove, Take, Get, Have),
+// so expiry, consistency and error semantics do not depend on the protocol a TLS
+// server speaks. Writes become fsm commands proposed through the cluster; the leader
+// packs concurrent commands into one log entry (fsm.EncodeBatch), stamping its clock
+// and the size caps into the entry so every replica applies the same thing. A write
+// is answered once it is applied on this node, so the client's next read here sees it.
+//
+// Reads are local. The per-node read consistency decides what a miss or a stale hit
+// costs: local (nothing), leader-on-miss (a miss is re-asked of the leader; the
+// default, because a TLS session stored through any node should resume everywhere) or
+// linearizable (a quorum round trip before every read). stunnel's sessiond waits only
+// a few milliseconds, so its reads are always local.
+//
+// # Failure answers
+//
+// A client is never left hanging: every call that waits on the cluster is bounded by
+// the write timeout, and failures become each protocol's own error answer (distcache
+// 0x02, memcache SERVER_ERROR, RESP -ERR). A leader-on-miss read that cannot reach the
+// leader is a miss: a miss costs the client a full handshake, a wait could stall it.
+//
+// # Start and stop order
+//
+// Listeners are bound before the cluster starts, so a bad address fails fast and the
+// bound addresses travel in gossip metadata; they are served once the service exists.
+// Close runs in reverse: listeners stop and drain, then the cluster leaves (a leader
+// transfers leadership first) and the stores close.
+package node
