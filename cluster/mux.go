@@ -142,7 +142,9 @@ func (m *mux) handoff(conn net.Conn) {
 	if m.tls != nil {
 		tc := tls.Server(conn, m.tls)
 		if err := tc.Handshake(); err != nil {
-			m.log.Warn("cluster connection: TLS handshake failed", "remote", conn.RemoteAddr(), "err", err)
+			// Once per connection: a peer without a certificate signed by
+			// the cluster CA (or speaking plaintext) ends here.
+			m.log.Warn("cluster connection refused: TLS handshake failed", "remote", conn.RemoteAddr(), "err", err)
 			conn.Close()
 			return
 		}
@@ -181,7 +183,7 @@ func (m *mux) dial(ctx context.Context, addr string, kind byte) (net.Conn, error
 		conn.SetDeadline(dl)
 	}
 	if m.tls != nil {
-		tc := tls.Client(conn, m.tls)
+		tc := tls.Client(conn, m.clientTLS(addr))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			conn.Close()
 			return nil, fmt.Errorf("tls handshake with %s: %w", addr, err)
@@ -194,6 +196,24 @@ func (m *mux) dial(ctx context.Context, addr string, kind byte) (net.Conn, error
 	}
 	conn.SetDeadline(time.Time{})
 	return m.track(conn)
+}
+
+// clientTLS is the dial side's configuration for addr: unless the
+// configuration names a server, the peer's certificate must be valid for the
+// host it was dialed at (an IP SAN for peers addressed by IP), so a node
+// holding some certificate of the cluster CA cannot stand in for another's
+// address.
+func (m *mux) clientTLS(addr string) *tls.Config {
+	if m.tls.ServerName != "" {
+		return m.tls
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return m.tls
+	}
+	c := m.tls.Clone()
+	c.ServerName = host
+	return c
 }
 
 func (m *mux) close() {

@@ -76,6 +76,11 @@ type options struct {
 
 	maxConns, maxValueSize   int
 	readTimeout, idleTimeout time.Duration
+
+	tlsCert, tlsKey, tlsCA                   string
+	clientTLSCert, clientTLSKey, clientTLSCA string
+	gossipKey, dataKeyFile                   string
+	inMemory                                 bool
 }
 
 const usageHead = `dcnode: one node of a replicated distcache TLS session cache.
@@ -140,6 +145,9 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&o.snapshotInterval, "snapshot-interval", 0, "how often to check -snapshot-threshold (default 30s)")
 	fs.Uint64Var(&o.trailingLogs, "trailing-logs", 0, "log entries kept after a snapshot, for followers that lag a little (default 10240)")
 	fs.DurationVar(&o.deadServerTimeout, "dead-server-timeout", 0, "remove a failed server from the configuration after this long (default 0: never; never below a majority)")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "PEM `file` of this node's certificate for mutual TLS on the cluster port (with -tls-key and -tls-ca)")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "PEM `file` of the private key of -tls-cert")
+	fs.StringVar(&o.tlsCA, "tls-ca", "", "PEM `file` of the CA that signs every node's cluster certificate; peers without one are refused")
 	// On a parse error the flag package prints its message and calls Usage: a
 	// one-line hint reads better there than the whole list.
 	fs.Usage = func() { fmt.Fprintln(fs.Output(), "Run 'dcnode -help' for the list of flags.") }
@@ -231,10 +239,24 @@ func (o *options) validate(rest []string, set map[string]bool) error {
 			return fmt.Errorf("-listen %q: %w", a, err)
 		}
 	}
+	if n := countSet(o.tlsCert, o.tlsKey, o.tlsCA); n != 0 && n != 3 {
+		return errors.New("-tls-cert, -tls-key and -tls-ca go together: give all three for mutual TLS on the cluster port, or none")
+	}
 	if o.adminAddr != "" && o.adminTokenFile == "" && !isLoopback(o.adminAddr) {
 		return fmt.Errorf("-admin-addr %s is not a loopback address: give -admin-token-file too, so that only operators can change the cluster", o.adminAddr)
 	}
 	return nil
+}
+
+// countSet counts the non-empty values.
+func countSet(vals ...string) int {
+	n := 0
+	for _, v := range vals {
+		if v != "" {
+			n++
+		}
+	}
+	return n
 }
 
 func isLoopback(hostport string) bool {
@@ -335,6 +357,11 @@ func (o *options) nodeConfig(logger *slog.Logger) (node.Config, error) {
 		return cfg, err
 	}
 	cfg.Socket = sock
+	if o.tlsCert != "" {
+		if cfg.Tune.TLS, err = node.ClusterTLS(o.tlsCert, o.tlsKey, o.tlsCA); err != nil {
+			return cfg, err
+		}
+	}
 	if o.adminTokenFile != "" {
 		b, err := os.ReadFile(o.adminTokenFile)
 		if err != nil {

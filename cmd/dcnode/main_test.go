@@ -27,6 +27,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"-admin-addr", "0.0.0.0:9400"}, exitUsage, "-admin-token-file"},
 		{[]string{"-sockperms", "9x"}, exitUsage, "octal"},
 		{[]string{"-max-value-size", "100000"}, exitUsage, "-max-value-size"},
+		{[]string{"-tls-cert", "node.pem", "-tls-key", "node.key"}, exitUsage, "go together"},
 	} {
 		var out, errb bytes.Buffer
 		code := run(tc.args, &out, &errb)

@@ -1,0 +1,267 @@
+package cluster
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"log/slog"
+	"math/big"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// testCA is a throwaway certificate authority for TLS tests.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pool *x509.CertPool
+}
+
+func newTestCA(t testing.TB, name string) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &testCA{cert: cert, key: key, pool: pool}
+}
+
+// issue returns a certificate for both TLS roles, valid for the given IPs.
+func (ca *testCA) issue(t testing.TB, name string, ips ...string) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: name},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	for _, ip := range ips {
+		tmpl.IPAddresses = append(tmpl.IPAddresses, net.ParseIP(ip))
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// mutualTLS is the cluster-port configuration a node with cert would use.
+func (ca *testCA) mutualTLS(cert tls.Certificate) *tls.Config {
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		RootCAs:      ca.pool,
+		ClientCAs:    ca.pool,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		MinVersion:   tls.VersionTLS13,
+	}
+}
+
+// logRecorder is a slog handler that keeps every record's message and
+// attributes as one line, for assertions on what was logged.
+type logRecorder struct {
+	mu    *sync.Mutex
+	lines *[]string
+	attrs string
+}
+
+func newLogRecorder() *logRecorder { return &logRecorder{mu: &sync.Mutex{}, lines: new([]string)} }
+
+func (r *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (r *logRecorder) Handle(_ context.Context, rec slog.Record) error {
+	var b strings.Builder
+	b.WriteString(rec.Level.String() + " " + rec.Message + r.attrs)
+	rec.Attrs(func(a slog.Attr) bool { b.WriteString(" " + a.String()); return true })
+	r.mu.Lock()
+	*r.lines = append(*r.lines, b.String())
+	r.mu.Unlock()
+	return nil
+}
+func (r *logRecorder) WithAttrs(as []slog.Attr) slog.Handler {
+	c := *r
+	for _, a := range as {
+		c.attrs += " " + a.String()
+	}
+	return &c
+}
+func (r *logRecorder) WithGroup(string) slog.Handler { return r }
+
+// find returns the logged lines containing every one of subs.
+func (r *logRecorder) find(subs ...string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+next:
+	for _, l := range *r.lines {
+		for _, s := range subs {
+			if !strings.Contains(l, s) {
+				continue next
+			}
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+// all returns every line logged so far.
+func (r *logRecorder) all() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), *r.lines...)
+}
+
+// TestMutualTLSClusterRefusesStrangers: a cluster whose port requires mutual
+// TLS replicates and forwards as usual, while a peer with a certificate from
+// another CA, a peer without a certificate and a plaintext peer are refused
+// at the handshake and each refusal is logged with the remote address.
+func TestMutualTLSClusterRefusesStrangers(t *testing.T) {
+	ca := newTestCA(t, "cluster CA")
+	conf := ca.mutualTLS(ca.issue(t, "node", "127.0.0.1"))
+	recs := map[string]*logRecorder{}
+	var mu sync.Mutex
+	nodes := newTestCluster(t, 3, func(c *Config) {
+		c.TLS = conf
+		rec := newLogRecorder()
+		mu.Lock()
+		recs[c.NodeID] = rec
+		mu.Unlock()
+		c.Logger = slog.New(rec)
+	})
+	leader, followers := leaderAndFollowers(t, nodes)
+	if got := propose(t, followers[0], "k", "v"); got != "ok:k" {
+		t.Fatalf("propose through a follower over TLS: %q", got)
+	}
+	eventually(t, 5*time.Second, "every node applied k", func() bool {
+		for _, n := range nodes {
+			if _, ok := n.fsm.get("k"); !ok {
+				return false
+			}
+		}
+		return true
+	})
+
+	other := newTestCA(t, "another CA")
+	for name, cfg := range map[string]*tls.Config{
+		"foreign certificate": other.mutualTLS(other.issue(t, "intruder", "127.0.0.1")),
+		"no certificate":      {RootCAs: ca.pool, MinVersion: tls.VersionTLS13},
+	} {
+		cfg.ServerName = "127.0.0.1"
+		// The dial itself may succeed (TLS 1.3 client certificates are checked
+		// after the client's Finished); the server must then close without a
+		// byte of raft or forwarding traffic.
+		d := &tls.Dialer{Config: cfg}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		conn, err := d.DialContext(ctx, "tcp", leader.c.RaftAddr())
+		cancel()
+		if err == nil {
+			conn.SetDeadline(time.Now().Add(5 * time.Second))
+			conn.Write([]byte{kindForward})
+			_, err = conn.Read(make([]byte, 1))
+			local := conn.LocalAddr().String()
+			conn.Close()
+			if err == nil {
+				t.Fatalf("%s: the cluster port answered", name)
+			}
+			eventually(t, 5*time.Second, name+": refusal logged with the remote address", func() bool {
+				return len(recs[leader.id].find("cluster connection refused", local)) == 1
+			})
+		}
+	}
+
+	// Plaintext: the kind byte is not a TLS ClientHello.
+	conn, err := net.Dial("tcp", leader.c.RaftAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := conn.LocalAddr().String()
+	conn.Write([]byte{kindRaft, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Read(make([]byte, 1)); err == nil {
+		t.Fatal("plaintext connection answered")
+	}
+	conn.Close()
+	eventually(t, 5*time.Second, "plaintext refusal logged", func() bool {
+		return len(recs[leader.id].find("cluster connection refused", local)) == 1
+	})
+
+	// The cluster is unaffected.
+	if got := propose(t, followers[1], "k2", "v"); got != "ok:k2" {
+		t.Fatalf("propose after the refusals: %q", got)
+	}
+}
+
+// TestMutualTLSDialVerifiesPeer: the dialing side refuses a server whose
+// certificate is not from the cluster CA, and one from the CA that is not
+// valid for the address dialed.
+func TestMutualTLSDialVerifiesPeer(t *testing.T) {
+	ca := newTestCA(t, "cluster CA")
+	other := newTestCA(t, "another CA")
+	m, err := newMux("127.0.0.1:0", "", ca.mutualTLS(ca.issue(t, "node", "127.0.0.1")), slog.New(newLogRecorder()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.close(); m.wait() })
+	for name, srv := range map[string]*tls.Config{
+		"foreign CA":      other.mutualTLS(other.issue(t, "impostor", "127.0.0.1")),
+		"wrong IP in SAN": ca.mutualTLS(ca.issue(t, "elsewhere", "10.9.9.9")),
+	} {
+		srv.ClientAuth = tls.RequireAnyClientCert
+		ln, err := tls.Listen("tcp", "127.0.0.1:0", srv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.(*tls.Conn).Handshake()
+				c.Close()
+			}
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, err := m.dial(ctx, ln.Addr().String(), kindForward)
+		cancel()
+		ln.Close()
+		if err == nil {
+			c.Close()
+			t.Fatalf("%s: dial succeeded", name)
+		}
+		if !strings.Contains(err.Error(), "certificate") {
+			t.Errorf("%s: error %v does not name the certificate", name, err)
+		}
+	}
+}

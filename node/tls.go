@@ -1,0 +1,77 @@
+package node
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+)
+
+// ClusterTLS builds the mutual-TLS configuration of the cluster port (Raft and
+// write forwarding) from PEM files: this node's certificate and key, and the
+// cluster CA that every peer's certificate must chain to. The same
+// configuration serves both directions: accepted connections must present a
+// client certificate signed by the CA, and dialed peers must present a server
+// certificate signed by the CA and valid for the address dialed (cluster
+// certificates therefore carry both the serverAuth and clientAuth extended key
+// usages, and an IP or DNS SAN for the node's -raft-addr/-raft-advertise host).
+// TLS 1.3 only: every node runs this build, so there is no legacy peer to serve.
+func ClusterTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
+	if certFile == "" || keyFile == "" || caFile == "" {
+		return nil, errors.New("cluster TLS needs a certificate, its key and the CA certificate, all three")
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("cluster TLS certificate: %w", err)
+	}
+	pool, err := loadCAPool(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("cluster TLS CA: %w", err)
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		RootCAs:      pool,
+		ClientCAs:    pool,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		MinVersion:   tls.VersionTLS13,
+	}, nil
+}
+
+// ClientTLS builds the server-side TLS configuration of the client-facing TCP
+// listeners (distcache, memcache, RESP). With caFile set, clients must present
+// a certificate signed by that CA; without it any client may connect, as over
+// plaintext, but the session values travel encrypted. TLS 1.2 is accepted here
+// because web servers' cache clients (Apache's mod_socache_*, stunnel) may not
+// all speak 1.3.
+func ClientTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
+	if certFile == "" || keyFile == "" {
+		return nil, errors.New("client TLS needs a certificate and its key")
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("client TLS certificate: %w", err)
+	}
+	c := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pool, err := loadCAPool(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("client TLS CA: %w", err)
+		}
+		c.ClientCAs = pool
+		c.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return c, nil
+}
+
+func loadCAPool(file string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", file)
+	}
+	return pool, nil
+}
