@@ -276,8 +276,13 @@ type serverConn struct {
 	inflight       sync.WaitGroup
 	rto, idle, wto time.Duration
 
-	stop       atomic.Bool // stop reading (Shutdown)
-	deadlineOn bool        // a read deadline is currently set (serve goroutine only)
+	stop atomic.Bool // stop reading (Shutdown)
+	// Read deadline state, used by the serve goroutine only. msgDeadline is
+	// when the message being received must be complete: it is fixed when the
+	// message's first byte is awaited and not moved by later reads, so a peer
+	// dribbling one byte at a time cannot hold the connection forever.
+	msgDeadline time.Time
+	deadline    time.Time // the deadline currently set on nc (zero: none)
 
 	mu      sync.Mutex
 	queue   []*pending // outstanding requests in arrival order
@@ -293,18 +298,22 @@ var errStopReading = errors.New("server shutting down")
 // Read implements io.Reader for the Decoder, arming the right deadline for
 // the decoder's state before each read.
 func (c *serverConn) Read(p []byte) (int, error) {
-	var dl time.Duration
-	if c.dec.Partial() {
-		dl = c.rto
-	} else {
-		dl = c.idle
+	var dl time.Time
+	switch {
+	case c.dec.Partial():
+		if c.msgDeadline.IsZero() && c.rto > 0 {
+			c.msgDeadline = time.Now().Add(c.rto)
+		}
+		dl = c.msgDeadline
+	case c.idle > 0:
+		c.msgDeadline = time.Time{}
+		dl = time.Now().Add(c.idle)
+	default:
+		c.msgDeadline = time.Time{}
 	}
-	if dl > 0 {
-		c.nc.SetReadDeadline(time.Now().Add(dl))
-		c.deadlineOn = true
-	} else if c.deadlineOn {
-		c.nc.SetReadDeadline(time.Time{})
-		c.deadlineOn = false
+	if !dl.Equal(c.deadline) {
+		c.nc.SetReadDeadline(dl)
+		c.deadline = dl
 	}
 	if c.stop.Load() {
 		return 0, errStopReading
@@ -339,6 +348,9 @@ func (c *serverConn) serve() {
 			c.readFailed(err)
 			break
 		}
+		// The next message's clock starts when its bytes are first awaited
+		// (any already buffered arrived no earlier, so this is never stricter).
+		c.msgDeadline = time.Time{}
 		select {
 		case c.slots <- struct{}{}:
 		default:
