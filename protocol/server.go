@@ -127,11 +127,13 @@ func (s *Server) Serve(ln net.Listener) error {
 		backoff = 0
 		c, err := s.newConn(nc)
 		if err != nil {
-			nc.Close()
 			if errors.Is(err, ErrServerClosed) {
+				nc.Close()
 				return err
 			}
+			// Logged before the close, so the line exists once the peer sees EOF.
 			s.logger().Warn("distcache: connection rejected", "remote", remoteString(nc), "err", err)
+			nc.Close()
 			continue
 		}
 		go c.serve()
