@@ -179,7 +179,8 @@ func (c *Cluster) reconcile(conf raft.Configuration) {
 	if c.cfg.BootstrapExpect == 0 {
 		minVoters = voters/2 + 1
 	}
-	for id, m := range c.gossip.snapshot() {
+	members := c.gossip.snapshot()
+	for id, m := range members {
 		if id == c.id {
 			continue
 		}
@@ -195,16 +196,23 @@ func (c *Cluster) reconcile(conf raft.Configuration) {
 			// A configured server with another id at this address is an old identity
 			// of the node now there (its data dir was wiped): two servers cannot
 			// listen on one address, so the old one is gone for good. Raft refuses a
-			// duplicate address, so it must go first.
-			for sid, s := range servers {
-				if sid == id || string(s.Address) != m.raftAddr {
-					continue
+			// duplicate address, so it must go first. Only when that is certain: the
+			// newcomer is alive, the old id is not itself alive in gossip at that
+			// address (both claiming it is ambiguous), and it is not this node.
+			if m.status == StatusAlive {
+				for sid, s := range servers {
+					if sid == id || sid == c.id || string(s.Address) != m.raftAddr {
+						continue
+					}
+					if old, ok := members[sid]; ok && old.raftAddr == m.raftAddr && (old.status == StatusAlive || old.status == StatusSuspect) {
+						continue
+					}
+					c.log.Info("removing stale server whose address a new node now holds", "stale_id", sid, "new_id", id, "raft_addr", m.raftAddr)
+					if err := c.raft.RemoveServer(s.ID, 0, c.cfg.WriteTimeout).Error(); err != nil {
+						c.log.Warn("remove stale server failed", "id", sid, "err", err)
+					}
+					delete(servers, sid)
 				}
-				c.log.Info("removing stale server whose address a new node now holds", "stale_id", sid, "new_id", id, "raft_addr", m.raftAddr)
-				if err := c.raft.RemoveServer(s.ID, 0, c.cfg.WriteTimeout).Error(); err != nil {
-					c.log.Warn("remove stale server failed", "id", sid, "err", err)
-				}
-				delete(servers, sid)
 			}
 			c.log.Info("adding server seen in gossip", "id", id, "raft_addr", m.raftAddr)
 			if err := c.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(m.raftAddr), 0, c.cfg.WriteTimeout).Error(); err != nil {
