@@ -356,7 +356,11 @@ func (c *conn) serve() {
 			}
 			c.nc.SetReadDeadline(idle)
 			if _, err := c.br.Peek(1); err != nil {
-				if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !c.s.closing.Load() {
+				switch {
+				case errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || c.s.closing.Load():
+				case errors.Is(err, os.ErrDeadlineExceeded):
+					c.log.Info("memcache: idle timeout; closing connection", "idle_timeout", c.idleTO)
+				default:
 					c.log.Debug("memcache: connection closed while idle", "err", err)
 				}
 				return
@@ -364,12 +368,71 @@ func (c *conn) serve() {
 		}
 		c.nc.SetReadDeadline(time.Now().Add(c.readTO))
 		if err := c.handle(); err != nil {
-			if ferr := c.flush(); ferr == nil && !errors.Is(err, errClose) {
-				c.log.Warn("memcache: closing connection", "err", err)
+			c.logClose(err)
+			if ferr := c.flush(); ferr != nil {
+				c.log.Debug("memcache: last answer not sent", "err", ferr)
 			}
 			return
 		}
 	}
+}
+
+// logClose says in one line why a connection is closed mid-stream. It is
+// logged before the last answer is flushed, so the line exists by the time
+// the peer sees the close.
+func (c *conn) logClose(err error) {
+	var pe *peerError
+	switch {
+	case errors.Is(err, errClose):
+	case c.s.closing.Load() && errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, net.ErrClosed):
+		c.log.Debug("memcache: connection closed by shutdown", "err", err)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		c.log.Warn("memcache: peer stalled mid-request longer than the read timeout; closing connection",
+			"read_timeout", c.readTO, "err", err)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		c.log.Warn("memcache: peer closed connection mid-request", "err", err)
+	case errors.As(err, &pe):
+		c.log.Warn("memcache: "+pe.reason+"; closing connection", "first_bytes", pe.head)
+	case errors.Is(err, errMalformed):
+		c.log.Warn("memcache: malformed request; closing connection", "err", err)
+	default:
+		c.log.Info("memcache: read error; closing connection", "err", err)
+	}
+}
+
+// errMalformed marks requests that break the protocol so badly that the rest
+// of the stream cannot be trusted.
+var errMalformed = errors.New("malformed request")
+
+// peerError is a connection from a client speaking another protocol, named in
+// the log so that an operator can fix the client's configuration.
+type peerError struct {
+	reason string
+	head   string // the first bytes, quoted
+}
+
+func (e *peerError) Error() string { return e.reason }
+
+// foreignProtocol recognises, from the start of a request, clients that speak
+// another protocol to this port: a TLS handshake (a client configured for TLS)
+// or HTTP. Such a stream can only produce a string of errors, so the
+// connection is closed at once. Other binary bytes get memcached's answer,
+// ERROR, line by line.
+func foreignProtocol(b []byte) *peerError {
+	head := func(n int) string { return fmt.Sprintf("%q", b[:min(len(b), n)]) }
+	switch {
+	case len(b) >= 2 && b[0] == 0x16 && b[1] == 0x03:
+		return &peerError{"TLS handshake sent to the plaintext memcache port (is the client set up for TLS?)", head(8)}
+	case isHTTPRequestLine(b):
+		return &peerError{"HTTP request sent to the memcache port", head(40)}
+	}
+	return nil
+}
+
+// isHTTPRequestLine reports whether line looks like "METHOD target HTTP/1.x".
+func isHTTPRequestLine(line []byte) bool {
+	n := len(line)
+	return n > 9 && line[n-9] == ' ' && string(line[n-8:n-1]) == "HTTP/1."
 }
 
 func (c *conn) flush() error {
@@ -389,7 +452,7 @@ func (c *conn) readLine() ([]byte, error) {
 	if err != nil {
 		if errors.Is(err, bufio.ErrBufferFull) {
 			c.bw.WriteString("CLIENT_ERROR line too long\r\n")
-			return nil, fmt.Errorf("command line longer than %d bytes", c.maxLine)
+			return nil, fmt.Errorf("%w: command line longer than %d bytes", errMalformed, c.maxLine)
 		}
 		if errors.Is(err, io.EOF) && len(line) == 0 {
 			return nil, errClose
@@ -402,7 +465,7 @@ func (c *conn) readLine() ([]byte, error) {
 	}
 	if len(line) > c.maxLine {
 		c.bw.WriteString("CLIENT_ERROR line too long\r\n")
-		return nil, fmt.Errorf("command line longer than %d bytes", c.maxLine)
+		return nil, fmt.Errorf("%w: command line longer than %d bytes", errMalformed, c.maxLine)
 	}
 	return line, nil
 }
@@ -430,9 +493,19 @@ func (c *conn) split(line []byte) [][]byte {
 // handle reads and answers one request. A non-nil error closes the connection
 // after the answers written so far are flushed.
 func (c *conn) handle() error {
+	if b, _ := c.br.Peek(1); len(b) > 0 && b[0] == 0x16 {
+		// A TLS record has no newline to wait for: look at it now.
+		b, _ = c.br.Peek(2)
+		if pe := foreignProtocol(b); pe != nil {
+			return pe
+		}
+	}
 	line, err := c.readLine()
 	if err != nil {
 		return err
+	}
+	if pe := foreignProtocol(line); pe != nil {
+		return pe
 	}
 	f := c.split(line)
 	if len(f) == 0 {
@@ -543,7 +616,7 @@ func (c *conn) store(f [][]byte, add bool) error {
 	if !okN {
 		// Without a byte count the data block cannot be skipped: out of sync.
 		c.bw.WriteString("CLIENT_ERROR bad command line format\r\n")
-		return errors.New("storage command with an invalid byte count")
+		return fmt.Errorf("%w: storage command with an invalid byte count %q", errMalformed, clip(f[4]))
 	}
 	size := int(n)
 	flags, okF := parseUint(f[2], math.MaxUint32)
@@ -561,23 +634,20 @@ func (c *conn) store(f [][]byte, add bool) error {
 		return c.swallow(size)
 	}
 	c.key = append(c.key[:0], f[1]...)
-	if cap(c.value) < size+2 {
-		c.value = make([]byte, size+2)
-	}
-	buf := c.value[:size+2]
-	if _, err := io.ReadFull(c.br, buf); err != nil {
-		return fmt.Errorf("reading data block: %w", err)
-	}
-	if buf[size] != '\r' || buf[size+1] != '\n' {
-		c.bw.WriteString("CLIENT_ERROR bad data chunk\r\n")
-		return errors.New("data block not terminated by CRLF")
-	}
-	value := buf[:size]
 	defer func() {
 		if cap(c.value) > keepBuffer {
 			c.value = nil
 		}
 	}()
+	buf, err := c.readBlock(size + 2)
+	if err != nil {
+		return fmt.Errorf("reading data block of %d bytes: %w", size, err)
+	}
+	if buf[size] != '\r' || buf[size+1] != '\n' {
+		c.bw.WriteString("CLIENT_ERROR bad data chunk\r\n")
+		return fmt.Errorf("%w: data block not terminated by CRLF (byte count %d does not match the data)", errMalformed, size)
+	}
+	value := buf[:size]
 
 	c.s.cmdSet.Add(1)
 	ttl, expired := c.ttl(exptime)
@@ -623,11 +693,43 @@ func (c *conn) store(f [][]byte, add bool) error {
 	return nil
 }
 
+// readBlock reads n bytes into c.value. The buffer grows with the data that
+// has actually arrived (a chunk at a time), so a client that announces a large
+// block and stalls costs no more memory than what it sent.
+func (c *conn) readBlock(n int) ([]byte, error) {
+	const chunk = 16 << 10
+	buf := c.value[:0]
+	for len(buf) < n {
+		m := min(n-len(buf), chunk)
+		if cap(buf)-len(buf) < m {
+			grown := make([]byte, len(buf), min(n, max(2*cap(buf), len(buf)+m)))
+			copy(grown, buf)
+			buf = grown
+		}
+		k, err := io.ReadFull(c.br, buf[len(buf):len(buf)+m])
+		buf = buf[:len(buf)+k]
+		if err != nil {
+			c.value = buf
+			return nil, err
+		}
+	}
+	c.value = buf
+	return buf, nil
+}
+
+// clip shortens client input quoted in a log line or error.
+func clip(b []byte) string {
+	if len(b) > 32 {
+		b = b[:32]
+	}
+	return string(b)
+}
+
 // swallow discards an unwanted data block of size bytes plus its CRLF, or
 // closes the connection if it is too large to be worth reading.
 func (c *conn) swallow(size int) error {
 	if size > swallowLimit {
-		return fmt.Errorf("data block of %d bytes exceeds the %d byte limit", size, swallowLimit)
+		return fmt.Errorf("%w: data block of %d bytes exceeds the %d byte limit", errMalformed, size, swallowLimit)
 	}
 	if _, err := c.br.Discard(size + 2); err != nil {
 		return fmt.Errorf("discarding data block: %w", err)

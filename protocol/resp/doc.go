@@ -46,5 +46,14 @@
 //     owns one re-armable request context instead of calling
 //     context.WithTimeout per request. Keys and values given to the Cache
 //     alias connection buffers and are valid only during the call.
+//   - Hostile input: a request must arrive completely within ReadTimeout from
+//     its first byte (slowloris); a data buffer grows with the bytes that
+//     actually arrived, 16 KiB at a time, so a client announcing a large
+//     value and stalling costs what it sent. A TLS ClientHello or an HTTP
+//     request sent to the RESP port is recognised from its first bytes and
+//     the connection closed with a log line naming the mistake. Every close
+//     is explained by one line (stalled, cut short, malformed, foreign
+//     protocol), logged before the close so that it exists when the peer sees
+//     EOF; idle timeouts are logged at info level.
 //   - Values are never logged: they are TLS master secrets.
 package resp

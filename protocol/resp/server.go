@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -338,7 +339,11 @@ func (c *conn) serve() {
 			}
 			c.nc.SetReadDeadline(idle)
 			if _, err := c.br.Peek(1); err != nil {
-				if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !c.s.closing.Load() {
+				switch {
+				case errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || c.s.closing.Load():
+				case errors.Is(err, os.ErrDeadlineExceeded):
+					c.log.Info("resp: idle timeout; closing connection", "idle_timeout", c.idleTO)
+				default:
 					c.log.Debug("resp: connection closed while idle", "err", err)
 				}
 				return
@@ -346,12 +351,88 @@ func (c *conn) serve() {
 		}
 		c.nc.SetReadDeadline(time.Now().Add(c.readTO))
 		if err := c.handle(); err != nil {
-			if ferr := c.flush(); ferr == nil && !errors.Is(err, errClose) {
-				c.log.Warn("resp: closing connection", "err", err)
+			c.logClose(err)
+			if ferr := c.flush(); ferr != nil {
+				c.log.Debug("resp: last answer not sent", "err", ferr)
 			}
 			return
 		}
 	}
+}
+
+// logClose says in one line why a connection is closed mid-stream. It is
+// logged before the last answer is flushed, so the line exists by the time
+// the peer sees the close.
+func (c *conn) logClose(err error) {
+	var pe *peerError
+	switch {
+	case errors.Is(err, errClose):
+	case c.s.closing.Load() && errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, net.ErrClosed):
+		c.log.Debug("resp: connection closed by shutdown", "err", err)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		c.log.Warn("resp: peer stalled mid-request longer than the read timeout; closing connection",
+			"read_timeout", c.readTO, "err", err)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		c.log.Warn("resp: peer closed connection mid-request", "err", err)
+	case errors.As(err, &pe):
+		c.log.Warn("resp: "+pe.reason+"; closing connection", "first_bytes", pe.head)
+	case errors.Is(err, errProtocol):
+		c.log.Warn("resp: malformed request; closing connection", "err", err)
+	default:
+		c.log.Info("resp: read error; closing connection", "err", err)
+	}
+}
+
+// errProtocol marks framing violations after which the stream cannot be
+// trusted; the client has been sent Redis's "-ERR Protocol error".
+var errProtocol = errors.New("protocol error")
+
+// peerError is a connection from a client speaking another protocol, named in
+// the log so that an operator can fix the client's configuration.
+type peerError struct {
+	reason string
+	head   string // the first bytes, quoted
+}
+
+func (e *peerError) Error() string { return e.reason }
+
+// foreignProtocol recognises, from the start of a request, clients that speak
+// another protocol to this port: a TLS handshake (a client configured for TLS)
+// or HTTP (Redis itself closes on "POST" and "Host:", a cross-protocol attack
+// from browsers). Such a stream can only produce errors, so it is closed.
+func foreignProtocol(b []byte) *peerError {
+	head := func(n int) string { return fmt.Sprintf("%q", b[:min(len(b), n)]) }
+	switch {
+	case len(b) >= 2 && b[0] == 0x16 && b[1] == 0x03:
+		return &peerError{"TLS handshake sent to the plaintext RESP port (is the client set up for TLS?)", head(8)}
+	case isHTTPRequestLine(b), hasFoldPrefix(b, "host:"), hasFoldPrefix(b, "post "):
+		return &peerError{"HTTP request sent to the RESP port", head(40)}
+	}
+	return nil
+}
+
+// isHTTPRequestLine reports whether line looks like "METHOD target HTTP/1.x".
+func isHTTPRequestLine(line []byte) bool {
+	n := len(line)
+	return n > 9 && line[n-9] == ' ' && string(line[n-8:n-1]) == "HTTP/1."
+}
+
+// hasFoldPrefix reports whether b starts with the lowercase ASCII prefix,
+// ignoring case.
+func hasFoldPrefix(b []byte, prefix string) bool {
+	if len(b) < len(prefix) {
+		return false
+	}
+	for i := range len(prefix) {
+		ch := b[i]
+		if 'A' <= ch && ch <= 'Z' {
+			ch += 'a' - 'A'
+		}
+		if ch != prefix[i] {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *conn) flush() error {
@@ -369,7 +450,7 @@ func (c *conn) protocolError(msg string) error {
 	c.bw.WriteString("-ERR Protocol error: ")
 	c.bw.WriteString(msg)
 	c.bw.WriteString("\r\n")
-	return errors.New("protocol error: " + msg)
+	return fmt.Errorf("%w: %s", errProtocol, msg)
 }
 
 // readLine returns the next line without its terminator; it aliases the read
@@ -406,6 +487,13 @@ func (c *conn) readCommand() error {
 			return errClose
 		}
 		return fmt.Errorf("reading request: %w", err)
+	}
+	if first[0] == 0x16 {
+		// A TLS record has no newline to wait for: look at it now.
+		b, _ := c.br.Peek(2)
+		if pe := foreignProtocol(b); pe != nil {
+			return pe
+		}
 	}
 	if first[0] != '*' {
 		return c.readInline()
@@ -444,10 +532,9 @@ func (c *conn) readCommand() error {
 			continue
 		}
 		start := len(c.arena)
-		c.arena = append(c.arena, make([]byte, size+2)...)
-		buf := c.arena[start:]
-		if _, err := io.ReadFull(c.br, buf); err != nil {
-			return fmt.Errorf("reading bulk string: %w", err)
+		buf, err := c.readBulk(int(size) + 2)
+		if err != nil {
+			return fmt.Errorf("reading bulk string of %d bytes: %w", size, err)
 		}
 		if buf[size] != '\r' || buf[size+1] != '\n' {
 			return c.protocolError("bulk string not terminated by CRLF")
@@ -461,12 +548,40 @@ func (c *conn) readCommand() error {
 	return nil
 }
 
+// readBulk appends the next n bytes of the stream to c.arena and returns them.
+// The arena grows with the data that has actually arrived (a chunk at a
+// time), so a client that announces a large bulk string and stalls costs no
+// more memory than what it sent.
+func (c *conn) readBulk(n int) ([]byte, error) {
+	const chunk = 16 << 10
+	start := len(c.arena)
+	for len(c.arena)-start < n {
+		m := min(n-(len(c.arena)-start), chunk)
+		if cap(c.arena)-len(c.arena) < m {
+			want := start + n
+			grown := make([]byte, len(c.arena), min(want, max(2*cap(c.arena), len(c.arena)+m)))
+			copy(grown, c.arena)
+			c.arena = grown
+		}
+		at := len(c.arena)
+		k, err := io.ReadFull(c.br, c.arena[at:at+m])
+		c.arena = c.arena[:at+k]
+		if err != nil {
+			return nil, err
+		}
+	}
+	return c.arena[start : start+n], nil
+}
+
 // readInline reads a telnet-style command: words separated by spaces or tabs.
 // Quoting is not supported.
 func (c *conn) readInline() error {
 	line, err := c.readLine()
 	if err != nil {
 		return err
+	}
+	if pe := foreignProtocol(line); pe != nil {
+		return pe
 	}
 	for i := 0; i < len(line); {
 		for i < len(line) && (line[i] == ' ' || line[i] == '\t') {
