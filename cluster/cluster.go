@@ -22,19 +22,22 @@ import (
 // bolt and snapshot stores, the cluster port (raft transport and forwarding
 // RPC), gossip discovery, bootstrap and membership reconciliation.
 type Cluster struct {
-	cfg    Config
-	id     string
-	log    *slog.Logger
-	raft   *raft.Raft
-	fsm    *appliedFSM
-	store  *raftboltdb.BoltStore
-	snaps  raft.SnapshotStore
-	trans  *raft.NetworkTransport
-	mux    *mux
-	gossip *gossip
-	batch  *batcher
-	server *rpcServer
-	client *rpcClient
+	cfg        Config
+	id         string
+	log        *slog.Logger
+	raft       *raft.Raft
+	fsm        *appliedFSM
+	logs       raft.LogStore    // bolt or in-memory, sealed when DataKeys are set
+	stable     raft.StableStore // term and vote: no secrets, never sealed
+	closeStore func() error
+	snaps      raft.SnapshotStore
+	trans      *raft.NetworkTransport
+	mux        *mux
+	gossip     *gossip
+	batch      *batcher
+	server     *rpcServer
+	client     *rpcClient
+	keyring    *keyringState
 
 	ready      atomic.Pointer[leaderReady] // current leadership term's readiness
 	tombMu     sync.Mutex
@@ -58,11 +61,19 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("cluster: create data dir: %w", err)
+	if !cfg.InMemory {
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("cluster: create data dir: %w", err)
+		}
 	}
 	id := cfg.NodeID
-	if id == "" {
+	switch {
+	case cfg.InMemory:
+		var err error
+		if id, err = newNodeID(); err != nil {
+			return nil, err
+		}
+	case id == "":
 		var err error
 		if id, err = LoadOrCreateNodeID(cfg.DataDir); err != nil {
 			return nil, err
@@ -81,17 +92,11 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 		}
 	}()
 
-	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db"), NoSync: cfg.NoSync})
-	if err != nil {
-		return nil, fmt.Errorf("cluster: open raft.db: %w", err)
+	if err := c.openStores(); err != nil {
+		return nil, err
 	}
-	c.store = store
-	cleanups = append(cleanups, func() { store.Close() })
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, newHCLogger(log, "snapshot"))
-	if err != nil {
-		return nil, fmt.Errorf("cluster: open snapshot store: %w", err)
-	}
-	c.snaps = snaps
+	cleanups = append(cleanups, func() { c.closeStore() })
+	store, snaps := c.logs, c.snaps
 
 	m, err := newMux(cfg.RaftAddr, cfg.AdvertiseRaftAddr, cfg.TLS, log)
 	if err != nil {
@@ -130,11 +135,11 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 	if err := raft.ValidateConfig(rc); err != nil {
 		return nil, fmt.Errorf("cluster: raft config: %w", err)
 	}
-	hasState, err := raft.HasExistingState(store, store, snaps)
+	hasState, err := raft.HasExistingState(store, c.stable, snaps)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: inspect raft state: %w", err)
 	}
-	r, err := raft.NewRaft(rc, c.fsm, store, store, snaps, c.trans)
+	r, err := raft.NewRaft(rc, c.fsm, store, c.stable, snaps, c.trans)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: start raft: %w", err)
 	}
@@ -158,7 +163,11 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 	if hasState {
 		meta[metaInCluster] = "1"
 	}
-	g, err := newGossip(id, cfg.GossipAddr, meta, cfg, log)
+	keyring, err := c.openKeyring()
+	if err != nil {
+		return nil, err
+	}
+	g, err := newGossip(id, cfg.GossipAddr, meta, keyring, cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -172,8 +181,51 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 	go func() { defer c.wg.Done(); c.joinLoop(hasState) }()
 	ok = true
 	log.Info("cluster node started", "raft_addr", m.advertise.String(), "gossip_addr", g.localAddr(),
-		"existing_state", hasState, "bootstrap_expect", cfg.BootstrapExpect)
+		"existing_state", hasState, "bootstrap_expect", cfg.BootstrapExpect,
+		"storage", storageKind(cfg), "cluster_tls", cfg.TLS != nil, "gossip_encrypted", keyring != nil)
 	return c, nil
+}
+
+func storageKind(cfg Config) string {
+	switch {
+	case cfg.InMemory:
+		return "in-memory"
+	case len(cfg.DataKeys) > 0:
+		return "disk, sealed (key " + cfg.DataKeys[0].ID + ")"
+	}
+	return "disk, plaintext"
+}
+
+// openStores opens the log, stable and snapshot stores: in memory, or bolt
+// and files under DataDir, sealed below raft when DataKeys are set.
+func (c *Cluster) openStores() error {
+	cfg := c.cfg
+	if cfg.InMemory {
+		m := raft.NewInmemStore()
+		c.logs, c.stable, c.snaps = m, m, raft.NewInmemSnapshotStore()
+		c.closeStore = func() error { return nil }
+		return nil
+	}
+	bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db"), NoSync: cfg.NoSync})
+	if err != nil {
+		return fmt.Errorf("cluster: open raft.db: %w", err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, newHCLogger(c.log, "snapshot"))
+	if err != nil {
+		bolt.Close()
+		return fmt.Errorf("cluster: open snapshot store: %w", err)
+	}
+	c.logs, c.stable, c.snaps, c.closeStore = bolt, bolt, snaps, bolt.Close
+	if len(cfg.DataKeys) > 0 {
+		s, err := newSealer(cfg.DataKeys)
+		if err != nil {
+			bolt.Close()
+			return err
+		}
+		c.logs = &sealedLogStore{LogStore: bolt, s: s}
+		c.snaps = &sealedSnapshotStore{inner: snaps, s: s}
+	}
+	return nil
 }
 
 // ID returns this node's id.
@@ -286,7 +338,7 @@ func (c *Cluster) waitApplied(ctx context.Context, idx uint64) error {
 		}
 		var l raft.Log
 		for j := cur + 1; j <= idx; j++ {
-			if err := c.store.GetLog(j, &l); err != nil {
+			if err := c.logs.GetLog(j, &l); err != nil {
 				return false
 			}
 			if l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
@@ -435,6 +487,8 @@ func (c *Cluster) handleRPC(ctx context.Context, typ byte, payload []byte) ([]by
 			lc = time.Since(t).Milliseconds()
 		}
 		return binary.BigEndian.AppendUint64(out, uint64(lc)), nil
+	case rpcKeyring:
+		return c.handleKeyring(payload)
 	case rpcRemoved:
 		c.log.Warn("removed from the cluster by the leader; leaving gossip (Join to come back)")
 		if err := c.gossip.leave(time.Second); err != nil {

@@ -266,7 +266,7 @@ func TestReplicationFailoverAndCatchUpFromSnapshot(t *testing.T) {
 		}
 	}
 	eventually(t, 10*time.Second, "leader log compacted past the dead node", func() bool {
-		first, err := leader.c.store.FirstIndex()
+		first, err := leader.c.logs.FirstIndex()
 		return err == nil && first > oldLast+1
 	})
 

@@ -99,6 +99,23 @@ type Config struct {
 	// default 1s/500ms (memberlist LAN).
 	GossipProbeInterval time.Duration
 	GossipProbeTimeout  time.Duration
+	// DataKeys, when set, seal session values at rest: command entries of the
+	// Raft log and snapshot streams are encrypted with AES-256-GCM under the
+	// first key; every key opens data sealed under its id (key rotation).
+	// nil stores plaintext. See atrest.go.
+	DataKeys []DataKey
+	// InMemory keeps the Raft log, stable store and snapshots in memory and
+	// writes nothing under DataDir (which may be ""). Such a node cannot
+	// restart with its state: NodeID must be "" and a fresh random id is
+	// drawn at every Open, so a restarted node joins as a new member and the
+	// leader replaces its old identity. Incompatible with DataKeys.
+	InMemory bool
+	// GossipKeys enable memberlist encryption (AES-GCM, keys of 16, 24 or 32
+	// bytes); the first is the primary. Once a keyring file exists in DataDir
+	// (written on first use and after every keyring change) it wins over
+	// GossipKeys, so a node restarted after a rotation still talks to the
+	// cluster. nil = plaintext gossip (unless the keyring file exists).
+	GossipKeys [][]byte
 	// NoSync disables fsync of the Raft log: only for benchmarks of the code
 	// path, never in production.
 	NoSync bool
@@ -145,8 +162,12 @@ func (c Config) withDefaults() Config {
 
 func (c Config) validate() error {
 	switch {
-	case c.DataDir == "":
+	case c.DataDir == "" && !c.InMemory:
 		return errors.New("cluster: DataDir is required")
+	case c.InMemory && c.NodeID != "":
+		return errors.New("cluster: an in-memory node must rejoin under a new id at every start: leave NodeID empty")
+	case c.InMemory && len(c.DataKeys) > 0:
+		return errors.New("cluster: an in-memory node stores nothing at rest: DataKeys do not apply")
 	case c.RaftAddr == "":
 		return errors.New("cluster: RaftAddr is required")
 	case c.GossipAddr == "":

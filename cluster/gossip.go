@@ -187,7 +187,7 @@ func (g *gossip) signal() {
 	}
 }
 
-func newGossip(id, addr string, meta map[string]string, cfg Config, log *slog.Logger) (*gossip, error) {
+func newGossip(id, addr string, meta map[string]string, keyring *memberlist.Keyring, cfg Config, log *slog.Logger) (*gossip, error) {
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: gossip address %q: %w", addr, err)
@@ -212,6 +212,13 @@ func newGossip(id, addr string, meta map[string]string, cfg Config, log *slog.Lo
 	mc.Delegate = gossipDelegate{g}
 	mc.Events = gossipDelegate{g}
 	mc.Logger = newStdLogger(log, "memberlist")
+	if keyring != nil {
+		// Every packet and stream is sealed with the primary key; anything
+		// not sealed with a key of the ring is dropped (and logged).
+		mc.Keyring = keyring
+		mc.GossipVerifyIncoming = true
+		mc.GossipVerifyOutgoing = true
+	}
 	g.mlConf = mc
 	ml, err := memberlist.Create(mc)
 	if err != nil {

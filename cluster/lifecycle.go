@@ -170,7 +170,7 @@ func (c *Cluster) shutdown(graceful bool, ctx context.Context) error {
 	c.trans.Close()
 	c.mux.close()
 	c.mux.wait()
-	if err := c.store.Close(); err != nil {
+	if err := c.closeStore(); err != nil {
 		errs = append(errs, fmt.Errorf("close raft.db: %w", err))
 	}
 	c.log.Info("cluster node stopped", "graceful", graceful)

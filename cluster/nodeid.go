@@ -32,11 +32,10 @@ func LoadOrCreateNodeID(dataDir string) (string, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return "", fmt.Errorf("cluster: create data dir: %w", err)
 	}
-	var r [8]byte
-	if _, err := rand.Read(r[:]); err != nil {
-		return "", fmt.Errorf("cluster: random node id: %w", err)
+	id, err := newNodeID()
+	if err != nil {
+		return "", err
 	}
-	id := "node-" + hex.EncodeToString(r[:])
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(id+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("cluster: write node id: %w", err)
@@ -45,4 +44,13 @@ func LoadOrCreateNodeID(dataDir string) (string, error) {
 		return "", fmt.Errorf("cluster: write node id: %w", err)
 	}
 	return id, nil
+}
+
+// newNodeID draws a random node id.
+func newNodeID() (string, error) {
+	var r [8]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return "", fmt.Errorf("cluster: random node id: %w", err)
+	}
+	return "node-" + hex.EncodeToString(r[:]), nil
 }

@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/distcache-replicated/distcache/cluster"
 	"github.com/distcache-replicated/distcache/node"
 	"github.com/distcache-replicated/distcache/protocol"
 )
@@ -147,6 +148,9 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&o.deadServerTimeout, "dead-server-timeout", 0, "remove a failed server from the configuration after this long (default 0: never; never below a majority)")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "PEM `file` of this node's certificate for mutual TLS on the cluster port (with -tls-key and -tls-ca)")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "PEM `file` of the private key of -tls-cert")
+	fs.StringVar(&o.gossipKey, "gossip-key", "", "base64 `key` of 16, 24 or 32 bytes encrypting gossip (same on every node; rotate with dcctl keyring, the ring is kept in the data dir)")
+	fs.StringVar(&o.dataKeyFile, "data-key-file", "", "`file` (mode 600) of lines id:base64-32-byte-key; session values in the Raft log and snapshots are sealed with the first, all open old data")
+	fs.BoolVar(&o.inMemory, "in-memory", false, "keep the Raft log and snapshots in memory only: nothing at rest, but a restarted node rejoins as a new member with a fresh id (no -node-id)")
 	fs.StringVar(&o.tlsCA, "tls-ca", "", "PEM `file` of the CA that signs every node's cluster certificate; peers without one are refused")
 	// On a parse error the flag package prints its message and calls Usage: a
 	// one-line hint reads better there than the whole list.
@@ -241,6 +245,17 @@ func (o *options) validate(rest []string, set map[string]bool) error {
 	}
 	if n := countSet(o.tlsCert, o.tlsKey, o.tlsCA); n != 0 && n != 3 {
 		return errors.New("-tls-cert, -tls-key and -tls-ca go together: give all three for mutual TLS on the cluster port, or none")
+	}
+	if o.inMemory && o.dataKeyFile != "" {
+		return errors.New("-in-memory stores nothing at rest, so -data-key-file does not apply: choose one")
+	}
+	if o.inMemory && o.nodeID != "" {
+		return errors.New("-in-memory cannot be combined with -node-id: an in-memory node must rejoin under a new id at every start (it has lost its log)")
+	}
+	if o.gossipKey != "" {
+		if _, err := cluster.ParseGossipKey(o.gossipKey); err != nil {
+			return fmt.Errorf("-gossip-key: %w (make one with: head -c32 /dev/urandom | base64)", err)
+		}
 	}
 	if o.adminAddr != "" && o.adminTokenFile == "" && !isLoopback(o.adminAddr) {
 		return fmt.Errorf("-admin-addr %s is not a loopback address: give -admin-token-file too, so that only operators can change the cluster", o.adminAddr)
@@ -357,6 +372,19 @@ func (o *options) nodeConfig(logger *slog.Logger) (node.Config, error) {
 		return cfg, err
 	}
 	cfg.Socket = sock
+	cfg.Tune.InMemory = o.inMemory
+	if o.gossipKey != "" {
+		key, err := cluster.ParseGossipKey(o.gossipKey)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Tune.GossipKeys = [][]byte{key}
+	}
+	if o.dataKeyFile != "" {
+		if cfg.Tune.DataKeys, err = cluster.LoadDataKeyFile(o.dataKeyFile); err != nil {
+			return cfg, err
+		}
+	}
 	if o.tlsCert != "" {
 		if cfg.Tune.TLS, err = node.ClusterTLS(o.tlsCert, o.tlsKey, o.tlsCA); err != nil {
 			return cfg, err
@@ -381,10 +409,13 @@ func runNode(ctx context.Context, o options, logger *slog.Logger) int {
 		logger.Error("invalid configuration", "err", err)
 		return exitUsage
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		logger.Error("cannot create the data directory", "dir", cfg.DataDir, "err", err)
-		return exitFail
+	if !cfg.Tune.InMemory {
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			logger.Error("cannot create the data directory", "dir", cfg.DataDir, "err", err)
+			return exitFail
+		}
 	}
+	warnInsecure(o, cfg, logger)
 	n, err := node.Start(ctx, cfg)
 	if err != nil {
 		logger.Error("cannot start", "err", err)
@@ -420,6 +451,23 @@ func runNode(ctx context.Context, o options, logger *slog.Logger) int {
 	return exitOK
 }
 
+// warnInsecure logs, once at start, each protection a node reachable from
+// other machines runs without. Loopback-only nodes (tests, trials) stay quiet.
+func warnInsecure(o options, cfg node.Config, logger *slog.Logger) {
+	if isLoopback(o.raftAddr) && isLoopback(o.gossipAddr) && (o.raftAdvertise == "" || isLoopback(o.raftAdvertise)) {
+		return
+	}
+	if cfg.Tune.TLS == nil {
+		logger.Warn("cluster traffic (Raft log with session values, forwarded writes) is plaintext: give -tls-cert, -tls-key and -tls-ca")
+	}
+	if len(cfg.Tune.GossipKeys) == 0 {
+		logger.Warn("gossip is not encrypted unless a keyring file exists in the data dir: give -gossip-key")
+	}
+	if !cfg.Tune.InMemory && len(cfg.Tune.DataKeys) == 0 {
+		logger.Warn("session values are stored in plaintext in the Raft log and snapshots: give -data-key-file, or run -in-memory", "dir", cfg.DataDir)
+	}
+}
+
 // runDevCluster starts n nodes in this process on fixed loopback ports (node 1 on the
 // single-node defaults, so dcctl needs no flags), with every front-end enabled.
 func runDevCluster(ctx context.Context, o options, stdout io.Writer, logger *slog.Logger) int {
@@ -446,6 +494,9 @@ func runDevCluster(ctx context.Context, o options, stdout io.Writer, logger *slo
 		oi := o
 		oi.nodeID = fmt.Sprintf("node%d", i+1)
 		oi.dataDir = filepath.Join(base, oi.nodeID)
+		if o.inMemory {
+			oi.nodeID = "" // a fresh id at every start
+		}
 		oi.listen = listFlag{fmt.Sprintf("IP:127.0.0.1:%d", 9100+i)}
 		oi.raftAddr = fmt.Sprintf("127.0.0.1:%d", 9200+i)
 		oi.gossipAddr = gossip(i)

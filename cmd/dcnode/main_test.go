@@ -28,6 +28,9 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"-sockperms", "9x"}, exitUsage, "octal"},
 		{[]string{"-max-value-size", "100000"}, exitUsage, "-max-value-size"},
 		{[]string{"-tls-cert", "node.pem", "-tls-key", "node.key"}, exitUsage, "go together"},
+		{[]string{"-in-memory", "-node-id", "n1"}, exitUsage, "new id"},
+		{[]string{"-in-memory", "-data-key-file", "keys"}, exitUsage, "choose one"},
+		{[]string{"-gossip-key", "c2hvcnQ="}, exitUsage, "-gossip-key"},
 	} {
 		var out, errb bytes.Buffer
 		code := run(tc.args, &out, &errb)
