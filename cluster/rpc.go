@@ -103,6 +103,9 @@ func readFrame(r *bufio.Reader) (frame, error) {
 	}
 	f.payload = make([]byte, n)
 	if _, err := io.ReadFull(r, f.payload); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF // a header without its payload is a truncated frame
+		}
 		return frame{}, err
 	}
 	return f, nil
