@@ -1,0 +1,120 @@
+# shellcheck shell=bash
+# Helpers shared by bench/*.sh: build, start/stop a 3-node loopback cluster of
+# separate dcnode processes (fsync on), run dcctl bench and summarise its JSON.
+# Every process started here is recorded in $PIDS and killed by cleanup, by pid.
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+WORK=${BENCH_WORK:-$(mktemp -d /tmp/dcbench.XXXXXX)}
+OUT=${BENCH_OUT:-$ROOT/bench/results/$(date -u +%Y%m%dT%H%M%SZ)}
+BIN=$WORK/bin
+PORTBASE=${BENCH_PORTBASE:-19000}
+PIDS=()
+mkdir -p "$OUT" "$BIN"
+
+log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+load1() { cut -d' ' -f1 /proc/loadavg; }
+
+cleanup() {
+	local p
+	for p in "${PIDS[@]:-}"; do
+		[ -n "$p" ] && kill "$p" 2>/dev/null || true
+	done
+	for p in "${PIDS[@]:-}"; do
+		[ -n "$p" ] && timeout 20 tail --pid="$p" -f /dev/null 2>/dev/null || true
+	done
+	PIDS=()
+	if [ -z "${BENCH_KEEP:-}" ]; then rm -rf "$WORK"; fi
+}
+
+# build compiles dcnode and dcctl from BENCH_SRC (default: this checkout).
+build() {
+	local src=${BENCH_SRC:-$ROOT}
+	log "building dcnode and dcctl from $src"
+	(cd "$src" && go build -o "$BIN/dcnode" ./cmd/dcnode && go build -o "$BIN/dcctl" ./cmd/dcctl)
+}
+
+# Node i (1-based) ports: distcache 100+i, raft 200+i, gossip 300+i, admin 400+i,
+# memcache 500+i, resp 600+i, all on 127.0.0.1 above PORTBASE.
+port() { echo $((PORTBASE + $1 * 100 + $2)); }
+dcaddr() { echo "IP:127.0.0.1:$(port 1 "$1")"; }
+admin() { echo "127.0.0.1:$(port 4 "$1")"; }
+
+# start_cluster N [extra dcnode flags...]: N separate processes, fresh data dirs.
+start_cluster() {
+	local n=$1 i j join
+	shift
+	rm -rf "$WORK/data"
+	for i in $(seq 1 "$n"); do
+		join=""
+		for j in $(seq 1 "$n"); do
+			[ "$i" = "$j" ] || join="$join,127.0.0.1:$(port 3 "$j")"
+		done
+		start_node "$i" "$n" "${join#,}" "$@"
+	done
+	wait_leader "$n"
+}
+
+# start_node I EXPECT JOIN [flags...]: (re)start node I on its data dir.
+start_node() {
+	local i=$1 n=$2 join=$3
+	shift 3
+	mkdir -p "$WORK/data/n$i"
+	"$BIN/dcnode" -node-id "n$i" -data-dir "$WORK/data/n$i" \
+		-listen "$(dcaddr "$i")" -listen "UNIX:$WORK/n$i.sock" \
+		-memcache-listen "127.0.0.1:$(port 5 "$i")" -resp-listen "127.0.0.1:$(port 6 "$i")" \
+		-raft-addr "127.0.0.1:$(port 2 "$i")" -gossip-addr "127.0.0.1:$(port 3 "$i")" \
+		-admin-addr "$(admin "$i")" -bootstrap-expect "$n" ${join:+-join "$join"} \
+		-quiet -log-level warn "$@" >>"$WORK/n$i.log" 2>&1 &
+	PIDS+=($!)
+	eval "NODEPID_$i=$!"
+}
+
+# wait_leader N: until node 1..N all report the same known leader (bounded, 30 s).
+wait_leader() {
+	local n=$1 deadline=$((SECONDS + 30)) i l first p
+	while [ $SECONDS -lt $deadline ]; do
+		for p in "${PIDS[@]}"; do
+			kill -0 "$p" 2>/dev/null || { log "process $p exited; logs in $WORK"; tail -3 "$WORK"/n*.log >&2; return 1; }
+		done
+		first=""
+		for i in $(seq 1 "$n"); do
+			l=$("$BIN/dcctl" status --addr "$(admin "$i")" --json 2>/dev/null | jq -r '.leader_id // ""' 2>/dev/null || true)
+			[ -n "$l" ] || continue 2
+			[ -z "$first" ] && first=$l
+			[ "$l" = "$first" ] || { first=""; break; }
+		done
+		if [ -n "$first" ]; then LEADER=${first#n}; return 0; fi
+		sleep 0.2
+	done
+	log "no leader after 30 s; logs in $WORK"; return 1
+}
+
+# leader_and_follower: sets LEADER and FOLLOWER (node numbers).
+leader_and_follower() {
+	wait_leader 3
+	FOLLOWER=1
+	[ "$LEADER" = 1 ] && FOLLOWER=2
+}
+
+# dcbench NAME SERVER [dcctl bench flags...]: JSON to $OUT/NAME.json, one summary line.
+dcbench() {
+	local name=$1 server=$2
+	shift 2
+	local l
+	l=$(load1)
+	"$BIN/dcctl" bench --server "$server" --json --progress=false "$@" >"$OUT/$name.json" || true
+	jq -r --arg n "$name" --arg l "$l" \
+		'"\($n)\t\(.ops_per_sec|floor) ops/s\tp50 \(.latency_ms.p50) ms\tp99 \(.latency_ms.p99) ms\terrors \(.errors)\tverify \(.verify_errors)\tload \($l)"' \
+		"$OUT/$name.json" | tee -a "$OUT/summary.tsv"
+}
+
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+# cleanup_nodes stops the processes started so far (by pid) but keeps $WORK.
+cleanup_nodes() {
+	local keep=${BENCH_KEEP:-}
+	BENCH_KEEP=1 cleanup
+	BENCH_KEEP=$keep
+}

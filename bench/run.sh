@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# bench/run.sh — reproduce every figure of BENCHMARKS.md from a clean checkout.
+#
+#   bench/run.sh [section...]     sections: write curve rate read frontends memory
+#                                 (default: all). Results: bench/results/<UTC time>/
+#
+# Starts everything it needs on 127.0.0.1 (3 dcnode processes with fsync on,
+# memcached, redis-server), bounds every run in time, and stops what it started
+# (by pid) on exit. Needs go, jq, memcached, memcaslap (Debian's memaslap, package
+# libmemcached-tools), redis-server and redis-benchmark.
+# Env: BENCH_SECS (seconds per run, default 8), BENCH_PORTBASE (default 19000),
+# BENCH_KEEP=1 keeps the work dir (data, logs).
+. "$(dirname "$0")/lib.sh"
+trap cleanup EXIT INT TERM
+
+SECS=${BENCH_SECS:-8}
+SECTIONS=${*:-write curve rate read frontends memory}
+want() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
+
+{
+	echo "# $(date -u +%FT%TZ) $(uname -srm), $(nproc) cores, $(awk '/model name/ {$1=$2=$3=""; print; exit}' /proc/cpuinfo)"
+	echo "# go: $(go version | cut -d' ' -f3), commit: $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- cluster node fsm protocol || echo '+dirty')"
+} | tee "$OUT/summary.tsv"
+build
+
+ADDFLAGS=(--idmin 32 --idmax 32 --mix 1:0:0:0 --timeout 5s --ttl 1h)
+
+if want write; then
+	log "write: durable replicated ADD, 200 B, 64 clients, via leader and via follower"
+	start_cluster 3
+	leader_and_follower
+	dcbench add200-c64-leader "$(dcaddr "$LEADER")" "${ADDFLAGS[@]}" --datamin 200 --datamax 200 \
+		--sessions 600000 --concurrency 64 --duration "${SECS}s" --seed 11
+	dcbench add200-c64-follower "$(dcaddr "$FOLLOWER")" "${ADDFLAGS[@]}" --datamin 200 --datamax 200 \
+		--sessions 600000 --concurrency 64 --duration "${SECS}s" --seed 12
+	cleanup_nodes
+	log "write: single-node ceiling (1-node cluster, fsync on)"
+	start_cluster 1
+	dcbench add200-c64-single "$(dcaddr 1)" "${ADDFLAGS[@]}" --datamin 200 --datamax 200 \
+		--sessions 600000 --concurrency 64 --duration "${SECS}s" --seed 13
+	cleanup_nodes
+fi
+
+if want curve; then
+	log "curve: ADD/s and p99 against clients x size, via a follower"
+	start_cluster 3
+	leader_and_follower
+	for size in 200 10240; do
+		for c in 1 4 16 64 256; do
+			sessions=$((size == 200 ? 400000 : 40000))
+			dcbench "curve-add$size-c$c" "$(dcaddr "$FOLLOWER")" "${ADDFLAGS[@]}" --datamin "$size" --datamax "$size" \
+				--sessions "$sessions" --concurrency "$c" --duration "$((SECS / 2 + 1))s" --seed $((100 + c + size))
+		done
+	done
+	cleanup_nodes
+fi
+
+if want rate; then
+	log "rate: ADD latency at a steady 1000/s via a follower and via the leader"
+	start_cluster 3
+	leader_and_follower
+	dcbench add200-rate1000-follower "$(dcaddr "$FOLLOWER")" "${ADDFLAGS[@]}" --datamin 200 --datamax 200 \
+		--sessions 100000 --concurrency 32 --rate 1000 --duration "$((SECS + 2))s" --seed 21
+	dcbench add200-rate1000-leader "$(dcaddr "$LEADER")" "${ADDFLAGS[@]}" --datamin 200 --datamax 200 \
+		--sessions 100000 --concurrency 32 --rate 1000 --duration "$((SECS + 2))s" --seed 22
+	cleanup_nodes
+fi
+
+if want read; then
+	log "read: one connection, one request in flight (dc_test pattern); 64 connections"
+	start_cluster 3
+	leader_and_follower
+	dcbench fill-10k "$(dcaddr "$LEADER")" "${ADDFLAGS[@]}" --datamin 200 --datamax 200 \
+		--sessions 10000 --concurrency 64 --ops 10000 --seed 31 >/dev/null
+	for n in "$FOLLOWER" "$LEADER"; do
+		role=follower
+		[ "$n" = "$LEADER" ] && role=leader
+		dcbench "get-seq-tcp-$role" "$(dcaddr "$n")" --idmin 32 --idmax 32 --datamin 200 --datamax 200 \
+			--sessions 10000 --mix 0:1:0:0 --verify=false --concurrency 1 --duration "${SECS}s" --seed 31
+		dcbench "have-seq-tcp-$role" "$(dcaddr "$n")" --idmin 32 --idmax 32 --datamin 200 --datamax 200 \
+			--sessions 10000 --mix 0:0:0:1 --verify=false --concurrency 1 --duration "${SECS}s" --seed 31
+		dcbench "get-seq-unix-$role" "UNIX:$WORK/n$n.sock" --idmin 32 --idmax 32 --datamin 200 --datamax 200 \
+			--sessions 10000 --mix 0:1:0:0 --verify=false --concurrency 1 --duration "${SECS}s" --seed 31
+		dcbench "get-c64-tcp-$role" "$(dcaddr "$n")" --idmin 32 --idmax 32 --datamin 200 --datamax 200 \
+			--sessions 10000 --mix 0:1:0:0 --verify=false --concurrency 64 --duration "${SECS}s" --seed 31
+	done
+	cleanup_nodes
+fi
+
+if want frontends; then
+	log "frontends: memcache (memcaslap) and RESP (redis-benchmark) GET, 64 connections, vs memcached and redis-server"
+	start_cluster 3
+	leader_and_follower
+	cat >"$WORK/memaslap.cfg" <<'CFG'
+key
+32 32 1
+value
+200 200 1
+cmd
+0 0.0
+1 1.0
+CFG
+	memaslap() { # NAME ADDR: memcaslap preloads its key window with SETs, then GETs only.
+		local l
+		l=$(load1)
+		timeout $((SECS * 3 + 60)) memcaslap -s "$2" -T 2 -c 64 -w 1k -t "$((SECS * 2))s" -F "$WORK/memaslap.cfg" >"$OUT/$1.txt" 2>&1 || true
+		awk -v n="$1" -v l="$l" '/^cmd_get:/ {g=$2} /^cmd_set:/ {s=$2} /^get_misses:/ {m=$2} /^Run time:/ {t=$3; sub("s","",t)}
+			END {printf "%s\t%d gets/s\t(%d gets, %d misses, %d preload sets in %.1fs)\tload %s\n", n, g/t, g, m, s, t, l}' "$OUT/$1.txt" | tee -a "$OUT/summary.tsv"
+	}
+	memaslap memcache-get-c64-dcnode "127.0.0.1:$(port 5 "$LEADER")"
+	memcached -u nobody -l 127.0.0.1 -p "$(port 9 1)" -U 0 -t 2 -m 1024 &
+	PIDS+=($!)
+	sleep 0.5
+	memaslap memcache-get-c64-memcached "127.0.0.1:$(port 9 1)"
+
+	rbench() { # NAME PORT
+		local l
+		l=$(load1)
+		timeout 120 redis-benchmark -h 127.0.0.1 -p "$2" -c 64 -n 20000 -d 200 -r 10000 -t set -q >/dev/null 2>&1 || true
+		timeout 120 redis-benchmark -h 127.0.0.1 -p "$2" -c 64 -n $((SECS * 60000)) -d 200 -r 10000 -t get --csv >"$OUT/$1.csv" 2>&1 || true
+		awk -F, -v n="$1" -v l="$l" '/"GET"/ {gsub("\"",""); printf "%s\t%d ops/s\tp50 %s ms\tp99 %s ms\tload %s\n", n, $2, $5, $7, l}' "$OUT/$1.csv" | tee -a "$OUT/summary.tsv"
+	}
+	rbench resp-get-c64-dcnode "$(port 6 "$LEADER")"
+	redis-server --port "$(port 9 2)" --bind 127.0.0.1 --save "" --appendonly no --daemonize no >"$WORK/redis.log" 2>&1 &
+	PIDS+=($!)
+	sleep 0.5
+	rbench resp-get-c64-redis "$(port 9 2)"
+	cleanup_nodes
+fi
+
+if want memory; then
+	log "memory: RSS per node with 1,000,000 sessions of 200 B"
+	start_cluster 3
+	leader_and_follower
+	dcbench fill-1m "$(dcaddr "$LEADER")" "${ADDFLAGS[@]}" --datamin 200 --datamax 200 \
+		--sessions 1000000 --concurrency 256 --ops 1000000 --duration 600s --verify=false --seed 41
+	for i in 1 2 3; do
+		pid_var="NODEPID_$i"
+		st=$("$BIN/dcctl" status --addr "$(admin "$i")" --json)
+		echo -e "rss-n$i\t$(rss_kb "${!pid_var}") KiB RSS\tsessions $(jq .sessions <<<"$st")\tpayload $(jq .payload_bytes <<<"$st") B\tload $(load1)" | tee -a "$OUT/summary.tsv"
+	done
+	for n in "$FOLLOWER" "$LEADER"; do
+		dcbench "get-seq-tcp-1m-n$n" "$(dcaddr "$n")" --idmin 32 --idmax 32 --datamin 200 --datamax 200 \
+			--sessions 10000 --mix 0:1:0:0 --verify=false --concurrency 1 --duration "${SECS}s" --seed 41
+	done
+	cleanup_nodes
+fi
+log "results in $OUT"
