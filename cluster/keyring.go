@@ -3,7 +3,9 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,9 +44,10 @@ const (
 	KeyringRemove  KeyringOp = "remove"
 )
 
-// NodeKeyring is one node's keyring after an operation (base64 keys). Err is
-// set when the operation failed on that node or the node could not be
-// reached; the keys are then what was last known ("" when unknown).
+// NodeKeyring is one node's keyring after an operation. Keys are shown by
+// fingerprint (KeyFingerprint), never themselves: answers travel to
+// operators' terminals and logs. Err is set when the operation failed on
+// that node or the node could not be reached.
 type NodeKeyring struct {
 	Node    string   `json:"node"`
 	Primary string   `json:"primary,omitempty"`
@@ -55,6 +58,13 @@ type NodeKeyring struct {
 // ErrNoGossipEncryption means the node runs without a gossip keyring: a
 // plaintext cluster cannot turn encryption on while it runs.
 var ErrNoGossipEncryption = errors.New("cluster: gossip encryption is not enabled on this node (start every node with a gossip key)")
+
+// KeyFingerprint names a gossip key without revealing it: the first 8 bytes
+// of its SHA-256, in hex.
+func KeyFingerprint(key []byte) string {
+	sum := sha256.Sum256(key)
+	return hex.EncodeToString(sum[:8])
+}
 
 // ParseGossipKey decodes a base64 gossip key and checks its length (16, 24
 // or 32 bytes: AES-128, -192 or -256).
@@ -149,21 +159,28 @@ func (ks *keyringState) persist() error {
 	return nil
 }
 
-// encoded lists the ring's keys in base64, primary first.
-func (ks *keyringState) encoded() []string {
+// encoded lists the ring's keys, primary first, each through enc.
+func (ks *keyringState) encode(enc func([]byte) string) []string {
 	primary := ks.ring.GetPrimaryKey()
-	out := []string{base64.StdEncoding.EncodeToString(primary)}
+	out := []string{enc(primary)}
 	var rest []string
 	for _, k := range ks.ring.GetKeys() {
 		if !bytes.Equal(k, primary) {
-			rest = append(rest, base64.StdEncoding.EncodeToString(k))
+			rest = append(rest, enc(k))
 		}
 	}
 	sort.Strings(rest)
 	return append(out, rest...)
 }
 
-// apply runs op on this node's ring and persists the result.
+// encoded lists the ring's keys in base64 (for the file only).
+func (ks *keyringState) encoded() []string { return ks.encode(base64.StdEncoding.EncodeToString) }
+
+// fingerprints lists the ring's key fingerprints, primary first.
+func (ks *keyringState) fingerprints() []string { return ks.encode(KeyFingerprint) }
+
+// apply runs op on this node's ring, persists the result and returns the
+// ring's fingerprints.
 func (ks *keyringState) apply(op KeyringOp, key []byte) ([]string, error) {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
@@ -173,23 +190,23 @@ func (ks *keyringState) apply(op KeyringOp, key []byte) ([]string, error) {
 	var err error
 	switch op {
 	case KeyringList:
-		return ks.encoded(), nil
+		return ks.fingerprints(), nil
 	case KeyringInstall:
 		err = ks.ring.AddKey(key)
 	case KeyringUse:
 		err = ks.ring.UseKey(key)
 	case KeyringRemove:
 		if !containsKey(ks.ring.GetKeys(), key) {
-			return ks.encoded(), nil // already gone: idempotent
+			return ks.fingerprints(), nil // already gone: idempotent
 		}
 		err = ks.ring.RemoveKey(key)
 	default:
 		err = fmt.Errorf("unknown keyring operation %q", op)
 	}
 	if err != nil {
-		return ks.encoded(), err
+		return ks.fingerprints(), err
 	}
-	return ks.encoded(), ks.persist()
+	return ks.fingerprints(), ks.persist()
 }
 
 // keyringRequest is the payload of an rpcKeyring request.
@@ -284,7 +301,8 @@ func (r *NodeKeyring) fill(keys []string, err error) {
 	}
 }
 
-// handleKeyring serves an rpcKeyring request: the local ring after the op.
+// handleKeyring serves an rpcKeyring request: the local ring's fingerprints
+// after the op.
 func (c *Cluster) handleKeyring(payload []byte) ([]byte, error) {
 	var req keyringRequest
 	if err := json.Unmarshal(payload, &req); err != nil {

@@ -27,7 +27,7 @@ func gossipKey(t testing.TB) []byte {
 // command line rejoins thanks to the persisted ring.
 func TestGossipKeyringRotation(t *testing.T) {
 	k1, k2 := gossipKey(t), gossipKey(t)
-	b64 := base64.StdEncoding.EncodeToString
+	fp := KeyFingerprint
 	nodes := newTestCluster(t, 3, func(c *Config) { c.GossipKeys = [][]byte{k1} })
 	leader, followers := leaderAndFollowers(t, nodes)
 
@@ -57,8 +57,8 @@ func TestGossipKeyringRotation(t *testing.T) {
 			t.Fatalf("%d rows, want 3: %+v", len(rows), rows)
 		}
 		for _, r := range rows {
-			if r.Err != "" || r.Primary != b64(primary) || len(r.Keys) != n {
-				t.Fatalf("row %+v: want primary %s and %d keys", r, b64(primary), n)
+			if r.Err != "" || r.Primary != fp(primary) || len(r.Keys) != n {
+				t.Fatalf("row %+v: want primary %s and %d keys", r, fp(primary), n)
 			}
 		}
 	}
@@ -86,6 +86,13 @@ func TestGossipKeyringRotation(t *testing.T) {
 	st, err := os.Stat(filepath.Join(followers[0].dir, keyringFile))
 	if err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("keyring file: %v, %v", st, err)
+	}
+	for _, r := range rows {
+		for _, k := range r.Keys {
+			if strings.Contains(k, base64.StdEncoding.EncodeToString(k2)[:8]) {
+				t.Fatalf("keyring answer reveals the key: %+v", r)
+			}
+		}
 	}
 
 	// Restart a follower whose configuration still names only k1.

@@ -30,7 +30,7 @@ const (
 	rpcTransfer  byte = 'T' // payload server id or "" -> ""
 	rpcStatus    byte = 'S' // -> lastIndex:u64 lastContactMs:i64 (-1 = never)
 	rpcRemoved   byte = 'L' // leader tells a node it was removed -> ""
-	rpcKeyring   byte = 'K' // payload JSON {op,key} -> JSON base64 keys, primary first
+	rpcKeyring   byte = 'K' // payload JSON {op,key} -> JSON key fingerprints, primary first
 
 	respOK  byte = 'o'
 	respErr byte = 'e'

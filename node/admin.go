@@ -17,9 +17,11 @@ import (
 	"github.com/distcache-replicated/distcache/cluster"
 )
 
-// The admin endpoint is versioned JSON over HTTP; dcctl is its main client. Reads are
-// open (loopback by default), every POST needs the bearer token when one is set, and a
-// non-loopback admin address without a token is refused at start (see cmd/dcnode).
+// The admin endpoint is versioned JSON over HTTP; dcctl is its main client. Status,
+// members, metrics and health reads are open (loopback by default); every POST, the
+// snapshot download (it holds every session value) and the keyring need the bearer
+// token when one is set, and a non-loopback admin address without a token is refused
+// at start (see cmd/dcnode).
 
 // StatusInfo is the answer of GET /v1/status.
 type StatusInfo struct {
@@ -109,7 +111,10 @@ func (n *Node) serveAdmin() {
 	mux.HandleFunc("POST /v1/remove", n.authorized(n.handleRemove))
 	mux.HandleFunc("POST /v1/leave", n.authorized(n.handleLeave))
 	mux.HandleFunc("POST /v1/transfer-leader", n.authorized(n.handleTransfer))
-	mux.HandleFunc("GET /v1/snapshot", n.handleSnapshotSave)
+	mux.HandleFunc("GET /v1/keyring", n.authorized(n.handleKeyringList))
+	mux.HandleFunc("POST /v1/keyring", n.authorized(n.handleKeyring))
+	// A snapshot holds every session value: it needs the token like a write.
+	mux.HandleFunc("GET /v1/snapshot", n.authorized(n.handleSnapshotSave))
 	mux.HandleFunc("POST /v1/snapshot", n.authorized(n.handleSnapshotRestore))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })

@@ -29,6 +29,7 @@ func (n *Node) listenAll() error {
 		if err != nil {
 			return fmt.Errorf("distcache listener %s: %w", a, err)
 		}
+		ln = n.withClientTLS(ln)
 		n.addCloser(func(context.Context) error { return ln.Close() })
 		n.pend.list = append(n.pend.list, boundListener{proto: protoDistcache, ln: ln})
 		n.record("distcache", distcacheAddr(ln.Addr()))
@@ -42,6 +43,7 @@ func (n *Node) listenAll() error {
 			if err != nil {
 				return fmt.Errorf("%s listener %s: %w", protoNames[l.proto], a, err)
 			}
+			ln = n.withClientTLS(ln)
 			n.addCloser(func(context.Context) error { return ln.Close() })
 			n.pend.list = append(n.pend.list, boundListener{proto: l.proto, ln: ln})
 			n.record(protoNames[l.proto], ln.Addr().String())

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,6 +40,10 @@ type Config struct {
 	SessiondListen []string
 	Socket         protocol.ListenOptions // owner, group and permissions of unix sockets
 	Limits         ClientLimits           // the same bounds on every client listener
+	// ClientTLS, when set, wraps the TCP client listeners (distcache IP:, memcache,
+	// RESP) in TLS; unix sockets (protected by file permissions) and sessiond (UDP)
+	// stay as they are. See ClientTLS in tls.go.
+	ClientTLS *tls.Config
 
 	ReadConsistency ReadConsistency
 	MaxSessions     int

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 )
 
@@ -74,4 +75,17 @@ func loadCAPool(file string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("%s holds no PEM certificate", file)
 	}
 	return pool, nil
+}
+
+// withClientTLS wraps a TCP client listener in TLS when the node has a client
+// TLS configuration. The handshake runs on the connection's first read, under
+// the front-end's read deadlines.
+func (n *Node) withClientTLS(ln net.Listener) net.Listener {
+	if n.cfg.ClientTLS == nil {
+		return ln
+	}
+	if _, ok := ln.Addr().(*net.TCPAddr); !ok {
+		return ln
+	}
+	return tls.NewListener(ln, n.cfg.ClientTLS)
 }

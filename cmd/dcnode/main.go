@@ -148,6 +148,9 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&o.deadServerTimeout, "dead-server-timeout", 0, "remove a failed server from the configuration after this long (default 0: never; never below a majority)")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "PEM `file` of this node's certificate for mutual TLS on the cluster port (with -tls-key and -tls-ca)")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "PEM `file` of the private key of -tls-cert")
+	fs.StringVar(&o.clientTLSCert, "client-tls-cert", "", "PEM `file` of the certificate served to clients: the distcache (IP:), memcache and RESP listeners then speak TLS only (unix sockets and sessiond UDP stay plaintext)")
+	fs.StringVar(&o.clientTLSKey, "client-tls-key", "", "PEM `file` of the private key of -client-tls-cert")
+	fs.StringVar(&o.clientTLSCA, "client-tls-ca", "", "PEM `file` of a CA: clients must then present a certificate it signed")
 	fs.StringVar(&o.gossipKey, "gossip-key", "", "base64 `key` of 16, 24 or 32 bytes encrypting gossip (same on every node; rotate with dcctl keyring, the ring is kept in the data dir)")
 	fs.StringVar(&o.dataKeyFile, "data-key-file", "", "`file` (mode 600) of lines id:base64-32-byte-key; session values in the Raft log and snapshots are sealed with the first, all open old data")
 	fs.BoolVar(&o.inMemory, "in-memory", false, "keep the Raft log and snapshots in memory only: nothing at rest, but a restarted node rejoins as a new member with a fresh id (no -node-id)")
@@ -245,6 +248,9 @@ func (o *options) validate(rest []string, set map[string]bool) error {
 	}
 	if n := countSet(o.tlsCert, o.tlsKey, o.tlsCA); n != 0 && n != 3 {
 		return errors.New("-tls-cert, -tls-key and -tls-ca go together: give all three for mutual TLS on the cluster port, or none")
+	}
+	if (o.clientTLSCert == "") != (o.clientTLSKey == "") || (o.clientTLSCA != "" && o.clientTLSCert == "") {
+		return errors.New("-client-tls-cert and -client-tls-key go together (and -client-tls-ca needs them): give both for TLS on the client listeners, or none")
 	}
 	if o.inMemory && o.dataKeyFile != "" {
 		return errors.New("-in-memory stores nothing at rest, so -data-key-file does not apply: choose one")
@@ -382,6 +388,11 @@ func (o *options) nodeConfig(logger *slog.Logger) (node.Config, error) {
 	}
 	if o.dataKeyFile != "" {
 		if cfg.Tune.DataKeys, err = cluster.LoadDataKeyFile(o.dataKeyFile); err != nil {
+			return cfg, err
+		}
+	}
+	if o.clientTLSCert != "" {
+		if cfg.ClientTLS, err = node.ClientTLS(o.clientTLSCert, o.clientTLSKey, o.clientTLSCA); err != nil {
 			return cfg, err
 		}
 	}

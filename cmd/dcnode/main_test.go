@@ -29,6 +29,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"-max-value-size", "100000"}, exitUsage, "-max-value-size"},
 		{[]string{"-tls-cert", "node.pem", "-tls-key", "node.key"}, exitUsage, "go together"},
 		{[]string{"-in-memory", "-node-id", "n1"}, exitUsage, "new id"},
+		{[]string{"-client-tls-ca", "ca.pem"}, exitUsage, "-client-tls-key go together"},
 		{[]string{"-in-memory", "-data-key-file", "keys"}, exitUsage, "choose one"},
 		{[]string{"-gossip-key", "c2hvcnQ="}, exitUsage, "-gossip-key"},
 	} {
