@@ -237,6 +237,7 @@ func adminCommands() []*command {
 			example: "dcctl snapshot save /var/backups/distcache.snap\ndcctl snapshot restore /var/backups/distcache.snap",
 			run:     runSnapshot,
 		},
+		keyringCommand(),
 	}
 }
 
