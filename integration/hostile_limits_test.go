@@ -8,6 +8,7 @@ package integration
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -384,4 +385,116 @@ func TestHostileThousandConnections(t *testing.T) {
 	if !nd.healthy() {
 		t.Fatal("/healthz is not 200")
 	}
+}
+
+// TestHostileUnreadAnswers opens connections that each pipeline protocol.
+// DefaultMaxPipeline GETs of a 32 KiB session and never read the answers (with a
+// tiny receive window, so the kernel cannot absorb them): the node must hold only a
+// bounded amount of unsent answer bytes per connection, not every answer encoded.
+func TestHostileUnreadAnswers(t *testing.T) {
+	const n = 200
+	raiseFileLimit(t, 2*n+1000)
+	c := startCluster(t, 1, clusterOptions{ExtraArgs: []string{"-read-timeout", "30s"}})
+	nd := c.nodes[0]
+	addr := strings.TrimPrefix(nd.clientAddr, "IP:")
+	port, _ := strconv.Atoi(addr[strings.LastIndexByte(addr, ':')+1:])
+
+	// Distinct sessions, so that the pipelined GETs run concurrently and their
+	// answers are ready together.
+	id := func(i int) []byte { return []byte(fmt.Sprintf("unread-answers-%03d", i)) }
+	value := bytes.Repeat([]byte("U"), protocol.MaxPayload-8-64)
+	cl := dial(t, nd)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var pipeline []byte
+	for i := range protocol.DefaultMaxPipeline {
+		if err := cl.Add(ctx, id(i), value, 10*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		pipeline = append(pipeline, dcRequest(uint32(i+1), protocol.OpGet, id(i))...)
+	}
+	pid := nd.pid()
+	before := vmRSS(t, pid)
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return serr
+	}}
+	conns := make([]net.Conn, n)
+	for i := range conns {
+		nc, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		t.Cleanup(func() { nc.Close() })
+		conns[i] = nc
+		nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if _, err := nc.Write(pipeline); err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+	}
+	// Every request has been read by the node (receive queues empty): its answers
+	// are computed and waiting on the unread connections.
+	waitFor(t, 20*time.Second, "the node reads every pipelined request", func() (bool, string) {
+		c, unread := serverSockets(t, port)
+		return c >= n && unread == 0, fmt.Sprintf("%d connections, %d bytes unread", c, unread)
+	})
+	// The answers are computed and encoded asynchronously: wait until the node's
+	// memory stops growing (five polls in a row within 1 MiB of the largest).
+	var after int64
+	steady := 0
+	waitFor(t, 15*time.Second, "the node's memory settles", func() (bool, string) {
+		rss := vmRSS(t, pid)
+		if rss > after+1<<20 {
+			after, steady = max(after, rss), 0
+		} else {
+			steady++
+		}
+		_, _, queued := serverSendQueues(t, port)
+		return steady >= 5 && queued > 0, fmt.Sprintf("VmRSS %d MiB, %d answer bytes in send queues", rss>>20, queued)
+	})
+	per := (after - before) / n
+	t.Logf("VmRSS %d MiB before, %d MiB after %d connections each with %d unread 32 KiB answers: %d KiB per connection",
+		before>>20, after>>20, n, protocol.DefaultMaxPipeline, per>>10)
+	// Each outstanding request may cost a goroutine and its bookkeeping (16 KiB
+	// is generous), but its encoded answer must not stay in the node's memory:
+	// answers are written 64 KiB at a time. Encoding every ready answer at once
+	// measured 2.5 MiB per connection here; writing in chunks, under 1 MiB.
+	if limit := int64(protocol.DefaultMaxPipeline * 16 << 10); per > limit {
+		t.Fatalf("%d bytes of resident memory per connection with unread answers, more than %d", per, limit)
+	}
+	// The connections are still served once the client reads.
+	dec := protocol.NewDecoder(conns[0], protocol.Responses)
+	conns[0].SetReadDeadline(time.Now().Add(20 * time.Second))
+	for i := range protocol.DefaultMaxPipeline {
+		var m protocol.Message
+		if err := dec.Decode(&m); err != nil || m.UID != uint32(i+1) || !bytes.Equal(m.Payload, value) {
+			t.Fatalf("answer %d: uid %d, %d bytes, %v", i+1, m.UID, len(m.Payload), err)
+		}
+	}
+}
+
+// serverSendQueues sums the send queues of the node's side of its client
+// connections on port.
+func serverSendQueues(t *testing.T, port int) (conns int, unread, queued int64) {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf(":%04X", port)
+	for _, l := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(l)
+		if len(f) < 5 || !strings.HasSuffix(f[1], want) || f[3] != "01" {
+			continue
+		}
+		tx, rx, _ := strings.Cut(f[4], ":")
+		txn, _ := strconv.ParseInt(tx, 16, 64)
+		rxn, _ := strconv.ParseInt(rx, 16, 64)
+		conns++
+		queued += txn
+		unread += rxn
+	}
+	return conns, unread, queued
 }

@@ -33,7 +33,9 @@
 //     connection; they never abort the process.
 //   - The Server executes pipelined requests of one connection concurrently
 //     (so that replicated writes can be group-committed) but writes answers
-//     strictly in request order, coalescing ready answers into one write.
+//     strictly in request order, coalescing ready answers into writes of up
+//     to 64 KiB (so a peer that does not read holds one chunk of encoded
+//     answers in memory, not its whole pipeline).
 //     Requests for the same session id on one connection still execute in
 //     arrival order, so a pipelined ADD-then-GET behaves as on the C server;
 //     only requests for different ids may overtake each other, which no C
@@ -43,6 +45,9 @@
 //     received completely, then closes. A request arriving on an otherwise idle
 //     connection is executed on the reading goroutine, so a sequential client
 //     pays no goroutine hand-off.
+//   - ReadTimeout bounds a whole message from the moment its first byte is
+//     awaited, not the gap between two reads: a peer dribbling a byte at a
+//     time (slowloris) is closed like one that stops.
 //   - A peer that stalls mid-message longer than ReadTimeout, sends a malformed
 //     frame or an over-limit message gets one log line and a closed
 //     connection; other connections are unaffected.

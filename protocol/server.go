@@ -460,6 +460,19 @@ func (c *serverConn) run(p *pending, after <-chan struct{}) {
 	}
 }
 
+// writeChunk is how many bytes of encoded answers a connection collects
+// before writing them.
+const writeChunk = 64 << 10
+
+// write sends encoded answers within the write timeout.
+func (c *serverConn) write(b []byte) error {
+	if c.wto > 0 {
+		c.nc.SetWriteDeadline(time.Now().Add(c.wto))
+	}
+	_, err := c.nc.Write(b)
+	return err
+}
+
 // complete marks p answered and, unless another goroutine is already
 // writing, writes every answer at the head of the queue that is ready.
 func (c *serverConn) complete(p *pending) {
@@ -492,10 +505,13 @@ func (c *serverConn) complete(p *pending) {
 		broken := c.broken
 		c.mu.Unlock()
 
+		// Answers are encoded and written writeChunk bytes at a time: a peer
+		// that does not read holds at most one chunk (plus one message) of
+		// encoded answers here, not its whole pipeline.
 		out := c.out[:0]
-		var failure error
+		var failure, werr error
 		for _, q := range c.batch {
-			if broken || failure != nil {
+			if broken || failure != nil || werr != nil {
 				break
 			}
 			if q.err != nil {
@@ -503,13 +519,14 @@ func (c *serverConn) complete(p *pending) {
 				break
 			}
 			out, _ = AppendMessage(out, &Message{UID: q.req.UID, Op: q.req.Op, Response: true, Payload: q.resp})
-		}
-		var werr error
-		if !broken && len(out) > 0 {
-			if c.wto > 0 {
-				c.nc.SetWriteDeadline(time.Now().Add(c.wto))
+			q.resp = nil
+			if len(out) >= writeChunk {
+				werr = c.write(out)
+				out = out[:0]
 			}
-			_, werr = c.nc.Write(out)
+		}
+		if !broken && werr == nil && len(out) > 0 {
+			werr = c.write(out)
 		}
 		switch {
 		case broken:
@@ -523,7 +540,7 @@ func (c *serverConn) complete(p *pending) {
 			c.cancel()
 			c.nc.Close()
 		}
-		if cap(out) <= 64<<10 {
+		if cap(out) <= 2*writeChunk {
 			c.out = out
 		}
 		for _, q := range c.batch {
