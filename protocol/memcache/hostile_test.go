@@ -3,6 +3,7 @@ package memcache
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -103,4 +104,21 @@ func TestAnnouncedBlockCostsWhatArrived(t *testing.T) {
 	if cap(c.value) > 32<<10 { // what arrived plus at most one 16 KiB read chunk
 		t.Fatalf("a 100-byte partial block holds a %d byte buffer", cap(c.value))
 	}
+}
+
+// TestValuesAcrossReadChunks stores and reads back values around the 16 KiB read
+// chunk and up to the largest allowed, pipelined in one write so that the value
+// buffer is reused between requests.
+func TestValuesAcrossReadChunks(t *testing.T) {
+	addr := startServer(t, &Server{Cache: newMemCache()})
+	c := dial(t, addr)
+	sizes := []int{1, 16<<10 - 1, 16 << 10, 16<<10 + 1, 40000, DefaultMaxValueSize, 3}
+	var req, want strings.Builder
+	for i, n := range sizes {
+		v := strings.Repeat(string(rune('a'+i)), n)
+		fmt.Fprintf(&req, "set k%d 0 0 %d\r\n%s\r\nget k%d\r\n", i, n, v, i)
+		fmt.Fprintf(&want, "STORED\r\nVALUE k%d 0 %d\r\n%s\r\nEND\r\n", i, n, v)
+	}
+	c.send(req.String())
+	c.expect(want.String())
 }

@@ -3,6 +3,7 @@ package resp
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -105,4 +106,22 @@ func TestAnnouncedBlockCostsWhatArrived(t *testing.T) {
 	if cap(c.arena) > 32<<10 { // what arrived plus at most one 16 KiB read chunk
 		t.Fatalf("a 100-byte partial bulk string holds a %d byte buffer", cap(c.arena))
 	}
+}
+
+// TestValuesAcrossReadChunks stores and reads back values around the 16 KiB read
+// chunk and up to the largest allowed, pipelined in one write so that the argument
+// arena is reused between requests.
+func TestValuesAcrossReadChunks(t *testing.T) {
+	addr := startServer(t, &Server{Cache: newMemCache()})
+	c := dial(t, addr)
+	sizes := []int{1, 16<<10 - 1, 16 << 10, 16<<10 + 1, 40000, DefaultMaxValueSize, 3}
+	var req, want strings.Builder
+	for i, n := range sizes {
+		v := strings.Repeat(string(rune('a'+i)), n)
+		key := fmt.Sprintf("k%d", i)
+		fmt.Fprintf(&req, "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n", len(key), key, n, v, len(key), key)
+		fmt.Fprintf(&want, "+OK\r\n$%d\r\n%s\r\n", n, v)
+	}
+	c.send(req.String())
+	c.expect(want.String())
 }
