@@ -74,9 +74,30 @@ type Server struct {
 	conn    net.PacketConn
 	closing atomic.Bool
 
-	stats      counters
-	lastReport atomic.Int64 // unix nanos of the last malformed-datagram log line
+	stats     counters
+	malformed logLimiter // malformed datagrams
+	queueFull logLimiter // NEW/REMOVE dropped on a full queue
+}
+
+// logLimiter lets through at most one log line per second for one kind of
+// event, so that a datagram flood (UDP needs no handshake, and its source can
+// be forged) cannot become a log flood; the next line reports how many were
+// suppressed.
+type logLimiter struct {
+	last       atomic.Int64 // unix nanos of the last line
 	suppressed atomic.Uint64
+}
+
+// allow reports whether a line may be logged now, and how many were
+// suppressed since the previous one.
+func (l *logLimiter) allow() (ok bool, suppressed uint64) {
+	now := time.Now().UnixNano()
+	last := l.last.Load()
+	if now-last < int64(time.Second) || !l.last.CompareAndSwap(last, now) {
+		l.suppressed.Add(1)
+		return false, 0
+	}
+	return true, l.suppressed.Swap(0)
 }
 
 type counters struct {
@@ -230,7 +251,10 @@ func (s *Server) readLoop(conn net.PacketConn, queue chan<- job) error {
 			case queue <- j:
 			default:
 				s.stats.dropped.Add(1)
-				log.Warn("sessiond: write queue full; dropping request", "type", p.Type, "key", string(key))
+				if ok, suppressed := s.queueFull.allow(); ok {
+					log.Warn("sessiond: write queue full; dropping request", "type", p.Type, "from", addr.String(),
+						"key", string(key), "suppressed_since_last", suppressed)
+				}
 			}
 		}
 	}
@@ -239,14 +263,12 @@ func (s *Server) readLoop(conn net.PacketConn, queue chan<- job) error {
 // reportMalformed logs at most one line per second for malformed datagrams,
 // so a flood cannot flood the log too.
 func (s *Server) reportMalformed(log *slog.Logger, addr net.Addr, n int, err error) {
-	now := time.Now().UnixNano()
-	last := s.lastReport.Load()
-	if now-last < int64(time.Second) || !s.lastReport.CompareAndSwap(last, now) {
-		s.suppressed.Add(1)
+	ok, suppressed := s.malformed.allow()
+	if !ok {
 		return
 	}
 	log.Warn("sessiond: ignoring malformed datagram", "from", addr.String(), "bytes", n, "err", err,
-		"suppressed_since_last", s.suppressed.Swap(0))
+		"suppressed_since_last", suppressed)
 }
 
 // ttlOf converts stunnel's timeout field to the Cache's ttl convention.

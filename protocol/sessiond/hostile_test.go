@@ -1,0 +1,48 @@
+package sessiond
+
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// logBuffer collects a server's log lines.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// TestWriteFloodDoesNotFloodTheLog floods NEW datagrams at a server whose writes
+// are stuck: most are dropped, yet the log gets about one line per second for them
+// (UDP needs no handshake and its source can be forged, so every datagram would
+// otherwise cost a line).
+func TestWriteFloodDoesNotFloodTheLog(t *testing.T) {
+	logs := &logBuffer{}
+	bc := blockingCache{memCache: newMemCache(), release: make(chan struct{})}
+	s := &Server{Cache: bc, Workers: 1, QueueLen: 1, Logger: slog.New(slog.NewTextHandler(logs, nil))}
+	srv := startServer(t, s)
+	defer close(bc.release)
+	id := bytes.Repeat([]byte{7}, 32)
+	for range 200 {
+		send(t, srv, append(header(0x00, 300, id), 0x30))
+	}
+	waitFor(t, "100 dropped NEWs", func() bool { return s.Stats().Dropped >= 100 })
+	lines := strings.Count(logs.String(), "write queue full")
+	if lines == 0 || lines > 3 {
+		t.Fatalf("%d log lines for %d dropped datagrams, want 1 to 3:\n%s", lines, s.Stats().Dropped, logs)
+	}
+}
