@@ -217,9 +217,10 @@ type keyringRequest struct {
 
 // Keyring runs a gossip keyring operation on every live member (this node
 // included) and returns each node's ring afterwards, sorted by node id. An
-// error is returned when the operation failed anywhere or a member could not
-// be reached (the rows say where); the caller then re-runs it (every
-// operation is idempotent). KeyringRemove refuses to remove a primary key,
+// error is returned when the operation failed anywhere, a live member could
+// not be reached, or a server of the Raft configuration is down (it would
+// come back with a stale ring); the rows say where, and the caller re-runs
+// it once they are back (every operation is idempotent). KeyringRemove refuses to remove a primary key,
 // and KeyringUse a key that is not installed, on each node on its own.
 func (c *Cluster) Keyring(ctx context.Context, op KeyringOp, key []byte) ([]NodeKeyring, error) {
 	switch op {
@@ -238,6 +239,12 @@ func (c *Cluster) Keyring(ctx context.Context, op KeyringOp, key []byte) ([]Node
 	defer cancel()
 	payload, _ := json.Marshal(keyringRequest{Op: op, Key: key})
 	members := c.gossip.snapshot()
+	inRaft := map[string]bool{}
+	if f := c.raft.GetConfiguration(); f.Error() == nil {
+		for _, srv := range f.Configuration().Servers {
+			inRaft[string(srv.ID)] = true
+		}
+	}
 	rows := make([]NodeKeyring, 0, len(members))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -271,8 +278,8 @@ func (c *Cluster) Keyring(ctx context.Context, op KeyringOp, key []byte) ([]Node
 				mu.Unlock()
 			}()
 		default:
-			if m.status == StatusLeft {
-				continue // gone for good
+			if m.status == StatusLeft || !inRaft[id] {
+				continue // gone for good, or a dead stranger that never was a server
 			}
 			row.Err = fmt.Sprintf("member is %s: not updated; re-run once it is back", m.status)
 			rows = append(rows, row)

@@ -193,6 +193,9 @@ func (c *Cluster) reconcile(conf raft.Configuration) {
 			if in && string(srv.Address) == m.raftAddr {
 				continue
 			}
+			if !c.peerAuthenticated(id, m.raftAddr) {
+				continue
+			}
 			// A configured server with another id at this address is an old identity
 			// of the node now there (its data dir was wiped): two servers cannot
 			// listen on one address, so the old one is gone for good. Raft refuses a
@@ -531,4 +534,23 @@ func (c *Cluster) LeaderMeta() map[string]string {
 		return nil
 	}
 	return m.meta
+}
+
+// peerAuthenticated is asked before a member seen in gossip is added to the
+// Raft configuration. Gossip membership only proves the gossip key; with
+// mutual TLS configured the member must also complete a handshake on its
+// cluster port (its certificate chains to the cluster CA and names the
+// address it advertises), or anyone holding the gossip key could add voters
+// until the cluster loses its quorum. Without TLS there is nothing to check.
+func (c *Cluster) peerAuthenticated(id, raftAddr string) bool {
+	if c.cfg.TLS == nil {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), min(2*time.Second, c.cfg.WriteTimeout))
+	defer cancel()
+	if _, err := c.client.call(ctx, raftAddr, rpcStatus, nil); err != nil {
+		c.log.Warn("not adding a member seen in gossip: its cluster port fails mutual TLS", "id", id, "raft_addr", raftAddr, "err", err)
+		return false
+	}
+	return true
 }

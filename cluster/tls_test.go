@@ -265,3 +265,35 @@ func TestMutualTLSDialVerifiesPeer(t *testing.T) {
 		}
 	}
 }
+
+// TestMutualTLSStrangerInGossipIsNotAdded: a node that shares gossip with the
+// cluster but whose certificate comes from another CA is never added to the
+// Raft configuration, and the leader says why.
+func TestMutualTLSStrangerInGossipIsNotAdded(t *testing.T) {
+	ca := newTestCA(t, "cluster CA")
+	conf := ca.mutualTLS(ca.issue(t, "node", "127.0.0.1"))
+	rec := newLogRecorder()
+	nodes := newTestCluster(t, 1, func(c *Config) { c.TLS = conf; c.Logger = slog.New(rec) })
+	leader := nodes[0]
+	other := newTestCA(t, "another CA")
+	stranger := &testNode{t: t, dir: t.TempDir(), id: "stranger", raft: freeAddr(t), gossip: freeAddr(t),
+		join: []string{leader.gossip}, tune: func(c *Config) { c.TLS = other.mutualTLS(other.issue(t, "stranger", "127.0.0.1")) }}
+	stranger.start()
+	t.Cleanup(func() {
+		if !stranger.stopped {
+			stranger.kill()
+		}
+	})
+	eventually(t, 10*time.Second, "the leader refuses to add the stranger", func() bool {
+		return len(rec.find("not adding a member seen in gossip", "id=stranger")) > 0
+	})
+	if ids := configIDs(t, leader); len(ids) != 1 || !ids[leader.id] {
+		t.Fatalf("configuration %v, want only %s", ids, leader.id)
+	}
+	if got := propose(t, leader, "k", "v"); got != "ok:k" {
+		t.Fatalf("propose: %q", got)
+	}
+	if _, ok := stranger.fsm.get("k"); ok {
+		t.Fatal("the stranger got data")
+	}
+}
