@@ -67,6 +67,31 @@
 // gossip (so the leader removes it from the configuration; restarting with
 // the same data dir rejoins and is re-added), raft stops and bolt is closed.
 //
+// # Security
+//
+// Config.TLS turns on mutual TLS for every cluster-port connection (mux.go).
+// The dialing side verifies the peer's certificate against the cluster CA
+// and the host it dialed (an IP SAN for peers addressed by IP), so a node
+// holding some certificate of the CA cannot answer for another's address.
+// Refused handshakes are logged once per connection with the remote
+// address. Because gossip membership only proves the gossip key, the leader
+// adds a member to Raft only after a forwarding call to its cluster port
+// succeeds (peerAuthenticated); without TLS that check is skipped.
+//
+// Config.GossipKeys turn on memberlist encryption (keyring.go); Keyring
+// installs, promotes and removes keys on every live member through the
+// forwarding RPC and each node persists its ring in DataDir/gossip-keyring.
+// Answers name keys by fingerprint only.
+//
+// Config.DataKeys seal LogCommand entries and snapshot streams below raft
+// (atrest.go): AES-256-GCM, key id stored with the data for rotation,
+// additional data binding each entry to its index/term/type and each
+// snapshot chunk to its position and finality. Raft, the FSM and replication
+// see plaintext, so nodes may use different keys. Config.InMemory replaces
+// bolt and the file snapshot store with raft's in-memory stores and draws a
+// fresh node id at every Open: a node that lost its log must not come back
+// under an identity that promised to remember it.
+//
 // Raft's pipelined replication is disabled (MaxRPCsInFlight 1): its
 // unbuffered pipeline channels can deadlock after a rejected append, which
 // stops replication to that follower and hangs Shutdown.
