@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 
@@ -251,6 +252,7 @@ const snapChunk = 64 << 10
 type sealedSnapshotStore struct {
 	inner raft.SnapshotStore
 	s     *sealer
+	dir   string // the file store's base directory, for cheap List
 }
 
 var _ raft.SnapshotStore = (*sealedSnapshotStore)(nil)
@@ -277,7 +279,9 @@ func (st *sealedSnapshotStore) Create(version raft.SnapshotVersion, index, term 
 	return &sealedSink{SnapshotSink: sink, aead: st.s.write, hdr: hdr, buf: make([]byte, 0, snapChunk)}, nil
 }
 
-// List implements raft.SnapshotStore, with sizes in plaintext bytes.
+// List implements raft.SnapshotStore, with sizes in plaintext bytes. The
+// header is read straight from the file store's state.bin (Open would read
+// and checksum the whole snapshot); raft takes the size it streams from Open.
 func (st *sealedSnapshotStore) List() ([]*raft.SnapshotMeta, error) {
 	metas, err := st.inner.List()
 	if err != nil {
@@ -285,14 +289,33 @@ func (st *sealedSnapshotStore) List() ([]*raft.SnapshotMeta, error) {
 	}
 	out := make([]*raft.SnapshotMeta, 0, len(metas))
 	for _, m := range metas {
-		meta, rc, err := st.Open(m.ID)
-		if err != nil {
-			return nil, err
+		c := *m
+		if hdr, ok := st.peekHeader(m.ID); ok {
+			c.Size = plainSize(m.Size, int64(hdr.len), int64(hdr.chunk), int64(nonceSize+st.s.write.Overhead()))
 		}
-		rc.Close()
-		out = append(out, meta)
+		out = append(out, &c)
 	}
 	return out, nil
+}
+
+type sealedHeader struct{ len, chunk int }
+
+// peekHeader reads a sealed snapshot's header from the file store's layout
+// (dir/snapshots/ID/state.bin); ok is false for plaintext snapshots.
+func (st *sealedSnapshotStore) peekHeader(id string) (sealedHeader, bool) {
+	if st.dir == "" {
+		return sealedHeader{}, false
+	}
+	f, err := os.Open(filepath.Join(st.dir, "snapshots", id, "state.bin"))
+	if err != nil {
+		return sealedHeader{}, false
+	}
+	defer f.Close()
+	b := make([]byte, len(snapMark)+5)
+	if _, err := io.ReadFull(f, b); err != nil || !bytes.Equal(b[:len(snapMark)], snapMark) {
+		return sealedHeader{}, false
+	}
+	return sealedHeader{len: len(b) + int(b[len(b)-1]), chunk: int(binary.BigEndian.Uint32(b[len(snapMark):]))}, true
 }
 
 // Open implements raft.SnapshotStore.

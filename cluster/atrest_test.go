@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -160,7 +161,7 @@ func TestSealedSnapshotStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	s, _ := newSealer([]DataKey{testDataKey(t, "k1")})
-	st := &sealedSnapshotStore{inner: files, s: s}
+	st := &sealedSnapshotStore{inner: files, s: s, dir: dir}
 	marker := []byte("SECRET-MARKER-")
 	for i, size := range []int{0, 1, snapChunk - 1, snapChunk, snapChunk + 1, 3*snapChunk + 17} {
 		data := bytes.Repeat(marker, size/len(marker)+1)[:size]
@@ -233,11 +234,23 @@ func TestEncryptedClusterAtRest(t *testing.T) {
 	const marker = "Pl41nT3xtM4sterSecret"
 	lagging := followers[1]
 	lagging.kill()
-	for i := 0; i < 200; i++ {
-		k := fmt.Sprintf("key-%d", i)
-		if got := propose(t, followers[0], k, marker); got != "ok:"+k {
-			t.Fatalf("propose %s = %q", k, got)
-		}
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < 200; i += 8 {
+				k := fmt.Sprintf("key-%d", i)
+				if got, err := followers[0].c.Propose(context.Background(), addCmd(k, marker)); err != nil || string(got) != "ok:"+k {
+					t.Errorf("propose %s = %q, %v", k, got, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
 	}
 	eventually(t, 10*time.Second, "leader log compacted", func() bool {
 		first, err := leader.c.logs.FirstIndex()

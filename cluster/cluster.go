@@ -223,7 +223,7 @@ func (c *Cluster) openStores() error {
 			return err
 		}
 		c.logs = &sealedLogStore{LogStore: bolt, s: s}
-		c.snaps = &sealedSnapshotStore{inner: snaps, s: s}
+		c.snaps = &sealedSnapshotStore{inner: snaps, s: s, dir: cfg.DataDir}
 	}
 	return nil
 }
