@@ -6,7 +6,8 @@
 //
 //   - membership, over each node's admin HTTP API (--addr / DCCTL_ADDR, default
 //     127.0.0.1:9400, bearer token from --token-file / DCCTL_TOKEN_FILE): status,
-//     members, join, remove-node, leave, transfer-leader, snapshot save|restore;
+//     members, join, remove-node, leave, transfer-leader, snapshot save|restore,
+//     keyring list|install|use|remove (gossip key rotation, keys shown by fingerprint);
 //   - sessions, over the distcache protocol (--server / DCCTL_SERVER, original address
 //     syntax, a comma-separated list fails over in order): add, get, take, remove, have;
 //   - proxy and snoop, long-running protocol-aware proxies;
