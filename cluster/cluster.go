@@ -80,7 +80,8 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 		}
 	}
 	log := cfg.Logger.With("node", id)
-	c := &Cluster{cfg: cfg, id: id, log: log, tombstones: make(map[string]time.Time), done: make(chan struct{})}
+	c := &Cluster{cfg: cfg, id: id, log: log, tombstones: make(map[string]time.Time), done: make(chan struct{}),
+		keyring: &keyringState{}}
 
 	ok := false
 	var cleanups []func()

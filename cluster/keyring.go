@@ -89,8 +89,9 @@ type keyringState struct {
 // openKeyring builds the gossip keyring from the persisted file or
 // cfg.GossipKeys; nil means plaintext gossip.
 func (c *Cluster) openKeyring() (*memberlist.Keyring, error) {
-	ks := &keyringState{}
-	c.keyring = ks
+	ks := c.keyring // already served (empty) to early keyring calls
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
 	keys := c.cfg.GossipKeys
 	if !c.cfg.InMemory {
 		ks.path = filepath.Join(c.cfg.DataDir, keyringFile)
