@@ -151,7 +151,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.clientTLSCert, "client-tls-cert", "", "PEM `file` of the certificate served to clients: the distcache (IP:), memcache and RESP listeners then speak TLS only (unix sockets and sessiond UDP stay plaintext)")
 	fs.StringVar(&o.clientTLSKey, "client-tls-key", "", "PEM `file` of the private key of -client-tls-cert")
 	fs.StringVar(&o.clientTLSCA, "client-tls-ca", "", "PEM `file` of a CA: clients must then present a certificate it signed")
-	fs.StringVar(&o.gossipKey, "gossip-key", "", "base64 `key` of 16, 24 or 32 bytes encrypting gossip (same on every node; rotate with dcctl keyring, the ring is kept in the data dir)")
+	fs.StringVar(&o.gossipKey, "gossip-key", "", "base64 `key` of 16, 24 or 32 bytes encrypting gossip, or @FILE holding it (keeps it out of ps); same on every node; rotate with dcctl keyring, the ring is kept in the data dir")
 	fs.StringVar(&o.dataKeyFile, "data-key-file", "", "`file` (mode 600) of lines id:base64-32-byte-key; session values in the Raft log and snapshots are sealed with the first, all open old data")
 	fs.BoolVar(&o.inMemory, "in-memory", false, "keep the Raft log and snapshots in memory only: nothing at rest, but a restarted node rejoins as a new member with a fresh id (no -node-id)")
 	fs.StringVar(&o.tlsCA, "tls-ca", "", "PEM `file` of the CA that signs every node's cluster certificate; peers without one are refused")
@@ -259,7 +259,7 @@ func (o *options) validate(rest []string, set map[string]bool) error {
 		return errors.New("-in-memory cannot be combined with -node-id: an in-memory node must rejoin under a new id at every start (it has lost its log)")
 	}
 	if o.gossipKey != "" {
-		if _, err := cluster.ParseGossipKey(o.gossipKey); err != nil {
+		if _, err := readGossipKey(o.gossipKey); err != nil {
 			return fmt.Errorf("-gossip-key: %w (make one with: head -c32 /dev/urandom | base64)", err)
 		}
 	}
@@ -267,6 +267,18 @@ func (o *options) validate(rest []string, set map[string]bool) error {
 		return fmt.Errorf("-admin-addr %s is not a loopback address: give -admin-token-file too, so that only operators can change the cluster", o.adminAddr)
 	}
 	return nil
+}
+
+// readGossipKey decodes -gossip-key: the base64 key itself, or @FILE.
+func readGossipKey(v string) ([]byte, error) {
+	if path, ok := strings.CutPrefix(v, "@"); ok {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		v = strings.TrimSpace(string(b))
+	}
+	return cluster.ParseGossipKey(v)
 }
 
 // countSet counts the non-empty values.
@@ -380,7 +392,7 @@ func (o *options) nodeConfig(logger *slog.Logger) (node.Config, error) {
 	cfg.Socket = sock
 	cfg.Tune.InMemory = o.inMemory
 	if o.gossipKey != "" {
-		key, err := cluster.ParseGossipKey(o.gossipKey)
+		key, err := readGossipKey(o.gossipKey)
 		if err != nil {
 			return cfg, err
 		}

@@ -32,6 +32,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"-client-tls-ca", "ca.pem"}, exitUsage, "-client-tls-key go together"},
 		{[]string{"-in-memory", "-data-key-file", "keys"}, exitUsage, "choose one"},
 		{[]string{"-gossip-key", "c2hvcnQ="}, exitUsage, "-gossip-key"},
+		{[]string{"-gossip-key", "@/nonexistent/gossip.key"}, exitUsage, "no such file"},
 	} {
 		var out, errb bytes.Buffer
 		code := run(tc.args, &out, &errb)
