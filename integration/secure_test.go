@@ -152,13 +152,14 @@ func TestSecureCluster(t *testing.T) {
 	k1, k2 := randomB64(t, 32), randomB64(t, 32)
 	token := filepath.Join(dir, "admin-token")
 	dataKeys := filepath.Join(dir, "data-keys")
-	for file, content := range map[string]string{token: randomB64(t, 24), dataKeys: "k1:" + randomB64(t, 32) + "\n"} {
+	k1File := filepath.Join(dir, "k1")
+	for file, content := range map[string]string{token: randomB64(t, 24), dataKeys: "k1:" + randomB64(t, 32) + "\n", k1File: k1} {
 		if err := os.WriteFile(file, []byte(content+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
 	c := newTestCluster(t, clusterOptions{ExtraArgs: []string{
-		"-tls-ca", ca.caFile(), "-gossip-key", k1, "-admin-token-file", token, "-data-key-file", dataKeys,
+		"-tls-ca", ca.caFile(), "-gossip-key", "@" + k1File, "-admin-token-file", token, "-data-key-file", dataKeys,
 		"-snapshot-threshold", "32", "-snapshot-interval", "200ms", "-trailing-logs", "16"}})
 	for i := range 3 {
 		nd := c.newNode(fmt.Sprintf("n%d", i+1))
