@@ -75,8 +75,9 @@
 // holding some certificate of the CA cannot answer for another's address.
 // Refused handshakes are logged once per connection with the remote
 // address. Because gossip membership only proves the gossip key, the leader
-// adds a member to Raft only after a forwarding call to its cluster port
-// succeeds (peerAuthenticated); without TLS that check is skipped.
+// adds a member to Raft, and bootstrap-expect counts a peer, only after a
+// forwarding call to its cluster port succeeds (peerAuthenticated); without
+// TLS that check is skipped.
 //
 // Config.GossipKeys turn on memberlist encryption (keyring.go); Keyring
 // installs, promotes and removes keys on every live member through the

@@ -102,6 +102,11 @@ func (c *Cluster) tryBootstrap(members map[string]gossipMember) bool {
 	if peers[0].id != c.id {
 		return false // the lowest id bootstraps; we wait to be contacted
 	}
+	for _, p := range peers {
+		if p.id != c.id && !c.peerAuthenticated(p.id, p.raftAddr) {
+			return false // with mutual TLS, only peers that pass the handshake
+		}
+	}
 	var conf raft.Configuration
 	for _, p := range peers {
 		conf.Servers = append(conf.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.id), Address: raft.ServerAddress(p.raftAddr)})

@@ -297,3 +297,28 @@ func TestMutualTLSStrangerInGossipIsNotAdded(t *testing.T) {
 		t.Fatal("the stranger got data")
 	}
 }
+
+// TestMutualTLSBootstrapSkipsStranger: bootstrap-expect counts only peers
+// whose cluster port passes mutual TLS, so a stranger announcing the same
+// expected size cannot become a founding voter.
+func TestMutualTLSBootstrapSkipsStranger(t *testing.T) {
+	ca, other := newTestCA(t, "cluster CA"), newTestCA(t, "another CA")
+	rec := newLogRecorder()
+	good := &testNode{t: t, dir: t.TempDir(), id: "n1", raft: freeAddr(t), gossip: freeAddr(t), expect: 2,
+		tune: func(c *Config) { c.TLS = ca.mutualTLS(ca.issue(t, "n1", "127.0.0.1")); c.Logger = slog.New(rec) }}
+	stranger := &testNode{t: t, dir: t.TempDir(), id: "n2", raft: freeAddr(t), gossip: freeAddr(t), expect: 2,
+		tune: func(c *Config) { c.TLS = other.mutualTLS(other.issue(t, "n2", "127.0.0.1")) }}
+	good.join, stranger.join = []string{stranger.gossip}, []string{good.gossip}
+	good.start()
+	stranger.start()
+	t.Cleanup(func() { good.kill(); stranger.kill() })
+	eventually(t, 10*time.Second, "n1 declines to bootstrap with the stranger", func() bool {
+		return len(rec.find("fails mutual TLS", "id=n2")) > 0
+	})
+	for _, n := range []*testNode{good, stranger} {
+		f := n.c.Raft().GetConfiguration()
+		if err := f.Error(); err != nil || len(f.Configuration().Servers) != 0 {
+			t.Fatalf("%s has a configuration: %+v, %v", n.id, f.Configuration().Servers, err)
+		}
+	}
+}
