@@ -153,7 +153,7 @@ func TestClientTLSListeners(t *testing.T) {
 			if requireCert {
 				ca = caFile
 			}
-			srv, err := ClientTLS(certFile, keyFile, ca)
+			srv, _, err := ClientTLS(certFile, keyFile, ca)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -235,16 +235,86 @@ func TestClientTLSListeners(t *testing.T) {
 func TestLoadTLSFiles(t *testing.T) {
 	dir := t.TempDir()
 	caFile, certFile, keyFile := writePKI(t, dir)
-	if _, err := ClusterTLS(certFile, keyFile, caFile); err != nil {
+	if _, _, err := ClusterTLS(certFile, keyFile, caFile); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ClusterTLS(certFile, keyFile, ""); err == nil || !strings.Contains(err.Error(), "all three") {
+	if _, _, err := ClusterTLS(certFile, keyFile, ""); err == nil || !strings.Contains(err.Error(), "all three") {
 		t.Fatalf("cluster TLS without a CA: %v", err)
 	}
-	if _, err := ClusterTLS(certFile, keyFile, keyFile); err == nil {
+	if _, _, err := ClusterTLS(certFile, keyFile, keyFile); err == nil {
 		t.Fatal("a key file was accepted as the CA")
 	}
-	if _, err := ClientTLS(certFile, "", ""); err == nil {
+	if _, _, err := ClientTLS(certFile, "", ""); err == nil {
 		t.Fatal("client TLS without a key was accepted")
+	}
+}
+
+// TestKeyPairReload: after the files are replaced, Reload serves the new
+// certificate on new handshakes; a broken file keeps the old one.
+func TestKeyPairReload(t *testing.T) {
+	caFile, certFile, keyFile := writePKI(t, t.TempDir())
+	conf, kp, err := ClusterTLS(certFile, keyFile, caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientCert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.(*tls.Conn).Handshake()
+			c.Close()
+		}
+	}()
+	served := func(caFile string) string {
+		t.Helper()
+		pool, err := loadCAPool(caFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", Certificates: []tls.Certificate{clientCert}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return string(conn.ConnectionState().PeerCertificates[0].Raw)
+	}
+	before := served(caFile)
+	newDir := t.TempDir()
+	newCA, newCert, newKey := writePKI(t, newDir)
+	for src, dst := range map[string]string{newCert: certFile, newKey: keyFile} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dst, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if served(caFile) != before {
+		t.Fatal("certificate changed before Reload")
+	}
+	if err := kp.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if served(newCA) == before {
+		t.Fatal("Reload did not change the served certificate")
+	}
+	os.WriteFile(keyFile, []byte("garbage"), 0o600)
+	if err := kp.Reload(); err == nil {
+		t.Fatal("Reload accepted a broken key")
+	}
+	if served(newCA) == before {
+		t.Fatal("a failed Reload went back to the old certificate")
 	}
 }

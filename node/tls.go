@@ -7,7 +7,45 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync/atomic"
 )
+
+// KeyPair serves a certificate and its key from PEM files, and re-reads them
+// on Reload, so that certificates can be renewed without a restart (dcnode
+// reloads on SIGHUP). Connections already open keep their certificate.
+type KeyPair struct {
+	certFile, keyFile string
+	cur               atomic.Pointer[tls.Certificate]
+}
+
+// LoadKeyPair reads a certificate and its key.
+func LoadKeyPair(certFile, keyFile string) (*KeyPair, error) {
+	k := &KeyPair{certFile: certFile, keyFile: keyFile}
+	if err := k.Reload(); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// Reload re-reads the files; on error the previous certificate stays in use.
+func (k *KeyPair) Reload() error {
+	cert, err := tls.LoadX509KeyPair(k.certFile, k.keyFile)
+	if err != nil {
+		return fmt.Errorf("certificate %s: %w", k.certFile, err)
+	}
+	k.cur.Store(&cert)
+	return nil
+}
+
+// GetCertificate implements tls.Config.GetCertificate.
+func (k *KeyPair) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return k.cur.Load(), nil
+}
+
+// GetClientCertificate implements tls.Config.GetClientCertificate.
+func (k *KeyPair) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	return k.cur.Load(), nil
+}
 
 // ClusterTLS builds the mutual-TLS configuration of the cluster port (Raft and
 // write forwarding) from PEM files: this node's certificate and key, and the
@@ -18,25 +56,27 @@ import (
 // certificates therefore carry both the serverAuth and clientAuth extended key
 // usages, and an IP or DNS SAN for the node's -raft-addr/-raft-advertise host).
 // TLS 1.3 only: every node runs this build, so there is no legacy peer to serve.
-func ClusterTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
+// The returned KeyPair reloads the certificate; the CA is read once.
+func ClusterTLS(certFile, keyFile, caFile string) (*tls.Config, *KeyPair, error) {
 	if certFile == "" || keyFile == "" || caFile == "" {
-		return nil, errors.New("cluster TLS needs a certificate, its key and the CA certificate, all three")
+		return nil, nil, errors.New("cluster TLS needs a certificate, its key and the CA certificate, all three")
 	}
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	kp, err := LoadKeyPair(certFile, keyFile)
 	if err != nil {
-		return nil, fmt.Errorf("cluster TLS certificate: %w", err)
+		return nil, nil, fmt.Errorf("cluster TLS: %w", err)
 	}
 	pool, err := loadCAPool(caFile)
 	if err != nil {
-		return nil, fmt.Errorf("cluster TLS CA: %w", err)
+		return nil, nil, fmt.Errorf("cluster TLS CA: %w", err)
 	}
 	return &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		RootCAs:      pool,
-		ClientCAs:    pool,
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		MinVersion:   tls.VersionTLS13,
-	}, nil
+		GetCertificate:       kp.GetCertificate,
+		GetClientCertificate: kp.GetClientCertificate,
+		RootCAs:              pool,
+		ClientCAs:            pool,
+		ClientAuth:           tls.RequireAndVerifyClientCert,
+		MinVersion:           tls.VersionTLS13,
+	}, kp, nil
 }
 
 // ClientTLS builds the server-side TLS configuration of the client-facing TCP
@@ -44,25 +84,25 @@ func ClusterTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
 // a certificate signed by that CA; without it any client may connect, as over
 // plaintext, but the session values travel encrypted. TLS 1.2 is accepted here
 // because web servers' cache clients (Apache's mod_socache_*, stunnel) may not
-// all speak 1.3.
-func ClientTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
+// all speak 1.3. The returned KeyPair reloads the certificate.
+func ClientTLS(certFile, keyFile, caFile string) (*tls.Config, *KeyPair, error) {
 	if certFile == "" || keyFile == "" {
-		return nil, errors.New("client TLS needs a certificate and its key")
+		return nil, nil, errors.New("client TLS needs a certificate and its key")
 	}
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	kp, err := LoadKeyPair(certFile, keyFile)
 	if err != nil {
-		return nil, fmt.Errorf("client TLS certificate: %w", err)
+		return nil, nil, fmt.Errorf("client TLS: %w", err)
 	}
-	c := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	c := &tls.Config{GetCertificate: kp.GetCertificate, MinVersion: tls.VersionTLS12}
 	if caFile != "" {
 		pool, err := loadCAPool(caFile)
 		if err != nil {
-			return nil, fmt.Errorf("client TLS CA: %w", err)
+			return nil, nil, fmt.Errorf("client TLS CA: %w", err)
 		}
 		c.ClientCAs = pool
 		c.ClientAuth = tls.RequireAndVerifyClientCert
 	}
-	return c, nil
+	return c, kp, nil
 }
 
 func loadCAPool(file string) (*x509.CertPool, error) {

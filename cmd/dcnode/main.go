@@ -82,6 +82,9 @@ type options struct {
 	clientTLSCert, clientTLSKey, clientTLSCA string
 	gossipKey, dataKeyFile                   string
 	inMemory                                 bool
+
+	// keyPairs are the certificates loaded by nodeConfig, reloaded on SIGHUP.
+	keyPairs []*node.KeyPair
 }
 
 const usageHead = `dcnode: one node of a replicated distcache TLS session cache.
@@ -404,14 +407,18 @@ func (o *options) nodeConfig(logger *slog.Logger) (node.Config, error) {
 		}
 	}
 	if o.clientTLSCert != "" {
-		if cfg.ClientTLS, err = node.ClientTLS(o.clientTLSCert, o.clientTLSKey, o.clientTLSCA); err != nil {
+		var kp *node.KeyPair
+		if cfg.ClientTLS, kp, err = node.ClientTLS(o.clientTLSCert, o.clientTLSKey, o.clientTLSCA); err != nil {
 			return cfg, err
 		}
+		o.keyPairs = append(o.keyPairs, kp)
 	}
 	if o.tlsCert != "" {
-		if cfg.Tune.TLS, err = node.ClusterTLS(o.tlsCert, o.tlsKey, o.tlsCA); err != nil {
+		var kp *node.KeyPair
+		if cfg.Tune.TLS, kp, err = node.ClusterTLS(o.tlsCert, o.tlsKey, o.tlsCA); err != nil {
 			return cfg, err
 		}
+		o.keyPairs = append(o.keyPairs, kp)
 	}
 	if o.adminTokenFile != "" {
 		b, err := os.ReadFile(o.adminTokenFile)
@@ -451,6 +458,9 @@ func runNode(ctx context.Context, o options, logger *slog.Logger) int {
 			return exitFail
 		}
 	}
+	if len(o.keyPairs) > 0 {
+		go reloadOnHUP(ctx, o.keyPairs, logger)
+	}
 	if o.pidfile != "" {
 		if err := os.WriteFile(o.pidfile, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 			logger.Error("cannot write pidfile", "file", o.pidfile, "err", err)
@@ -472,6 +482,29 @@ func runNode(ctx context.Context, o options, logger *slog.Logger) int {
 	}
 	logger.Info("stopped")
 	return exitOK
+}
+
+// reloadOnHUP re-reads the TLS certificates and keys on SIGHUP (renewal
+// without a restart); a file that fails to load keeps the previous one.
+func reloadOnHUP(ctx context.Context, kps []*node.KeyPair, log *slog.Logger) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGHUP)
+	defer signal.Stop(ch)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+		}
+		failed := 0
+		for _, kp := range kps {
+			if err := kp.Reload(); err != nil {
+				log.Error("certificate reload failed; keeping the previous one", "err", err)
+				failed++
+			}
+		}
+		log.Info("certificates reloaded on SIGHUP", "reloaded", len(kps)-failed, "failed", failed)
+	}
 }
 
 // warnInsecure logs, once at start, each protection a node reachable from
