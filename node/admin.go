@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -119,7 +121,14 @@ func (n *Node) serveAdmin() {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", n.handleReady)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slogErrorLog(n.log)}
+	// Bounded like the client listeners: a request must arrive promptly (a snapshot
+	// restore body gets longer, see handleSnapshotRestore), idle connections go, and
+	// the number of connections is capped so a flood cannot exhaust the node.
+	srv := &http.Server{
+		Handler: mux, ErrorLog: slogErrorLog(n.log), MaxHeaderBytes: 64 << 10,
+		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: adminReadTimeout, IdleTimeout: time.Minute,
+	}
+	ln = limitListener(ln, adminMaxConns, n.log)
 	n.addCloser(srv.Shutdown)
 	n.bg.Add(1)
 	go func() {
@@ -167,7 +176,7 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Addrs []string `json:"addrs"`
 	}
-	if !readJSON(w, r, &req) {
+	if !n.readJSON(w, r, &req) {
 		return
 	}
 	if len(req.Addrs) == 0 {
@@ -187,7 +196,7 @@ func (n *Node) handleRemove(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		ID string `json:"id"`
 	}
-	if !readJSON(w, r, &req) {
+	if !n.readJSON(w, r, &req) {
 		return
 	}
 	if req.ID == "" {
@@ -222,7 +231,7 @@ func (n *Node) handleTransfer(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		ID string `json:"id"`
 	}
-	if !readJSON(w, r, &req) {
+	if !n.readJSON(w, r, &req) {
 		return
 	}
 	if err := n.cluster.TransferLeadership(r.Context(), req.ID); err != nil {
@@ -247,6 +256,9 @@ func (n *Node) handleSnapshotSave(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) handleSnapshotRestore(w http.ResponseWriter, r *http.Request) {
+	// A backup of a million sessions is a few hundred megabytes: allow it time to
+	// arrive, past the server's short read timeout for JSON calls.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(adminRestoreTimeout))
 	if !n.cluster.IsLeader() {
 		n.forwardToLeader(w, r)
 		return
@@ -300,6 +312,52 @@ func (n *Node) handleReady(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// Admin endpoint bounds.
+const (
+	adminReadTimeout    = 30 * time.Second
+	adminRestoreTimeout = 10 * time.Minute
+	adminMaxConns       = 64
+)
+
+// limitListener caps concurrent admin connections: past max, a new connection is
+// closed at once with a log line (dcctl and Prometheus need only a handful).
+func limitListener(ln net.Listener, max int, log *slog.Logger) net.Listener {
+	return &limitedListener{Listener: ln, sem: make(chan struct{}, max), log: log}
+}
+
+type limitedListener struct {
+	net.Listener
+	sem chan struct{}
+	log *slog.Logger
+}
+
+func (l *limitedListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case l.sem <- struct{}{}:
+			return &limitedConn{Conn: c, release: func() { <-l.sem }}, nil
+		default:
+			l.log.Warn("admin connection refused: too many connections", "remote", c.RemoteAddr().String(), "max", cap(l.sem))
+			c.Close()
+		}
+	}
+}
+
+type limitedConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitedConn) Close() error {
+	c.once.Do(c.release)
+	return c.Conn.Close()
+}
+
 func statusFor(err error) int {
 	switch {
 	case errors.Is(err, cluster.ErrNoLeader), errors.Is(err, cluster.ErrClosed):
@@ -310,10 +368,11 @@ func statusFor(err error) int {
 	return http.StatusInternalServerError
 }
 
-func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+func (n *Node) readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		n.log.Info("admin call refused: bad request body", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
 		writeError(w, http.StatusBadRequest, fmt.Errorf("bad request body: %w", err))
 		return false
 	}

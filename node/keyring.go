@@ -30,7 +30,7 @@ func (n *Node) handleKeyring(w http.ResponseWriter, r *http.Request) {
 		Op  string `json:"op"`
 		Key string `json:"key"`
 	}
-	if !readJSON(w, r, &req) {
+	if !n.readJSON(w, r, &req) {
 		return
 	}
 	op := cluster.KeyringOp(req.Op)

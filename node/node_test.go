@@ -409,3 +409,58 @@ func TestSnapshotSaveRestoreThroughAnyNode(t *testing.T) {
 		}
 	}
 }
+
+// TestAdminConnectionLimit: past adminMaxConns the admin endpoint closes new
+// connections at once instead of letting a flood exhaust the node, and frees a slot
+// when a connection goes.
+func TestAdminConnectionLimit(t *testing.T) {
+	nodes := startNodes(t, 1, ReadLocal)
+	addr := nodes[0].Status().AdminAddr
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for range adminMaxConns {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	// The server accepts in the background: poll until a new connection is the one
+	// refused (read sees EOF at once, not a timeout).
+	refused := func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return true
+		}
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		_, err = c.Read(make([]byte, 1))
+		return errors.Is(err, io.EOF)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !refused() {
+		if time.Now().After(deadline) {
+			t.Fatalf("connection %d was not refused", adminMaxConns+1)
+		}
+	}
+	held[0].Close()
+	held = held[1:]
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no admin call served after a slot was freed: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
