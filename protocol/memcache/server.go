@@ -15,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/distcache-replicated/distcache/protocol/internal/reqctx"
 )
 
 // NoExpiry is the ttl passed to Cache.Set and Cache.Add for memcached's
@@ -294,7 +296,7 @@ type conn struct {
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	log    *slog.Logger
-	rctx   *requestContext
+	rctx   *reqctx.Context
 	fields [][]byte
 	key    []byte // copy of a storage command's key, which the data read overwrites
 	value  []byte
@@ -315,7 +317,7 @@ func (s *Server) newConn(nc net.Conn) *conn {
 		br:       bufio.NewReaderSize(nc, max(4096, maxLine+2)),
 		bw:       bufio.NewWriterSize(nc, 4096),
 		log:      s.logger(),
-		rctx:     newRequestContext(s.baseCtx, orDefault(s.RequestTimeout, DefaultRequestTimeout)),
+		rctx:     reqctx.New(s.baseCtx, orDefault(s.RequestTimeout, DefaultRequestTimeout)),
 		fields:   make([][]byte, 0, 8),
 		key:      make([]byte, 0, MaxKeyLength),
 		maxValue: orDefault(s.MaxValueSize, DefaultMaxValueSize),
@@ -332,7 +334,7 @@ func (s *Server) newConn(nc net.Conn) *conn {
 
 func (c *conn) serve() {
 	defer func() {
-		c.rctx.release()
+		c.rctx.Release()
 		c.nc.Close()
 		c.s.mu.Lock()
 		delete(c.s.conns, c)
@@ -577,9 +579,9 @@ func (c *conn) get(keys [][]byte) error {
 	}
 	for _, k := range keys {
 		c.s.cmdGet.Add(1)
-		ctx := c.rctx.begin()
+		ctx := c.rctx.Begin()
 		v, flags, ok, err := c.s.Cache.Get(ctx, k)
-		c.rctx.end()
+		c.rctx.End()
 		if err != nil {
 			c.serverError(err)
 			return nil
@@ -651,8 +653,8 @@ func (c *conn) store(f [][]byte, add bool) error {
 
 	c.s.cmdSet.Add(1)
 	ttl, expired := c.ttl(exptime)
-	ctx := c.rctx.begin()
-	defer c.rctx.end()
+	ctx := c.rctx.Begin()
+	defer c.rctx.End()
 	var reply string
 	switch {
 	case expired && add:
@@ -771,9 +773,9 @@ func (c *conn) delete(args [][]byte) error {
 		return nil
 	}
 	c.s.cmdDelete.Add(1)
-	ctx := c.rctx.begin()
+	ctx := c.rctx.Begin()
 	deleted, err := c.s.Cache.Delete(ctx, args[0])
-	c.rctx.end()
+	c.rctx.End()
 	if err != nil {
 		return c.serverErrorUnless(noreply, err)
 	}

@@ -33,7 +33,7 @@ func benchConn(b *testing.B, cache Cache, request string) *conn {
 	c := s.newConn(nil)
 	c.br = bufio.NewReaderSize(&loopReader{data: []byte(request)}, 4096)
 	c.bw = bufio.NewWriterSize(io.Discard, 4096)
-	b.Cleanup(c.rctx.release)
+	b.Cleanup(c.rctx.Release)
 	return c
 }
 
@@ -110,7 +110,7 @@ func FuzzHandle(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		s := &Server{Cache: newMemCache(), Logger: testLogger(t), MaxValueSize: 1024, MaxArgs: 16}
 		c := s.newConn(nil)
-		defer c.rctx.release()
+		defer c.rctx.Release()
 		var out bytes.Buffer
 		c.br = bufio.NewReaderSize(bytes.NewReader(in), 4096)
 		c.bw = bufio.NewWriter(&out)

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/distcache-replicated/distcache/protocol/internal/reqctx"
 )
 
 // NoExpiry is the ttl passed to Cache.Set and Cache.Add for a SET without
@@ -273,7 +275,7 @@ type conn struct {
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	log  *slog.Logger
-	rctx *requestContext
+	rctx *reqctx.Context
 
 	args     [][]byte // the current command; aliases arena or the read buffer
 	arena    []byte   // bulk strings of the current command
@@ -297,7 +299,7 @@ func (s *Server) newConn(nc net.Conn) *conn {
 		br:       bufio.NewReaderSize(nc, max(4096, maxLine+2)),
 		bw:       bufio.NewWriterSize(nc, 4096),
 		log:      s.logger(),
-		rctx:     newRequestContext(s.baseCtx, orDefault(s.RequestTimeout, DefaultRequestTimeout)),
+		rctx:     reqctx.New(s.baseCtx, orDefault(s.RequestTimeout, DefaultRequestTimeout)),
 		args:     make([][]byte, 0, 8),
 		offs:     make([]int, 0, 16),
 		maxValue: orDefault(s.MaxValueSize, DefaultMaxValueSize),
@@ -315,7 +317,7 @@ func (s *Server) newConn(nc net.Conn) *conn {
 
 func (c *conn) serve() {
 	defer func() {
-		c.rctx.release()
+		c.rctx.Release()
 		c.nc.Close()
 		c.s.mu.Lock()
 		delete(c.s.conns, c)
@@ -790,9 +792,9 @@ func errorText(err error) string {
 }
 
 func (c *conn) get(key []byte) {
-	ctx := c.rctx.begin()
+	ctx := c.rctx.Begin()
 	v, ok, err := c.s.Cache.Get(ctx, key)
-	c.rctx.end()
+	c.rctx.End()
 	switch {
 	case err != nil:
 		c.cacheError(err)
@@ -830,8 +832,8 @@ func (c *conn) set(args [][]byte) {
 			return
 		}
 	}
-	ctx := c.rctx.begin()
-	defer c.rctx.end()
+	ctx := c.rctx.Begin()
+	defer c.rctx.End()
 	if nx {
 		stored, err := c.s.Cache.Add(ctx, args[0], args[1], ttl)
 		switch {
@@ -879,9 +881,9 @@ func (c *conn) setex(args [][]byte, millis bool) {
 	if !ok {
 		return
 	}
-	ctx := c.rctx.begin()
+	ctx := c.rctx.Begin()
 	err := c.s.Cache.Set(ctx, args[0], args[2], ttl)
-	c.rctx.end()
+	c.rctx.End()
 	if err != nil {
 		c.cacheError(err)
 		return
@@ -890,9 +892,9 @@ func (c *conn) setex(args [][]byte, millis bool) {
 }
 
 func (c *conn) setnx(args [][]byte) {
-	ctx := c.rctx.begin()
+	ctx := c.rctx.Begin()
 	stored, err := c.s.Cache.Add(ctx, args[0], args[1], NoExpiry)
-	c.rctx.end()
+	c.rctx.End()
 	switch {
 	case err != nil:
 		c.cacheError(err)
@@ -906,9 +908,9 @@ func (c *conn) setnx(args [][]byte) {
 func (c *conn) del(keys [][]byte) {
 	n := 0
 	for _, k := range keys {
-		ctx := c.rctx.begin()
+		ctx := c.rctx.Begin()
 		deleted, err := c.s.Cache.Delete(ctx, k)
-		c.rctx.end()
+		c.rctx.End()
 		if err != nil {
 			c.cacheError(err)
 			return
@@ -923,9 +925,9 @@ func (c *conn) del(keys [][]byte) {
 func (c *conn) exists(keys [][]byte) {
 	n := 0
 	for _, k := range keys {
-		ctx := c.rctx.begin()
+		ctx := c.rctx.Begin()
 		_, ok, err := c.s.Cache.Get(ctx, k)
-		c.rctx.end()
+		c.rctx.End()
 		if err != nil {
 			c.cacheError(err)
 			return

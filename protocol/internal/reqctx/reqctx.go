@@ -1,4 +1,7 @@
-package memcache
+// Package reqctx provides the per-connection request context of the line-protocol
+// front-ends (memcache, RESP): one context re-armed for every backend call, so the
+// GET hot path allocates nothing for its deadline.
+package reqctx
 
 import (
 	"context"
@@ -6,15 +9,15 @@ import (
 	"time"
 )
 
-// requestContext is the context handed to the Cache for each request of one
+// Context is the context handed to the Cache for each request of one
 // connection. It is re-armed per request instead of being created with
 // context.WithTimeout, so that the GET hot path performs no allocation of its
-// own: a connection owns exactly one requestContext, one timer and one
+// own: a connection owns exactly one Context, one timer and one
 // context.AfterFunc registration on the server's base context.
 //
 // It is valid only for the duration of the Cache call it was passed to, the
 // same rule net/http applies to a request's context after the handler returns.
-type requestContext struct {
+type Context struct {
 	parent     context.Context
 	timeout    time.Duration
 	timer      *time.Timer
@@ -27,19 +30,21 @@ type requestContext struct {
 	err      error
 }
 
-var _ context.Context = (*requestContext)(nil)
+var _ context.Context = (*Context)(nil)
 
-func newRequestContext(parent context.Context, timeout time.Duration) *requestContext {
-	c := &requestContext{parent: parent, timeout: timeout, done: make(chan struct{})}
+// New returns the context of one connection: parent is the server's base context
+// (cancelled on shutdown), timeout the deadline of each backend call.
+func New(parent context.Context, timeout time.Duration) *Context {
+	c := &Context{parent: parent, timeout: timeout, done: make(chan struct{})}
 	c.timer = time.AfterFunc(timeout, c.expire)
 	c.timer.Stop()
 	c.stopParent = context.AfterFunc(parent, c.cancelFromParent)
 	return c
 }
 
-// begin arms the deadline for one backend call and returns the context to
-// pass to it. Every begin must be followed by end.
-func (c *requestContext) begin() context.Context {
+// Begin arms the deadline for one backend call and returns the context to
+// pass to it. Every Begin must be followed by End.
+func (c *Context) Begin() context.Context {
 	now := time.Now()
 	c.mu.Lock()
 	if c.err != nil && c.parent.Err() == nil {
@@ -54,21 +59,21 @@ func (c *requestContext) begin() context.Context {
 	return c
 }
 
-// end disarms the deadline once the backend call has returned.
-func (c *requestContext) end() {
+// End disarms the deadline once the backend call has returned.
+func (c *Context) End() {
 	c.timer.Stop()
 	c.mu.Lock()
 	c.armed = false
 	c.mu.Unlock()
 }
 
-// release frees the timer and the parent registration when the connection closes.
-func (c *requestContext) release() {
+// Release frees the timer and the parent registration when the connection closes.
+func (c *Context) Release() {
 	c.timer.Stop()
 	c.stopParent()
 }
 
-func (c *requestContext) expire() {
+func (c *Context) expire() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	// A late firing of a previous request's timer finds the deadline moved on.
@@ -79,7 +84,7 @@ func (c *requestContext) expire() {
 	close(c.done)
 }
 
-func (c *requestContext) cancelFromParent() {
+func (c *Context) cancelFromParent() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err == nil {
@@ -89,25 +94,25 @@ func (c *requestContext) cancelFromParent() {
 }
 
 // Deadline reports the current request's deadline.
-func (c *requestContext) Deadline() (time.Time, bool) {
+func (c *Context) Deadline() (time.Time, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.deadline, c.armed
 }
 
 // Done is closed when the current request's deadline passes or the server shuts down.
-func (c *requestContext) Done() <-chan struct{} {
+func (c *Context) Done() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.done
 }
 
 // Err reports why Done was closed.
-func (c *requestContext) Err() error {
+func (c *Context) Err() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.err
 }
 
 // Value delegates to the server's base context.
-func (c *requestContext) Value(key any) any { return c.parent.Value(key) }
+func (c *Context) Value(key any) any { return c.parent.Value(key) }

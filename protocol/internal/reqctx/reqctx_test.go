@@ -1,4 +1,4 @@
-package memcache
+package reqctx
 
 import (
 	"context"
@@ -9,21 +9,21 @@ import (
 
 func TestRequestContext(t *testing.T) {
 	parent, cancel := context.WithCancel(context.Background())
-	c := newRequestContext(parent, 20*time.Millisecond)
-	defer c.release()
+	c := New(parent, 20*time.Millisecond)
+	defer c.Release()
 
 	// A request that ends in time is never cancelled, even after its deadline.
-	ctx := c.begin()
+	ctx := c.Begin()
 	if d, ok := ctx.Deadline(); !ok || time.Until(d) > 20*time.Millisecond {
 		t.Fatalf("deadline %v, %v", d, ok)
 	}
-	c.end()
+	c.End()
 	if _, ok := ctx.Deadline(); ok {
 		t.Fatal("deadline still set after end")
 	}
 
 	// A request that runs over its deadline sees DeadlineExceeded.
-	ctx = c.begin()
+	ctx = c.Begin()
 	select {
 	case <-ctx.Done():
 	case <-time.After(5 * time.Second):
@@ -32,10 +32,10 @@ func TestRequestContext(t *testing.T) {
 	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		t.Fatalf("Err = %v", ctx.Err())
 	}
-	c.end()
+	c.End()
 
 	// The next request starts afresh.
-	ctx = c.begin()
+	ctx = c.Begin()
 	if ctx.Err() != nil {
 		t.Fatalf("re-armed context already done: %v", ctx.Err())
 	}
@@ -49,9 +49,9 @@ func TestRequestContext(t *testing.T) {
 	if !errors.Is(ctx.Err(), context.Canceled) {
 		t.Fatalf("Err = %v", ctx.Err())
 	}
-	c.end()
-	if ctx = c.begin(); !errors.Is(ctx.Err(), context.Canceled) {
+	c.End()
+	if ctx = c.Begin(); !errors.Is(ctx.Err(), context.Canceled) {
 		t.Fatalf("after parent cancel, begin gives Err = %v", ctx.Err())
 	}
-	c.end()
+	c.End()
 }
