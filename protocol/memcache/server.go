@@ -553,17 +553,12 @@ func cmpOr(s, def string) string {
 	return s
 }
 
-// validKey applies memcached's key rules; spaces are already split off.
+// validKey applies the checks memcached itself makes: spaces are already split
+// off, and only the length is checked. The protocol text forbids control bytes,
+// but memcached accepts them and real load tools (memaslap) send them, so refusing
+// them would only break clients that work against memcached.
 func validKey(k []byte) bool {
-	if len(k) == 0 || len(k) > MaxKeyLength {
-		return false
-	}
-	for _, b := range k {
-		if b <= ' ' || b == 0x7f {
-			return false
-		}
-	}
-	return true
+	return len(k) > 0 && len(k) <= MaxKeyLength
 }
 
 func (c *conn) get(keys [][]byte) error {
