@@ -33,6 +33,7 @@ build() {
 	local src=${BENCH_SRC:-$ROOT}
 	log "building dcnode and dcctl from $src"
 	(cd "$src" && go build -o "$BIN/dcnode" ./cmd/dcnode && go build -o "$BIN/dcctl" ./cmd/dcctl)
+	(cd "$ROOT" && go build -o "$BIN/loadgen" ./bench/loadgen)
 }
 
 # Node i (1-based) ports: distcache 100+i, raft 200+i, gossip 300+i, admin 400+i,
@@ -76,7 +77,7 @@ wait_leader() {
 	local n=$1 deadline=$((SECONDS + 30)) i l first p
 	while [ $SECONDS -lt $deadline ]; do
 		for p in "${PIDS[@]}"; do
-			kill -0 "$p" 2>/dev/null || { log "process $p exited; logs in $WORK"; tail -3 "$WORK"/n*.log >&2; return 1; }
+			kill -0 "$p" 2>/dev/null || { log "process $p exited; logs in $WORK"; tail -n 3 "$WORK"/n*.log >&2; return 1; }
 		done
 		first=""
 		for i in $(seq 1 "$n"); do
@@ -117,4 +118,15 @@ cleanup_nodes() {
 	local keep=${BENCH_KEEP:-}
 	BENCH_KEEP=1 cleanup
 	BENCH_KEEP=$keep
+}
+
+# lg NAME [loadgen flags...]: JSON to $OUT/NAME.json, one summary line.
+lg() {
+	local name=$1 l
+	shift
+	l=$(load1)
+	"$BIN/loadgen" "$@" >"$OUT/$name.json" || true
+	jq -r --arg n "$name" --arg l "$l" \
+		'"\($n)\t\(.ops_per_sec|floor) ops/s\tp50 \(.p50_ms) ms\tp99 \(.p99_ms) ms\terrors \(.errors)\thits \(.hits)/\(.ops)\tmax gap \(.max_gap_ms) ms\tload \($l)"' \
+		"$OUT/$name.json" | tee -a "$OUT/summary.tsv"
 }

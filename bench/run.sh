@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh — reproduce every figure of BENCHMARKS.md from a clean checkout.
 #
-#   bench/run.sh [section...]     sections: write curve rate read frontends memory
+#   bench/run.sh [section...]     sections: write curve rate read frontends failover memory
 #                                 (default: all). Results: bench/results/<UTC time>/
 #
 # Starts everything it needs on 127.0.0.1 (3 dcnode processes with fsync on,
@@ -14,7 +14,7 @@
 trap cleanup EXIT INT TERM
 
 SECS=${BENCH_SECS:-8}
-SECTIONS=${*:-write curve rate read frontends memory}
+SECTIONS=${*:-write curve rate read frontends failover memory}
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 {
@@ -88,44 +88,50 @@ if want read; then
 fi
 
 if want frontends; then
-	log "frontends: memcache (memcaslap) and RESP (redis-benchmark) GET, 64 connections, vs memcached and redis-server"
+	log "frontends: GET, 64 persistent connections, one tool (bench/loadgen) for dcnode, memcached and redis-server"
 	start_cluster 3
 	leader_and_follower
-	cat >"$WORK/memaslap.cfg" <<'CFG'
-key
-32 32 1
-value
-200 200 1
-cmd
-0 0.0
-1 1.0
-CFG
-	memaslap() { # NAME ADDR: memcaslap preloads its key window with SETs, then GETs only.
-		local l
-		l=$(load1)
-		timeout $((SECS * 3 + 60)) memcaslap -s "$2" -T 2 -c 64 -w 1k -t "$((SECS * 2))s" -F "$WORK/memaslap.cfg" >"$OUT/$1.txt" 2>&1 || true
-		awk -v n="$1" -v l="$l" '/^cmd_get:/ {g=$2} /^cmd_set:/ {s=$2} /^get_misses:/ {m=$2} /^Run time:/ {t=$3; sub("s","",t)}
-			END {printf "%s\t%d gets/s\t(%d gets, %d misses, %d preload sets in %.1fs)\tload %s\n", n, g/t, g, m, s, t, l}' "$OUT/$1.txt" | tee -a "$OUT/summary.tsv"
-	}
-	memaslap memcache-get-c64-dcnode "127.0.0.1:$(port 5 "$LEADER")"
 	memcached -u nobody -l 127.0.0.1 -p "$(port 9 1)" -U 0 -t 2 -m 1024 &
 	PIDS+=($!)
-	sleep 0.5
-	memaslap memcache-get-c64-memcached "127.0.0.1:$(port 9 1)"
-
-	rbench() { # NAME PORT
-		local l
-		l=$(load1)
-		timeout 120 redis-benchmark -h 127.0.0.1 -p "$2" -c 64 -n 20000 -d 200 -r 10000 -t set -q >/dev/null 2>&1 || true
-		timeout 120 redis-benchmark -h 127.0.0.1 -p "$2" -c 64 -n $((SECS * 60000)) -d 200 -r 10000 -t get --csv >"$OUT/$1.csv" 2>&1 || true
-		awk -F, -v n="$1" -v l="$l" '/"GET"/ {gsub("\"",""); printf "%s\t%d ops/s\tp50 %s ms\tp99 %s ms\tload %s\n", n, $2, $5, $7, l}' "$OUT/$1.csv" | tee -a "$OUT/summary.tsv"
-	}
-	rbench resp-get-c64-dcnode "$(port 6 "$LEADER")"
 	redis-server --port "$(port 9 2)" --bind 127.0.0.1 --save "" --appendonly no --daemonize no >"$WORK/redis.log" 2>&1 &
 	PIDS+=($!)
 	sleep 0.5
-	rbench resp-get-c64-redis "$(port 9 2)"
+	G=(-op get -conns 64 -keys 10000 -size 200 -duration "${SECS}s")
+	lg get-c64-distcache-dcnode -proto distcache -addr "$(dcaddr "$LEADER")" -prefill "${G[@]}"
+	lg get-c64-memcache-dcnode -proto memcache -addr "127.0.0.1:$(port 5 "$LEADER")" "${G[@]}"
+	lg get-c64-memcache-memcached -proto memcache -addr "127.0.0.1:$(port 9 1)" -prefill "${G[@]}"
+	lg get-c64-resp-dcnode -proto resp -addr "127.0.0.1:$(port 6 "$LEADER")" "${G[@]}"
+	lg get-c64-resp-redis -proto resp -addr "127.0.0.1:$(port 9 2)" -prefill "${G[@]}"
+	lg get-c64-distcache-follower -proto distcache -addr "$(dcaddr "$FOLLOWER")" "${G[@]}"
+	S=(-op get -conns 1 -keys 10000 -size 200 -duration "${SECS}s")
+	lg get-seq-distcache-tcp-leader -proto distcache -addr "$(dcaddr "$LEADER")" "${S[@]}"
+	lg get-seq-distcache-unix-leader -proto distcache -addr "UNIX:$WORK/n$LEADER.sock" "${S[@]}"
+	lg get-seq-distcache-tcp-follower -proto distcache -addr "$(dcaddr "$FOLLOWER")" "${S[@]}"
+	lg get-seq-memcache-memcached -proto memcache -addr "127.0.0.1:$(port 9 1)" "${S[@]}"
+
+	rbench() { # NAME PORT: redis-benchmark, the RESP world's own tool
+		local l
+		l=$(load1)
+		timeout 120 redis-benchmark -h 127.0.0.1 -p "$2" -c 64 -n $((SECS * 40000)) -d 200 -r 10000 -t get --csv >"$OUT/$1.csv" 2>&1 || true
+		awk -F, -v n="$1" -v l="$l" '/"GET"/ {gsub("\"",""); printf "%s\t%d ops/s\tp50 %s ms\tp99 %s ms\tload %s\n", n, $2, $5, $7, l}' "$OUT/$1.csv" | tee -a "$OUT/summary.tsv"
+	}
+	rbench redis-benchmark-get-c64-dcnode "$(port 6 "$LEADER")"
+	rbench redis-benchmark-get-c64-redis "$(port 9 2)"
 	cleanup_nodes
+fi
+
+if want failover; then
+	log "failover: ADD at 500/s through a follower, SIGKILL of the leader after 3 s; longest gap without a successful write"
+	for i in 1 2 3 4 5; do
+		start_cluster 3
+		leader_and_follower
+		victim=$(eval echo "\$NODEPID_$LEADER")
+		(sleep 3 && kill -KILL "$victim") &
+		lg "failover-$i" -proto distcache -addr "$(dcaddr "$FOLLOWER")" -op add -conns 16 -keys 100000 -rate 500 -duration 8s -timeout 2s
+		wait $!
+		cleanup_nodes
+	done
+	jq -s 'map(.max_gap_ms) | sort | "failover gaps ms: \(.) median \(.[length/2|floor])"' "$OUT"/failover-*.json | tee -a "$OUT/summary.tsv"
 fi
 
 if want memory; then
