@@ -74,9 +74,14 @@ type Config struct {
 	// CA pool, and ClientAuth for the server side.
 	TLS *tls.Config
 
-	HeartbeatTimeout   time.Duration // raft; default 500ms
-	ElectionTimeout    time.Duration // raft; default 500ms
-	LeaderLeaseTimeout time.Duration // raft; default 250ms
+	// HeartbeatTimeout, ElectionTimeout and LeaderLeaseTimeout are raft's
+	// failure-detection timings; defaults 300ms, 300ms and 150ms, tuned for a
+	// LAN: after a SIGKILL of the leader writes resume in 0.65s (median of 5;
+	// 1.27s with 500/500/250), and 15s of full write and read load on 2 cores
+	// caused no election (heartbeats take raft's fast path, not the disk).
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
 	// CommitTimeout is how often the leader sends the commit index to a
 	// follower when no new entries go out; default 1ms. A write forwarded by a
 	// follower is answered only after that follower applies it, and followers
@@ -134,9 +139,9 @@ func (c Config) withDefaults() Config {
 			*d = v
 		}
 	}
-	def(&c.HeartbeatTimeout, 500*time.Millisecond)
-	def(&c.ElectionTimeout, 500*time.Millisecond)
-	def(&c.LeaderLeaseTimeout, 250*time.Millisecond)
+	def(&c.HeartbeatTimeout, 300*time.Millisecond)
+	def(&c.ElectionTimeout, 300*time.Millisecond)
+	def(&c.LeaderLeaseTimeout, 150*time.Millisecond)
 	def(&c.CommitTimeout, time.Millisecond)
 	def(&c.SnapshotInterval, 30*time.Second)
 	def(&c.WriteTimeout, 2*time.Second)
