@@ -141,7 +141,10 @@ func (c Config) withDefaults() Config {
 	}
 	def(&c.HeartbeatTimeout, 300*time.Millisecond)
 	def(&c.ElectionTimeout, 300*time.Millisecond)
-	def(&c.LeaderLeaseTimeout, 150*time.Millisecond)
+	// The lease follows the heartbeat timeout when not set, so a node run with
+	// slower failure detection (a loaded host, -heartbeat-timeout 500ms) does not
+	// keep the LAN lease and step down at every scheduling hiccup.
+	def(&c.LeaderLeaseTimeout, c.HeartbeatTimeout/2)
 	def(&c.CommitTimeout, time.Millisecond)
 	def(&c.SnapshotInterval, 30*time.Second)
 	def(&c.WriteTimeout, 2*time.Second)
