@@ -63,6 +63,9 @@ func startNodes(t *testing.T, n int, rc ReadConsistency) []*Node {
 			ReadConsistency: rc, ExpireInterval: 50 * time.Millisecond,
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		}
+		// Slower failure detection than the LAN defaults: these nodes share two
+		// cores with the race detector and other test packages.
+		cfg.Tune.HeartbeatTimeout, cfg.Tune.ElectionTimeout = 500*time.Millisecond, 500*time.Millisecond
 		nd, err := Start(context.Background(), cfg)
 		if err != nil {
 			t.Fatalf("start node %d: %v", i+1, err)
