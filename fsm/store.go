@@ -288,6 +288,24 @@ func (s *Store) shardIndex(key []byte) int {
 	return int(maphash.Bytes(s.seed, key) % numShards)
 }
 
+// NextExpiry reports the earliest expiry among stored entries (false when the
+// store is empty), so the leader proposes EXPIRE only when something is due rather
+// than adding a log entry every interval.
+func (s *Store) NextExpiry() (time.Time, bool) {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	best := emptyOrder
+	for _, o := range s.mins {
+		if o.less(best) {
+			best = o
+		}
+	}
+	if best == emptyOrder {
+		return time.Time{}, false
+	}
+	return time.UnixMilli(best.expiry), true
+}
+
 // Stats is a point-in-time view of the store's counters, for metrics.
 // Sessions and PayloadBytes describe the replicated state (they include
 // expired entries not yet removed by EXPIRE or eviction); the operation

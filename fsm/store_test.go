@@ -392,3 +392,20 @@ func TestConcurrentReadsDuringApplyAndSnapshot(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+func TestNextExpiry(t *testing.T) {
+	s := New(Config{})
+	if _, ok := s.NextExpiry(); ok {
+		t.Fatal("an empty store reports an expiry")
+	}
+	now := int64(1_700_000_000_000)
+	cmds := [][]byte{
+		AppendAdd(nil, []byte("late"), []byte("v"), 0, time.Hour),
+		AppendAdd(nil, []byte("soon"), []byte("v"), 0, time.Minute),
+	}
+	s.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: EncodeBatch(nil, now, Limits{}, cmds)})
+	got, ok := s.NextExpiry()
+	if want := time.UnixMilli(now).Add(time.Minute); !ok || !got.Equal(want) {
+		t.Fatalf("NextExpiry = %v, %v; want %v", got, ok, want)
+	}
+}

@@ -256,7 +256,10 @@ func (n *Node) expireLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if !n.cluster.IsLeader() || n.store.Stats().Sessions == 0 {
+		if !n.cluster.IsLeader() {
+			continue
+		}
+		if next, ok := n.store.NextExpiry(); !ok || next.After(time.Now()) {
 			continue
 		}
 		pctx, cancel := context.WithTimeout(ctx, n.cfg.WriteTimeout)
