@@ -75,10 +75,11 @@ type Config struct {
 	TLS *tls.Config
 
 	// HeartbeatTimeout, ElectionTimeout and LeaderLeaseTimeout are raft's
-	// failure-detection timings; defaults 300ms, 300ms and 150ms, tuned for a
-	// LAN: after a SIGKILL of the leader writes resume in 0.65s (median of 5;
-	// 1.27s with 500/500/250), and 15s of full write and read load on 2 cores
-	// caused no election (heartbeats take raft's fast path, not the disk).
+	// failure-detection timings; defaults 500ms, 500ms and half the heartbeat
+	// timeout. After a SIGKILL of the leader, writes resumed in 1.27s (median
+	// of 5). 300/300/150ms resumed in 0.65s but elected spuriously under full
+	// load on a 2-core host oversubscribed by other work (load average
+	// 11-22), where 500ms did not (bench/run.sh failover; BENCHMARKS.md).
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
@@ -139,8 +140,8 @@ func (c Config) withDefaults() Config {
 			*d = v
 		}
 	}
-	def(&c.HeartbeatTimeout, 300*time.Millisecond)
-	def(&c.ElectionTimeout, 300*time.Millisecond)
+	def(&c.HeartbeatTimeout, 500*time.Millisecond)
+	def(&c.ElectionTimeout, 500*time.Millisecond)
 	// The lease follows the heartbeat timeout when not set, so a node run with
 	// slower failure detection (a loaded host, -heartbeat-timeout 500ms) does not
 	// keep the LAN lease and step down at every scheduling hiccup.
