@@ -26,18 +26,18 @@ build
 ADDFLAGS=(--idmin 32 --idmax 32 --mix 1:0:0:0 --timeout 5s --ttl 1h)
 
 if want write; then
-	log "write: durable replicated ADD, 200 B, 64 clients, via leader and via follower"
+	log "write: durable replicated ADD, 200 B, 64 clients (loadgen), via leader and via follower; dcctl bench (verifying) alongside"
 	start_cluster 3
 	leader_and_follower
-	dcbench add200-c64-leader "$(dcaddr "$LEADER")" "${ADDFLAGS[@]}" --datamin 200 --datamax 200 \
-		--sessions 600000 --concurrency 64 --duration "${SECS}s" --seed 11
-	dcbench add200-c64-follower "$(dcaddr "$FOLLOWER")" "${ADDFLAGS[@]}" --datamin 200 --datamax 200 \
+	A=(-proto distcache -op add -size 200 -duration "${SECS}s")
+	lg add200-c64-leader -addr "$(dcaddr "$LEADER")" -conns 64 -keys 2000000 "${A[@]}"
+	lg add200-c64-follower -addr "$(dcaddr "$FOLLOWER")" -conns 64 -keys 2000000 "${A[@]}"
+	dcbench add200-c64-follower-dcctl "$(dcaddr "$FOLLOWER")" "${ADDFLAGS[@]}" --datamin 200 --datamax 200 \
 		--sessions 600000 --concurrency 64 --duration "${SECS}s" --seed 12
 	cleanup_nodes
 	log "write: single-node ceiling (1-node cluster, fsync on)"
 	start_cluster 1
-	dcbench add200-c64-single "$(dcaddr 1)" "${ADDFLAGS[@]}" --datamin 200 --datamax 200 \
-		--sessions 600000 --concurrency 64 --duration "${SECS}s" --seed 13
+	lg add200-c64-single -addr "$(dcaddr 1)" -conns 64 -keys 2000000 "${A[@]}"
 	cleanup_nodes
 fi
 
@@ -47,22 +47,23 @@ if want curve; then
 	leader_and_follower
 	for size in 200 10240; do
 		for c in 1 4 16 64 256; do
-			sessions=$((size == 200 ? 400000 : 40000))
-			dcbench "curve-add$size-c$c" "$(dcaddr "$FOLLOWER")" "${ADDFLAGS[@]}" --datamin "$size" --datamax "$size" \
-				--sessions "$sessions" --concurrency "$c" --duration "$((SECS / 2 + 1))s" --seed $((100 + c + size))
+			lg "curve-add$size-c$c" -proto distcache -addr "$(dcaddr "$FOLLOWER")" -op add -size "$size" \
+				-conns "$c" -keys $((size == 200 ? 2000000 : 200000)) -duration "$((SECS / 2 + 1))s"
 		done
 	done
 	cleanup_nodes
 fi
 
 if want rate; then
-	log "rate: ADD latency at a steady 1000/s via a follower and via the leader"
+	log "rate: ADD latency at a steady 1000/s (from the scheduled start) via a follower and via the leader"
 	start_cluster 3
 	leader_and_follower
-	dcbench add200-rate1000-follower "$(dcaddr "$FOLLOWER")" "${ADDFLAGS[@]}" --datamin 200 --datamax 200 \
-		--sessions 100000 --concurrency 32 --rate 1000 --duration "$((SECS + 2))s" --seed 21
-	dcbench add200-rate1000-leader "$(dcaddr "$LEADER")" "${ADDFLAGS[@]}" --datamin 200 --datamax 200 \
-		--sessions 100000 --concurrency 32 --rate 1000 --duration "$((SECS + 2))s" --seed 22
+	for n in "$FOLLOWER" "$LEADER"; do
+		role=follower
+		[ "$n" = "$LEADER" ] && role=leader
+		lg "add200-rate1000-$role" -proto distcache -addr "$(dcaddr "$n")" -op add -size 200 -conns 32 \
+			-keys 2000000 -rate 1000 -duration "$((SECS + 2))s"
+	done
 	cleanup_nodes
 fi
 
@@ -108,6 +109,10 @@ if want frontends; then
 	lg get-seq-distcache-unix-leader -proto distcache -addr "UNIX:$WORK/n$LEADER.sock" "${S[@]}"
 	lg get-seq-distcache-tcp-follower -proto distcache -addr "$(dcaddr "$FOLLOWER")" "${S[@]}"
 	lg get-seq-memcache-memcached -proto memcache -addr "127.0.0.1:$(port 9 1)" "${S[@]}"
+	lg get-seq-dcsync-tcp-leader -proto dcsync -addr "$(dcaddr "$LEADER")" "${S[@]}"
+	lg get-seq-dcsync-unix-leader -proto dcsync -addr "UNIX:$WORK/n$LEADER.sock" "${S[@]}"
+	lg get-seq-dcsync-tcp-follower -proto dcsync -addr "$(dcaddr "$FOLLOWER")" "${S[@]}"
+	lg get-c64-dcsync-leader -proto dcsync -addr "$(dcaddr "$LEADER")" "${G[@]}"
 
 	rbench() { # NAME PORT: redis-benchmark, the RESP world's own tool
 		local l
@@ -121,6 +126,16 @@ if want frontends; then
 fi
 
 if want failover; then
+	log "failover: no election under full load (256 writers + 64 readers), term before and after"
+	start_cluster 3
+	leader_and_follower
+	t0=$("$BIN/dcctl" status --addr "$(admin "$LEADER")" --json | jq .term)
+	lg load-add-c256 -proto distcache -addr "$(dcaddr "$FOLLOWER")" -op add -conns 256 -keys 2000000 -duration "$((SECS * 2))s" &
+	lg load-get-c64 -proto distcache -addr "$(dcaddr "$LEADER")" -op get -conns 64 -keys 10000 -duration "$((SECS * 2))s"
+	wait $!
+	t1=$("$BIN/dcctl" status --addr "$(admin "$LEADER")" --json | jq .term)
+	echo -e "term-under-load\tbefore $t0 after $t1\tload $(load1)" | tee -a "$OUT/summary.tsv"
+	cleanup_nodes
 	log "failover: ADD at 500/s through a follower, SIGKILL of the leader after 3 s; longest gap without a successful write"
 	for i in 1 2 3 4 5; do
 		start_cluster 3
@@ -135,20 +150,35 @@ if want failover; then
 fi
 
 if want memory; then
-	log "memory: RSS per node with 1,000,000 sessions of 200 B"
+	log "memory: 1,000,000 sessions of 200 B; RSS per node; restart of a follower until it serves reads"
 	start_cluster 3
 	leader_and_follower
-	dcbench fill-1m "$(dcaddr "$LEADER")" "${ADDFLAGS[@]}" --datamin 200 --datamax 200 \
-		--sessions 1000000 --concurrency 256 --ops 1000000 --duration 600s --verify=false --seed 41
+	l=$(load1)
+	t0=$SECONDS
+	"$BIN/loadgen" -proto distcache -addr "$(dcaddr "$LEADER")" -prefill -keys 1000000 -conns 256 -size 200 \
+		-op get -duration 1s >"$OUT/fill-1m.json"
+	echo -e "fill-1m\t$((SECONDS - t0)) s for 1,000,000 ADDs via the leader, 256 clients\tload $l" | tee -a "$OUT/summary.tsv"
+	sleep 2
 	for i in 1 2 3; do
 		pid_var="NODEPID_$i"
 		st=$("$BIN/dcctl" status --addr "$(admin "$i")" --json)
 		echo -e "rss-n$i\t$(rss_kb "${!pid_var}") KiB RSS\tsessions $(jq .sessions <<<"$st")\tpayload $(jq .payload_bytes <<<"$st") B\tload $(load1)" | tee -a "$OUT/summary.tsv"
 	done
-	for n in "$FOLLOWER" "$LEADER"; do
-		dcbench "get-seq-tcp-1m-n$n" "$(dcaddr "$n")" --idmin 32 --idmax 32 --datamin 200 --datamax 200 \
-			--sessions 10000 --mix 0:1:0:0 --verify=false --concurrency 1 --duration "${SECS}s" --seed 41
+	S=(-op get -conns 1 -keys 1000000 -size 200 -duration "${SECS}s")
+	lg get-seq-1m-leader -proto dcsync -addr "$(dcaddr "$LEADER")" "${S[@]}"
+	lg get-seq-1m-follower -proto dcsync -addr "$(dcaddr "$FOLLOWER")" "${S[@]}"
+	# Restart a follower: SIGKILL, start again on its data dir, time until a GET of
+	# the last key hits locally (read-consistency local would be faster to pass).
+	pid_var="NODEPID_$FOLLOWER"
+	kill -KILL "${!pid_var}"
+	timeout 20 tail --pid="${!pid_var}" -f /dev/null || true
+	t0=$(date +%s.%N)
+	start_node "$FOLLOWER" 3 "127.0.0.1:$(port 3 "$LEADER")" -read-consistency local
+	until "$BIN/dcctl" get --server "$(dcaddr "$FOLLOWER")" loadgen-000000000000000000999999 >/dev/null 2>&1; do
+		sleep 0.05
+		[ "$(echo "$(date +%s.%N) - $t0 > 60" | bc)" = 1 ] && break
 	done
+	echo -e "restart-follower-1m\t$(echo "$(date +%s.%N) - $t0" | bc) s until it serves the last key locally\tload $(load1)" | tee -a "$OUT/summary.tsv"
 	cleanup_nodes
 fi
 log "results in $OUT"

@@ -56,7 +56,7 @@ type result struct {
 }
 
 func main() {
-	proto := flag.String("proto", "distcache", "distcache, memcache or resp")
+	proto := flag.String("proto", "distcache", "distcache (protocol.Client), dcsync (synchronous distcache), memcache or resp")
 	addr := flag.String("addr", "", "server address (distcache syntax IP:host:port or UNIX:/path; host:port otherwise)")
 	op := flag.String("op", "get", "get or add (add: distcache ADD, memcache/resp SET)")
 	conns := flag.Int("conns", 64, "persistent connections, one request in flight each")
@@ -93,14 +93,31 @@ func fill(dial func() (client, error), conns, keys int, key func(int) []byte, va
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := dial()
-			if err != nil {
-				errs[w] = err
-				return
-			}
-			defer c.close()
+			var c client
+			defer func() {
+				if c != nil {
+					c.close()
+				}
+			}()
+			// A write may fail while the cluster is busy or electing: retry
+			// each key a few times on a fresh connection before giving up.
 			for i := w; i < keys; i += conns {
-				if err := c.set(key(i), val); err != nil {
+				var err error
+				for try := 0; try < 5; try++ {
+					if c == nil {
+						if c, err = dial(); err != nil {
+							time.Sleep(100 * time.Millisecond)
+							continue
+						}
+					}
+					if err = c.set(key(i), val); err == nil {
+						break
+					}
+					c.close()
+					c = nil
+					time.Sleep(100 * time.Millisecond)
+				}
+				if err != nil {
 					errs[w] = fmt.Errorf("key %d: %w", i, err)
 					return
 				}
@@ -221,6 +238,14 @@ func dialProto(proto, addr string, timeout time.Duration) (client, error) {
 			return nil, err
 		}
 		return &dcClient{c: c, timeout: timeout}, nil
+	case "dcsync":
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		nc, err := protocol.DialConn(ctx, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &dcSync{nc: nc, dec: protocol.NewDecoder(nc, protocol.Responses)}, nil
 	case "memcache", "resp":
 		nc, err := net.DialTimeout("tcp", addr, timeout)
 		if err != nil {
@@ -265,6 +290,52 @@ func ignoreExists(err error) error {
 	}
 	return err
 }
+
+// dcSync is a synchronous distcache client, as the original dc_test: write a
+// request, read its answer, no goroutine hand-off (protocol.Client has a
+// reader goroutine, which costs a wake-up per answer).
+type dcSync struct {
+	nc  net.Conn
+	dec *protocol.Decoder
+	buf []byte
+	uid uint32
+	msg protocol.Message
+}
+
+func (d *dcSync) do(op protocol.Op, payload []byte) ([]byte, error) {
+	d.uid++
+	var err error
+	d.buf, err = protocol.AppendMessage(d.buf[:0], &protocol.Message{UID: d.uid, Op: op, Payload: payload})
+	if err != nil {
+		return nil, err
+	}
+	d.nc.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := d.nc.Write(d.buf); err != nil {
+		return nil, err
+	}
+	if err := d.dec.Decode(&d.msg); err != nil {
+		return nil, err
+	}
+	if d.msg.UID != d.uid {
+		return nil, fmt.Errorf("answer uid %d for request %d", d.msg.UID, d.uid)
+	}
+	return d.msg.Payload, nil
+}
+
+func (d *dcSync) get(key []byte) (bool, error) {
+	p, err := d.do(protocol.OpGet, key)
+	return len(p) >= 5, err
+}
+
+func (d *dcSync) set(key, val []byte) error {
+	p, err := d.do(protocol.OpAdd, protocol.AppendAddPayload(nil, 3600_000, key, val))
+	if err == nil && (len(p) != 1 || (p[0] != byte(protocol.StatusOK) && p[0] != byte(protocol.StatusAddExists))) {
+		err = fmt.Errorf("ADD answered %x", p)
+	}
+	return err
+}
+
+func (d *dcSync) close() error { return d.nc.Close() }
 
 // textClient speaks memcache text or RESP2 with the few commands needed.
 type textClient struct {
