@@ -6,8 +6,9 @@
 #
 # Starts everything it needs on 127.0.0.1 (3 dcnode processes with fsync on,
 # memcached, redis-server), bounds every run in time, and stops what it started
-# (by pid) on exit. Needs go, jq, memcached, memcaslap (Debian's memaslap, package
-# libmemcached-tools), redis-server and redis-benchmark.
+# (by pid) on exit. Needs go, jq, bc, memcached, redis-server and redis-benchmark.
+# The memcache and RESP comparisons use bench/loadgen for both sides (memaslap's keys
+# start with control bytes, which dcnode's memcache front-end refuses).
 # Env: BENCH_SECS (seconds per run, default 8), BENCH_PORTBASE (default 19000),
 # BENCH_KEEP=1 keeps the work dir (data, logs).
 . "$(dirname "$0")/lib.sh"

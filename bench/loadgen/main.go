@@ -1,15 +1,3 @@
-// Command loadgen is the lean load tool behind bench/run.sh: one goroutine per
-// persistent connection, one request in flight on each, over the distcache,
-// memcache text or Redis RESP protocol. The same binary drives dcnode,
-// memcached and redis-server, so their figures compare like for like.
-//
-// It exists because dcctl bench verifies every answer against a model (too
-// heavy to saturate a server on 2 cores) and memcaslap sends keys that start
-// with control bytes, which dcnode's memcache front-end rightly refuses.
-//
-// With -op add it also measures write unavailability: the longest gap between
-// two consecutive successful writes (all connections together), which
-// bench/run.sh uses while it SIGKILLs the leader.
 package main
 
 import (
