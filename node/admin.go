@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -121,6 +122,13 @@ func (n *Node) serveAdmin() {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", n.handleReady)
+	// Profiles for finding where time and memory go on a live node. Behind the
+	// token: the command line (which may carry -gossip-key) and stacks are there.
+	mux.HandleFunc("GET /debug/pprof/", n.authorized(pprof.Index))
+	mux.HandleFunc("GET /debug/pprof/cmdline", n.authorized(pprof.Cmdline))
+	mux.HandleFunc("GET /debug/pprof/profile", n.authorized(pprof.Profile))
+	mux.HandleFunc("GET /debug/pprof/symbol", n.authorized(pprof.Symbol))
+	mux.HandleFunc("GET /debug/pprof/trace", n.authorized(pprof.Trace))
 	// Bounded like the client listeners: a request must arrive promptly (a snapshot
 	// restore body gets longer, see handleSnapshotRestore), idle connections go, and
 	// the number of connections is capped so a flood cannot exhaust the node.

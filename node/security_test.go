@@ -112,6 +112,8 @@ func TestAdminTokenGuardsMutationsAndSecrets(t *testing.T) {
 		{"GET", "/v1/snapshot", ""},
 		{"GET", "/v1/keyring", ""},
 		{"POST", "/v1/keyring", `{"op":"install","key":"bad"}`},
+		{"GET", "/debug/pprof/", ""},
+		{"GET", "/debug/pprof/cmdline", ""},
 		{"POST", "/v1/leave", ""},
 	} {
 		for _, tok := range []string{"", "wrong", token[:len(token)-1], token + "x"} {
