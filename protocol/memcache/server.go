@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/distcache-replicated/distcache/protocol/internal/connset"
 	"github.com/distcache-replicated/distcache/protocol/internal/reqctx"
 )
 
@@ -111,28 +112,20 @@ type Server struct {
 	cancel   context.CancelFunc
 	started  time.Time
 
-	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
-	conns     map[*conn]struct{}
-	closing   atomic.Bool
-	wg        sync.WaitGroup
+	conns *connset.Set[*conn] // listeners and connections
 
-	currConns  atomic.Int64
-	totalConns atomic.Uint64
-	cmdGet     atomic.Uint64
-	getHits    atomic.Uint64
-	getMisses  atomic.Uint64
-	cmdSet     atomic.Uint64
-	cmdDelete  atomic.Uint64
-	rejected   atomic.Uint64
+	cmdGet    atomic.Uint64
+	getHits   atomic.Uint64
+	getMisses atomic.Uint64
+	cmdSet    atomic.Uint64
+	cmdDelete atomic.Uint64
 }
 
 func (s *Server) init() {
 	s.initOnce.Do(func() {
 		s.baseCtx, s.cancel = context.WithCancel(context.Background())
 		s.started = time.Now()
-		s.listeners = make(map[net.Listener]struct{})
-		s.conns = make(map[*conn]struct{})
+		s.conns = connset.New[*conn]("memcache", orDefault(s.MaxConns, DefaultMaxConns), s.refuse, s.logger, s.cancel)
 	})
 }
 
@@ -164,67 +157,15 @@ func (s *Server) Serve(ln net.Listener) error {
 	if s.Cache == nil {
 		return errors.New("memcache: Server.Cache is nil")
 	}
-	s.mu.Lock()
-	if s.closing.Load() {
-		s.mu.Unlock()
-		ln.Close()
-		return ErrServerClosed
+	if err := s.conns.Serve(ln, s.newConn); !errors.Is(err, connset.ErrClosed) {
+		return err
 	}
-	s.listeners[ln] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.listeners, ln)
-		s.mu.Unlock()
-		ln.Close()
-	}()
-
-	log := s.logger()
-	var backoff time.Duration
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			if s.closing.Load() {
-				return ErrServerClosed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				log.Warn("memcache: accept failed; retrying", "err", err, "delay", backoff)
-				time.Sleep(backoff)
-				continue
-			}
-			return fmt.Errorf("memcache: accept: %w", err)
-		}
-		backoff = 0
-		s.totalConns.Add(1)
-		if s.currConns.Load() >= int64(orDefault(s.MaxConns, DefaultMaxConns)) {
-			s.rejected.Add(1)
-			log.Warn("memcache: too many connections; refusing", "remote", nc.RemoteAddr().String())
-			nc.SetWriteDeadline(time.Now().Add(time.Second))
-			io.WriteString(nc, "SERVER_ERROR too many open connections\r\n")
-			nc.Close()
-			continue
-		}
-		c := s.newConn(nc)
-		s.mu.Lock()
-		if s.closing.Load() {
-			s.mu.Unlock()
-			nc.Close()
-			return ErrServerClosed
-		}
-		s.conns[c] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
-		s.currConns.Add(1)
-		go c.serve()
-	}
+	return ErrServerClosed
 }
 
-// isTemporary reports accept errors worth retrying (fd exhaustion and the like).
-func isTemporary(err error) bool {
-	var t interface{ Temporary() bool }
-	return errors.As(err, &t) && t.Temporary()
+// refuse answers a connection over MaxConns before it is closed.
+func (s *Server) refuse(nc net.Conn) {
+	io.WriteString(nc, "SERVER_ERROR too many open connections\r\n")
 }
 
 // Shutdown stops accepting, lets every connection finish the request it is
@@ -233,59 +174,14 @@ func isTemporary(err error) bool {
 // cancelled, and ctx's error is returned.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
-	s.mu.Lock()
-	s.closing.Store(true)
-	for ln := range s.listeners {
-		ln.Close()
-	}
-	s.mu.Unlock()
-
-	done := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(done)
-	}()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		// Wake connections blocked waiting for their next request; one that
-		// is processing a request notices closing once it has answered.
-		s.mu.Lock()
-		for c := range s.conns {
-			if c.nc != nil {
-				c.nc.SetReadDeadline(time.Unix(1, 0))
-			}
-		}
-		s.mu.Unlock()
-		select {
-		case <-done:
-			s.cancel()
-			return nil
-		case <-ctx.Done():
-			s.Close()
-			<-done
-			return ctx.Err()
-		case <-tick.C:
-		}
-	}
+	return s.conns.Shutdown(ctx)
 }
 
 // Close closes the listeners and every connection immediately and cancels
 // in-flight Cache calls.
 func (s *Server) Close() error {
 	s.init()
-	s.mu.Lock()
-	s.closing.Store(true)
-	for ln := range s.listeners {
-		ln.Close()
-	}
-	for c := range s.conns {
-		if c.nc != nil {
-			c.nc.Close()
-		}
-	}
-	s.mu.Unlock()
-	s.cancel()
+	s.conns.Close()
 	return nil
 }
 
@@ -332,15 +228,26 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	return c
 }
 
-func (c *conn) serve() {
+// Wake interrupts a read waiting for the next request, so a shutdown is noticed.
+func (c *conn) Wake() {
+	if c.nc != nil {
+		c.nc.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+// Close closes the connection at once.
+func (c *conn) Close() {
+	if c.nc != nil {
+		c.nc.Close()
+	}
+}
+
+// Serve handles the connection until it ends.
+func (c *conn) Serve() {
 	defer func() {
 		c.rctx.Release()
 		c.nc.Close()
-		c.s.mu.Lock()
-		delete(c.s.conns, c)
-		c.s.mu.Unlock()
-		c.s.currConns.Add(-1)
-		c.s.wg.Done()
+		c.s.conns.Done(c)
 	}()
 	for {
 		if c.br.Buffered() == 0 {
@@ -349,7 +256,7 @@ func (c *conn) serve() {
 				c.log.Debug("memcache: write failed", "err", err)
 				return
 			}
-			if c.s.closing.Load() {
+			if c.s.conns.Closing() {
 				return
 			}
 			var idle time.Time
@@ -359,7 +266,7 @@ func (c *conn) serve() {
 			c.nc.SetReadDeadline(idle)
 			if _, err := c.br.Peek(1); err != nil {
 				switch {
-				case errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || c.s.closing.Load():
+				case errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || c.s.conns.Closing():
 				case errors.Is(err, os.ErrDeadlineExceeded):
 					c.log.Info("memcache: idle timeout; closing connection", "idle_timeout", c.idleTO)
 				default:
@@ -386,7 +293,7 @@ func (c *conn) logClose(err error) {
 	var pe *peerError
 	switch {
 	case errors.Is(err, errClose):
-	case c.s.closing.Load() && errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, net.ErrClosed):
+	case c.s.conns.Closing() && errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, net.ErrClosed):
 		c.log.Debug("memcache: connection closed by shutdown", "err", err)
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		c.log.Warn("memcache: peer stalled mid-request longer than the read timeout; closing connection",
@@ -842,9 +749,9 @@ func (c *conn) stats(args [][]byte) {
 	stat("uptime", strconv.FormatInt(int64(now.Sub(s.started)/time.Second), 10))
 	stat("time", strconv.FormatInt(now.Unix(), 10))
 	stat("version", cmpOr(s.Version, DefaultVersion))
-	stat("curr_connections", strconv.FormatInt(s.currConns.Load(), 10))
-	stat("total_connections", u(s.totalConns.Load()))
-	stat("rejected_connections", u(s.rejected.Load()))
+	stat("curr_connections", strconv.FormatInt(s.conns.Active(), 10))
+	stat("total_connections", u(s.conns.Total()))
+	stat("rejected_connections", u(s.conns.Rejected()))
 	stat("cmd_get", u(s.cmdGet.Load()))
 	stat("cmd_set", u(s.cmdSet.Load()))
 	stat("cmd_delete", u(s.cmdDelete.Load()))
@@ -913,4 +820,4 @@ func parseInt(b []byte) (int64, bool) {
 }
 
 // ActiveConns reports how many client connections are open, for metrics.
-func (s *Server) ActiveConns() int { return int(s.currConns.Load()) }
+func (s *Server) ActiveConns() int { s.init(); return int(s.conns.Active()) }

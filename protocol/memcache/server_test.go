@@ -439,7 +439,7 @@ func TestMaxConns(t *testing.T) {
 	first.send("quit\r\n")
 	first.expectClosed()
 	deadline := time.Now().Add(5 * time.Second)
-	for s.currConns.Load() != 0 {
+	for s.ActiveConns() != 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("connection count did not drop")
 		}
