@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"math"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -234,98 +233,28 @@ func (c *conn) Serve() {
 		c.nc.Close()
 		c.s.conns.Done(c)
 	}()
-	for {
-		if c.br.Buffered() == 0 {
-			// Nothing more is pipelined: send the coalesced answers.
-			if err := c.flush(); err != nil {
-				c.log.Debug("resp: write failed", "err", err)
-				return
-			}
-			if c.s.conns.Closing() {
-				return
-			}
-			var idle time.Time
-			if c.idleTO > 0 {
-				idle = time.Now().Add(c.idleTO)
-			}
-			c.nc.SetReadDeadline(idle)
-			if _, err := c.br.Peek(1); err != nil {
-				switch {
-				case errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || c.s.conns.Closing():
-				case errors.Is(err, os.ErrDeadlineExceeded):
-					c.log.Info("resp: idle timeout; closing connection", "idle_timeout", c.idleTO)
-				default:
-					c.log.Debug("resp: connection closed while idle", "err", err)
-				}
-				return
-			}
-		}
-		c.nc.SetReadDeadline(time.Now().Add(c.readTO))
-		if err := c.handle(); err != nil {
-			c.logClose(err)
-			if ferr := c.flush(); ferr != nil {
-				c.log.Debug("resp: last answer not sent", "err", ferr)
-			}
-			return
-		}
-	}
-}
-
-// logClose says in one line why a connection is closed mid-stream. It is
-// logged before the last answer is flushed, so the line exists by the time
-// the peer sees the close.
-func (c *conn) logClose(err error) {
-	var pe *peerError
-	switch {
-	case errors.Is(err, errClose):
-	case c.s.conns.Closing() && errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, net.ErrClosed):
-		c.log.Debug("resp: connection closed by shutdown", "err", err)
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		c.log.Warn("resp: peer stalled mid-request longer than the read timeout; closing connection",
-			"read_timeout", c.readTO, "err", err)
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		c.log.Warn("resp: peer closed connection mid-request", "err", err)
-	case errors.As(err, &pe):
-		c.log.Warn("resp: "+pe.reason+"; closing connection", "first_bytes", pe.head)
-	case errors.Is(err, errProtocol):
-		c.log.Warn("resp: malformed request; closing connection", "err", err)
-	default:
-		c.log.Info("resp: read error; closing connection", "err", err)
-	}
+	connset.ServeStream(connset.Stream{
+		Name: "resp", Conn: c.nc, Reader: c.br, Log: c.log,
+		ReadTimeout: c.readTO, IdleTimeout: c.idleTO, Closing: c.s.conns.Closing,
+		Flush: c.flush, Handle: c.handle, Quiet: errClose, Malformed: errProtocol,
+	})
 }
 
 // errProtocol marks framing violations after which the stream cannot be
 // trusted; the client has been sent Redis's "-ERR Protocol error".
 var errProtocol = errors.New("protocol error")
 
-// peerError is a connection from a client speaking another protocol, named in
-// the log so that an operator can fix the client's configuration.
-type peerError struct {
-	reason string
-	head   string // the first bytes, quoted
-}
-
-func (e *peerError) Error() string { return e.reason }
-
-// foreignProtocol recognises, from the start of a request, clients that speak
-// another protocol to this port: a TLS handshake (a client configured for TLS)
-// or HTTP (Redis itself closes on "POST" and "Host:", a cross-protocol attack
-// from browsers). Such a stream can only produce errors, so it is closed.
-func foreignProtocol(b []byte) *peerError {
-	head := func(n int) string { return fmt.Sprintf("%q", b[:min(len(b), n)]) }
-	switch {
-	case len(b) >= 2 && b[0] == 0x16 && b[1] == 0x03:
-		return &peerError{"TLS handshake sent to the plaintext RESP port (is the client set up for TLS?)", head(8)}
-	case isHTTPRequestLine(b), hasFoldPrefix(b, "host:"), hasFoldPrefix(b, "post "):
-		return &peerError{"HTTP request sent to the RESP port", head(40)}
+// foreignProtocol recognises a client speaking another protocol to this port
+// (see connset.ForeignProtocol), and the lines Redis itself closes on
+// ("POST", "Host:"), a cross-protocol attack from browsers.
+func foreignProtocol(b []byte) *connset.PeerError {
+	if pe := connset.ForeignProtocol(b, "RESP"); pe != nil {
+		return pe
+	}
+	if hasFoldPrefix(b, "host:") || hasFoldPrefix(b, "post ") {
+		return connset.NewPeerError("HTTP request sent to the RESP port", b, 40)
 	}
 	return nil
-}
-
-// isHTTPRequestLine reports whether line looks like "METHOD target HTTP/1.x".
-func isHTTPRequestLine(line []byte) bool {
-	n := len(line)
-	return n > 9 && line[n-9] == ' ' && string(line[n-8:n-1]) == "HTTP/1."
 }
 
 // hasFoldPrefix reports whether b starts with the lowercase ASCII prefix,
