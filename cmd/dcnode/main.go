@@ -568,7 +568,7 @@ func runDevCluster(ctx context.Context, o options, stdout io.Writer, logger *slo
 			}
 		}
 		oi.quiet = o.quiet || i > 0
-		cfg, err := oi.nodeConfig(logger.With("node", oi.nodeID))
+		cfg, err := oi.nodeConfig(logger) // the cluster tags its lines with node=ID
 		if err != nil {
 			logger.Error("invalid configuration", "err", err)
 			return exitUsage
