@@ -409,6 +409,29 @@ func (c *Cluster) readIndex(ctx context.Context) (uint64, error) {
 }
 
 // waitFuture waits for a raft future, bounded by ctx.
+// await waits for a raft future from one of the cluster's own loops, giving up
+// when the cluster closes: raft v1.7.3 never answers a Barrier, AddVoter,
+// RemoveServer or Bootstrap future that was queued but not yet processed when
+// raft shut down, and waiting on one would hang Close.
+func (c *Cluster) await(f raft.Future) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-c.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	if err := waitFuture(ctx, f); err != nil {
+		if ctx.Err() != nil && errors.Is(err, ErrTimeout) {
+			return ErrClosed
+		}
+		return err
+	}
+	return nil
+}
+
 func waitFuture(ctx context.Context, f raft.Future) error {
 	ch := make(chan error, 1)
 	go func() { ch <- f.Error() }()

@@ -28,7 +28,7 @@ func (c *Cluster) leaderLoop() {
 			rd := &leaderReady{ch: make(chan struct{})}
 			c.ready.Store(rd)
 			c.log.Info("became leader")
-			if err := c.raft.Barrier(c.cfg.WriteTimeout).Error(); err != nil {
+			if err := c.await(c.raft.Barrier(c.cfg.WriteTimeout)); err != nil {
 				c.log.Warn("leader barrier failed", "err", err)
 				continue
 			}
@@ -111,7 +111,7 @@ func (c *Cluster) tryBootstrap(members map[string]gossipMember) bool {
 	for _, p := range peers {
 		conf.Servers = append(conf.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.id), Address: raft.ServerAddress(p.raftAddr)})
 	}
-	if err := c.raft.BootstrapCluster(conf).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+	if err := c.await(c.raft.BootstrapCluster(conf)); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 		c.log.Error("bootstrap failed", "err", err)
 		return false
 	}
@@ -216,21 +216,21 @@ func (c *Cluster) reconcile(conf raft.Configuration) {
 						continue
 					}
 					c.log.Info("removing stale server whose address a new node now holds", "stale_id", sid, "new_id", id, "raft_addr", m.raftAddr)
-					if err := c.raft.RemoveServer(s.ID, 0, c.cfg.WriteTimeout).Error(); err != nil {
+					if err := c.await(c.raft.RemoveServer(s.ID, 0, c.cfg.WriteTimeout)); err != nil {
 						c.log.Warn("remove stale server failed", "id", sid, "err", err)
 					}
 					delete(servers, sid)
 				}
 			}
 			c.log.Info("adding server seen in gossip", "id", id, "raft_addr", m.raftAddr)
-			if err := c.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(m.raftAddr), 0, c.cfg.WriteTimeout).Error(); err != nil {
+			if err := c.await(c.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(m.raftAddr), 0, c.cfg.WriteTimeout)); err != nil {
 				c.log.Warn("add voter failed", "id", id, "err", err)
 			}
 		case StatusLeft:
 			c.clearTombstone(id)
 			if in {
 				c.log.Info("removing server that left gracefully", "id", id)
-				if err := c.raft.RemoveServer(raft.ServerID(id), 0, c.cfg.WriteTimeout).Error(); err != nil {
+				if err := c.await(c.raft.RemoveServer(raft.ServerID(id), 0, c.cfg.WriteTimeout)); err != nil {
 					c.log.Warn("remove server failed", "id", id, "err", err)
 				}
 			}
@@ -244,7 +244,7 @@ func (c *Cluster) reconcile(conf raft.Configuration) {
 				continue
 			}
 			c.log.Info("removing server dead longer than DeadServerTimeout", "id", id, "dead_for", time.Since(m.since))
-			if err := c.raft.RemoveServer(raft.ServerID(id), 0, c.cfg.WriteTimeout).Error(); err != nil {
+			if err := c.await(c.raft.RemoveServer(raft.ServerID(id), 0, c.cfg.WriteTimeout)); err != nil {
 				c.log.Warn("remove server failed", "id", id, "err", err)
 				continue
 			}
