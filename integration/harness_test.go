@@ -395,6 +395,21 @@ func (nd *testNode) healthy() bool {
 	return resp.StatusCode == http.StatusOK
 }
 
+// ident returns the node's id, safely against rename from the test goroutine
+// (workload goroutines read it while a scenario gives a wiped node a new id).
+func (nd *testNode) ident() string {
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	return nd.id
+}
+
+// rename gives the node a new id, for a wiped node that comes back as a new member.
+func (nd *testNode) rename(id string) {
+	nd.mu.Lock()
+	nd.id = id
+	nd.mu.Unlock()
+}
+
 // pid returns the running process id, or 0 when the node is down.
 func (nd *testNode) pid() int {
 	nd.mu.Lock()

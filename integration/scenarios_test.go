@@ -459,7 +459,7 @@ func TestWipedNodeRejoins(t *testing.T) {
 			others = append(others, o.id)
 		}
 	}
-	nd.id = oldID + "b"
+	nd.rename(oldID + "b")
 	nd.expect = 0
 	nd.restart()
 	waitVoters(t, leader, append(others, nd.id)...)

@@ -213,7 +213,8 @@ func (w *workload) runClient(ctx context.Context, id, nodeIdx int) {
 	for ctx.Err() == nil {
 		nodes := w.c.all()
 		nd := nodes[nodeIdx%len(nodes)]
-		cl := clients[nd.id]
+		ndID := nd.ident()
+		cl := clients[ndID]
 		if cl == nil || !nd.running() {
 			dctx, cancel := context.WithTimeout(ctx, time.Second)
 			var err error
@@ -224,14 +225,14 @@ func (w *workload) runClient(ctx context.Context, id, nodeIdx int) {
 				backoff(ctx, 20*time.Millisecond)
 				continue
 			}
-			if old := clients[nd.id]; old != nil {
+			if old := clients[ndID]; old != nil {
 				old.Close()
 			}
-			clients[nd.id] = cl
+			clients[ndID] = cl
 		}
 		seq++
 		r := w.pickOp(rng, id, seq)
-		r.node = nd.id
+		r.node = ndID
 		if !w.do(ctx, cl, &r) {
 			continue // never sent (or the workload is stopping)
 		}
