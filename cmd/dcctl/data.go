@@ -158,20 +158,27 @@ func parseIDArg(s string) ([]byte, error) {
 	return id, nil
 }
 
+// target parses a data command's n positional arguments, the first being the
+// session id, and its server list: the prologue every data command shares.
+func (o *dataOptions) target(inv *invocation, n int) (pos, servers []string, id []byte, err error) {
+	if pos, err = inv.parse(n, n); err != nil {
+		return nil, nil, nil, err
+	}
+	if servers, err = o.serverList(); err != nil {
+		return nil, nil, nil, err
+	}
+	if id, err = parseIDArg(pos[0]); err != nil {
+		return nil, nil, nil, err
+	}
+	return pos, servers, id, nil
+}
+
 func runAdd(ctx context.Context, a *app, inv *invocation) error {
 	var o dataOptions
 	o.register(a, inv)
 	var ttl time.Duration
 	inv.fs.DurationVar(&ttl, "ttl", defaultTTL, "session lifetime (at most 168h)")
-	pos, err := inv.parse(2, 2)
-	if err != nil {
-		return err
-	}
-	servers, err := o.serverList()
-	if err != nil {
-		return err
-	}
-	id, err := parseIDArg(pos[0])
+	pos, servers, id, err := o.target(inv, 2)
 	if err != nil {
 		return err
 	}
@@ -211,20 +218,12 @@ func runGet(ctx context.Context, a *app, inv *invocation, take bool) error {
 	var asHex, raw bool
 	inv.fs.BoolVar(&asHex, "hex", false, "print the value in hex even if it is printable")
 	inv.fs.BoolVar(&raw, "raw", false, "write the value's bytes unchanged, without a newline")
-	pos, err := inv.parse(1, 1)
+	pos, servers, id, err := o.target(inv, 1)
 	if err != nil {
 		return err
 	}
 	if asHex && raw {
 		return usagef("--hex and --raw exclude each other")
-	}
-	servers, err := o.serverList()
-	if err != nil {
-		return err
-	}
-	id, err := parseIDArg(pos[0])
-	if err != nil {
-		return err
 	}
 	var value []byte
 	name := "get"
@@ -271,15 +270,7 @@ func runGet(ctx context.Context, a *app, inv *invocation, take bool) error {
 func runRemove(ctx context.Context, a *app, inv *invocation) error {
 	var o dataOptions
 	o.register(a, inv)
-	pos, err := inv.parse(1, 1)
-	if err != nil {
-		return err
-	}
-	servers, err := o.serverList()
-	if err != nil {
-		return err
-	}
-	id, err := parseIDArg(pos[0])
+	pos, servers, id, err := o.target(inv, 1)
 	if err != nil {
 		return err
 	}
@@ -300,15 +291,7 @@ func runRemove(ctx context.Context, a *app, inv *invocation) error {
 func runHave(ctx context.Context, a *app, inv *invocation) error {
 	var o dataOptions
 	o.register(a, inv)
-	pos, err := inv.parse(1, 1)
-	if err != nil {
-		return err
-	}
-	servers, err := o.serverList()
-	if err != nil {
-		return err
-	}
-	id, err := parseIDArg(pos[0])
+	pos, servers, id, err := o.target(inv, 1)
 	if err != nil {
 		return err
 	}
