@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/distcache-replicated/distcache/internal/testport"
 )
 
 // testNode is one in-process cluster node with its own data dir and fixed
@@ -40,27 +42,8 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-// freeAddr returns a loopback address whose port is free for TCP and UDP
-// (memberlist needs both) at the time of the call.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	for i := 0; i < 50; i++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		pc, err := net.ListenPacket("udp", addr)
-		ln.Close()
-		if err != nil {
-			continue
-		}
-		pc.Close()
-		return addr
-	}
-	t.Fatal("no free port")
-	return ""
-}
+// freeAddr returns a loopback address for a node's raft or gossip listener.
+func freeAddr(t testing.TB) string { return testport.Addr(t) }
 
 func (n *testNode) config() Config {
 	cfg := Config{

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/distcache-replicated/distcache/internal/testport"
 )
 
 // binaries holds the paths of the dcnode and dcctl executables built once per test
@@ -158,33 +159,10 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago. The small race
-// with other processes is handled by retrying a node whose start fails with "address
-// already in use".
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("free port: %v", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// freeUDPTCPPort returns a port free for both TCP and UDP (memberlist uses both).
-func freeUDPTCPPort(t testing.TB) int {
-	t.Helper()
-	for range 50 {
-		p := freePort(t)
-		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
-		if err == nil {
-			u.Close()
-			return p
-		}
-	}
-	t.Fatal("no port free for both TCP and UDP")
-	return 0
-}
+// freePort returns a port on 127.0.0.1, free for TCP and UDP, never handed out twice
+// (see internal/testport). The small race with other processes is handled by
+// retrying a node whose start fails with "address already in use".
+func freePort(t testing.TB) int { return testport.Port(t) }
 
 // startCluster starts n dcnode processes with -bootstrap-expect n, each joining all
 // the others, in a random order (unless opts.Ordered), and waits until they agree on
@@ -267,7 +245,7 @@ func (nd *testNode) allocPorts() {
 	nd.clientAddr = fmt.Sprintf("IP:127.0.0.1:%d", freePort(t))
 	nd.raftAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	nd.advertise = nd.raftAddr
-	nd.gossipAddr = fmt.Sprintf("127.0.0.1:%d", freeUDPTCPPort(t))
+	nd.gossipAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	nd.adminAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	if nd.c.opts.Proxy {
 		if nd.proxy != nil {

@@ -132,7 +132,7 @@ func (fc *feCluster) allocFrontEnds(nd *testNode) {
 		for range 50 {
 			var p int
 			if udp {
-				p = freeUDPTCPPort(t)
+				p = freePort(t)
 			} else {
 				p = freePort(t)
 			}

@@ -17,19 +17,12 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/distcache-replicated/distcache/internal/testport"
 	"github.com/distcache-replicated/distcache/protocol"
 )
 
-// freeAddr returns a loopback host:port that was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+// freeAddr returns a loopback host:port for a server the test starts.
+func freeAddr(t *testing.T) string { return testport.Addr(t) }
 
 // startNodes starts n real nodes in this process: real Raft with BoltDB files in a
 // temp dir, real sockets on loopback, every front-end enabled.

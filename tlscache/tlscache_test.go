@@ -10,11 +10,11 @@ import (
 	"crypto/x509/pkix"
 	"io"
 	"math/big"
-	"net"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/distcache-replicated/distcache/internal/testport"
 	"github.com/distcache-replicated/distcache/protocol"
 )
 
@@ -270,12 +270,7 @@ func TestFailuresFallBackToFullHandshake(t *testing.T) {
 
 func TestFailoverToSecondNode(t *testing.T) {
 	// The first address refuses connections; every request must go to the second.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := "IP:" + ln.Addr().String()
-	ln.Close()
+	dead := "IP:" + testport.Addr(t)
 	store, live := startStore(t)
 	c, err := New(dead, live)
 	if err != nil {
