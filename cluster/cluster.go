@@ -35,9 +35,13 @@ type Cluster struct {
 	mux        *mux
 	gossip     *gossip
 	batch      *batcher
-	server     *rpcServer
-	client     *rpcClient
-	keyring    *keyringState
+	// leaderReads and forwardedReads let concurrent linearizable reads share
+	// one read-index round: on the leader, one quorum check; on a follower,
+	// one round trip to the leader.
+	leaderReads, forwardedReads *readIndexGroup
+	server                      *rpcServer
+	client                      *rpcClient
+	keyring                     *keyringState
 
 	ready      atomic.Pointer[leaderReady] // current leadership term's readiness
 	tombMu     sync.Mutex
@@ -82,6 +86,8 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 	log := cfg.Logger.With("node", id)
 	c := &Cluster{cfg: cfg, id: id, log: log, tombstones: make(map[string]time.Time), done: make(chan struct{}),
 		keyring: &keyringState{}}
+	c.leaderReads = &readIndexGroup{c: c, fetch: c.readIndex}
+	c.forwardedReads = &readIndexGroup{c: c, fetch: c.leaderReadIndex}
 
 	ok := false
 	var cleanups []func()
@@ -353,62 +359,6 @@ func (c *Cluster) waitApplied(ctx context.Context, idx uint64) error {
 // timeAfterPoll paces re-checks of conditions that have no change signal.
 func timeAfterPoll() <-chan time.Time { return time.After(2 * time.Millisecond) }
 
-// ReadBarrier makes the next local read linearizable (ReadIndex): the leader
-// confirms its leadership with a quorum and reports its commit index, then
-// this node waits until its FSM has applied that index.
-func (c *Cluster) ReadBarrier(ctx context.Context) error {
-	if c.closing.Load() {
-		return ErrClosed
-	}
-	ctx, cancel := c.writeCtx(ctx)
-	defer cancel()
-	var idx uint64
-	if c.IsLeader() {
-		i, err := c.readIndex(ctx)
-		if err != nil {
-			return err
-		}
-		idx = i
-	} else {
-		lid, addr := c.Leader()
-		if addr == "" || lid == c.id {
-			return ErrNoLeader
-		}
-		out, err := c.client.call(ctx, addr, rpcReadIndex, nil)
-		if err != nil {
-			if errors.Is(err, errConnBroken) {
-				return fmt.Errorf("%w: leader %s unreachable: %w", ErrNoLeader, lid, err)
-			}
-			return err
-		}
-		if len(out) != 8 {
-			return fmt.Errorf("cluster: bad read-index answer from %s", lid)
-		}
-		idx = binary.BigEndian.Uint64(out)
-	}
-	return c.waitApplied(ctx, idx)
-}
-
-// readIndex runs on the leader: wait for its term's barrier, capture the
-// commit index, then verify leadership with a quorum.
-func (c *Cluster) readIndex(ctx context.Context) (uint64, error) {
-	rd := c.ready.Load()
-	if rd == nil || !c.IsLeader() {
-		return 0, ErrNotLeader
-	}
-	select {
-	case <-rd.ch:
-	case <-ctx.Done():
-		return 0, fmt.Errorf("%w: leader not ready: %w", ErrTimeout, ctx.Err())
-	}
-	idx := c.raft.CommitIndex()
-	if err := waitFuture(ctx, c.raft.VerifyLeader()); err != nil {
-		return 0, err
-	}
-	return idx, nil
-}
-
-// waitFuture waits for a raft future, bounded by ctx.
 // await waits for a raft future from one of the cluster's own loops, giving up
 // when the cluster closes: raft v1.7.3 never answers a Barrier, AddVoter,
 // RemoveServer or Bootstrap future that was queued but not yet processed when
@@ -432,6 +382,7 @@ func (c *Cluster) await(f raft.Future) error {
 	return nil
 }
 
+// waitFuture waits for a raft future, bounded by ctx.
 func waitFuture(ctx context.Context, f raft.Future) error {
 	ch := make(chan error, 1)
 	go func() { ch <- f.Error() }()
@@ -487,7 +438,7 @@ func (c *Cluster) handleRPC(ctx context.Context, typ byte, payload []byte) ([]by
 		binary.BigEndian.PutUint64(out, idx)
 		return append(out, res...), nil
 	case rpcReadIndex:
-		idx, err := c.readIndex(ctx)
+		idx, err := c.leaderReads.get(ctx)
 		if err != nil {
 			return nil, err
 		}

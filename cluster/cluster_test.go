@@ -385,6 +385,52 @@ func TestLinearizableReadBarrierOnFollower(t *testing.T) {
 	}
 }
 
+// TestConcurrentReadBarriersShareRounds: many concurrent linearizable reads,
+// each right after its own acknowledged write, all see their write, and they
+// cost far fewer quorum checks (leader) and round trips (follower) than reads.
+func TestConcurrentReadBarriersShareRounds(t *testing.T) {
+	nodes := newTestCluster(t, 3, nil)
+	leader, followers := leaderAndFollowers(t, nodes)
+	const n = 400
+	for _, reader := range []*testNode{leader, followers[0]} {
+		g := reader.c.forwardedReads
+		if reader == leader {
+			g = reader.c.leaderReads
+		}
+		before := g.rounds.Load()
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				k := fmt.Sprintf("rb-%s-%d", reader.id, i)
+				if _, err := followers[1].c.Propose(context.Background(), addCmd(k, "v")); err != nil {
+					errs <- fmt.Errorf("propose %s: %w", k, err)
+					return
+				}
+				if err := reader.c.ReadBarrier(context.Background()); err != nil {
+					errs <- fmt.Errorf("read barrier on %s: %w", reader.id, err)
+					return
+				}
+				if _, ok := reader.fsm.get(k); !ok {
+					errs <- fmt.Errorf("after ReadBarrier %s misses %s, acknowledged before", reader.id, k)
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		rounds := g.rounds.Load() - before
+		t.Logf("%s: %d reads in %d read-index rounds", reader.id, n, rounds)
+		if rounds == 0 || rounds > n/4 {
+			t.Errorf("%s: %d reads took %d read-index rounds; want between 1 and %d", reader.id, n, rounds, n/4)
+		}
+	}
+}
+
 func TestNoQuorumFailsFast(t *testing.T) {
 	nodes := newTestCluster(t, 3, func(c *Config) { c.WriteTimeout = time.Second })
 	_, followers := leaderAndFollowers(t, nodes)
