@@ -16,6 +16,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
 )
 
 // Cluster is one node of a Raft-replicated state machine: it owns raft, its
@@ -213,7 +214,18 @@ func (c *Cluster) openStores() error {
 		c.closeStore = func() error { return nil }
 		return nil
 	}
-	bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db"), NoSync: cfg.NoSync})
+	bolt, err := raftboltdb.New(raftboltdb.Options{
+		Path:   filepath.Join(cfg.DataDir, "raft.db"),
+		NoSync: cfg.NoSync,
+		// The freelist is not written on every commit (it is rebuilt by a scan
+		// when the file is opened) and is kept as a hash map: once raft
+		// truncates its log, an array freelist written per commit grows with
+		// the number of free pages and every commit pays for it.
+		BoltOptions: &bbolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bbolt.FreelistMapType},
+	})
+	if errors.Is(err, bbolt.ErrTimeout) {
+		return fmt.Errorf("cluster: open raft.db: %w: another process holds %s (is a dcnode already running on this data dir?)", err, cfg.DataDir)
+	}
 	if err != nil {
 		return fmt.Errorf("cluster: open raft.db: %w", err)
 	}
@@ -232,8 +244,21 @@ func (c *Cluster) openStores() error {
 		c.logs = &sealedLogStore{LogStore: bolt, s: s}
 		c.snaps = &sealedSnapshotStore{inner: snaps, s: s, dir: cfg.DataDir}
 	}
+	// The newest entries are served from memory: replication to a follower that
+	// is a few entries behind and the read path's look at entries just applied
+	// would otherwise read them back from bolt (and unseal them). Entries are at
+	// most MaxBatchBytes, so the cache holds at most logCacheEntries of those.
+	cached, err := raft.NewLogCache(logCacheEntries, c.logs)
+	if err != nil {
+		bolt.Close()
+		return fmt.Errorf("cluster: log cache: %w", err)
+	}
+	c.logs = cached
 	return nil
 }
+
+// logCacheEntries is the number of newest log entries kept in memory.
+const logCacheEntries = 64
 
 // ID returns this node's id.
 func (c *Cluster) ID() string { return c.id }

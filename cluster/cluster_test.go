@@ -12,6 +12,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -652,5 +653,26 @@ func TestBadForwardingFramesCloseConnection(t *testing.T) {
 	}
 	if got := propose(t, n, "still", "ok"); got != "ok:still" {
 		t.Fatalf("node unhealthy after bad frames: %q", got)
+	}
+}
+
+// TestDataDirInUse: a second node on a data dir that a running node holds
+// fails to start with an error that says so, instead of waiting forever on
+// bolt's file lock.
+func TestDataDirInUse(t *testing.T) {
+	nodes := newTestCluster(t, 1, nil)
+	second := &testNode{t: t, dir: nodes[0].dir, id: "n1", raft: freeAddr(t), gossip: freeAddr(t), expect: 1}
+	second.fsm = newKV()
+	start := time.Now()
+	c, err := Open(context.Background(), second.config())
+	if err == nil {
+		c.Close(context.Background())
+		t.Fatal("a second node opened a data dir in use")
+	}
+	if !strings.Contains(err.Error(), "already running on this data dir") {
+		t.Fatalf("error %q does not say the data dir is in use", err)
+	}
+	if el := time.Since(start); el > 10*time.Second {
+		t.Fatalf("refusal took %v", el)
 	}
 }
