@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh — reproduce every figure of BENCHMARKS.md from a clean checkout.
 #
-#   bench/run.sh [section...]     sections: write curve rate read frontends failover memory
+#   bench/run.sh [section...]     sections: write curve rate read linread frontends failover memory
 #                                 (default: all). Results: bench/results/<UTC time>/
 #
 # Starts everything it needs on 127.0.0.1 (3 dcnode processes with fsync on,
@@ -15,7 +15,7 @@
 trap cleanup EXIT INT TERM
 
 SECS=${BENCH_SECS:-8}
-SECTIONS=${*:-write curve rate read frontends failover memory}
+SECTIONS=${*:-write curve rate read linread frontends failover memory}
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 {
@@ -126,6 +126,16 @@ if want frontends; then
 	cleanup_nodes
 fi
 
+if want linread; then
+	log "linread: GET under -read-consistency linearizable, 64 connections, via leader and follower"
+	start_cluster 3 -read-consistency linearizable
+	leader_and_follower
+	G=(-op get -conns 64 -keys 10000 -size 200 -duration "${SECS}s")
+	lg get-c64-linearizable-leader -proto distcache -addr "$(dcaddr "$LEADER")" -prefill "${G[@]}"
+	lg get-c64-linearizable-follower -proto distcache -addr "$(dcaddr "$FOLLOWER")" "${G[@]}"
+	cleanup_nodes
+fi
+
 if want failover; then
 	log "failover: no election under full load (256 writers + 64 readers), term before and after"
 	start_cluster 3
@@ -151,7 +161,7 @@ if want failover; then
 fi
 
 if want memory; then
-	log "memory: 1,000,000 sessions of 200 B; RSS per node; restart of a follower until it serves reads"
+	log "memory: 1,000,000 sessions of 200 B; RSS per node; restart of a follower and a new follower (snapshot install) until each serves reads"
 	start_cluster 3
 	leader_and_follower
 	l=$(load1)
@@ -180,6 +190,19 @@ if want memory; then
 		[ "$(echo "$(date +%s.%N) - $t0 > 60" | bc)" = 1 ] && break
 	done
 	echo -e "restart-follower-1m\t$(echo "$(date +%s.%N) - $t0" | bc) s until it serves the last key locally\tload $(load1)" | tee -a "$OUT/summary.tsv"
+	# A new follower: node 4, empty data dir, joins; the leader adds it and sends it
+	# a snapshot of the 1,000,000 sessions. Time from its start until it serves the
+	# last key from its own replica.
+	"$BIN/dcctl" snapshot save --addr "$(admin "$LEADER")" "$WORK/1m.snap" >/dev/null 2>&1 || true
+	echo -e "snapshot-1m-size\t$(stat -c %s "$WORK/1m.snap" 2>/dev/null || echo 0) bytes" | tee -a "$OUT/summary.tsv"
+	t0=$(date +%s.%N)
+	start_node 4 3 "127.0.0.1:$(port 3 "$LEADER")" -read-consistency local
+	until "$BIN/dcctl" get --server "$(dcaddr 4)" loadgen-000000000000000000999999 >/dev/null 2>&1; do
+		sleep 0.05
+		[ "$(echo "$(date +%s.%N) - $t0 > 60" | bc)" = 1 ] && break
+	done
+	echo -e "new-follower-1m\t$(echo "$(date +%s.%N) - $t0" | bc) s from start until it serves the last key locally\tload $(load1)" | tee -a "$OUT/summary.tsv"
+	grep -E "snapshot|installed" "$WORK/n4.log" | tail -n 3 >&2 || true
 	cleanup_nodes
 fi
 log "results in $OUT"
