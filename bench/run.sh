@@ -100,6 +100,10 @@ if want frontends; then
 	sleep 0.5
 	G=(-op get -conns 64 -keys 10000 -size 200 -duration "${SECS}s")
 	lg get-c64-distcache-dcnode -proto distcache -addr "$(dcaddr "$LEADER")" -prefill "${G[@]}"
+	# Server capacity with the load tool's per-request cost amortised: 8 and 32
+	# requests pipelined on each of the 64 connections.
+	lg get-c64-d8-distcache-dcnode -proto distcache -addr "$(dcaddr "$LEADER")" -depth 8 "${G[@]}"
+	lg get-c64-d32-distcache-dcnode -proto distcache -addr "$(dcaddr "$LEADER")" -depth 32 "${G[@]}"
 	lg get-c64-memcache-dcnode -proto memcache -addr "127.0.0.1:$(port 5 "$LEADER")" "${G[@]}"
 	lg get-c64-memcache-memcached -proto memcache -addr "127.0.0.1:$(port 9 1)" -prefill "${G[@]}"
 	lg get-c64-resp-dcnode -proto resp -addr "127.0.0.1:$(port 6 "$LEADER")" "${G[@]}"

@@ -34,6 +34,27 @@ func (d distcacheCache) Get(ctx context.Context, id []byte) ([]byte, bool, error
 	return e.value, ok, err
 }
 
+// GetNow serves GET and HAVE hits (and misses under local reads) on the
+// connection's reading goroutine: see protocol.QuickCache.
+func (d distcacheCache) GetNow(id []byte) ([]byte, bool, bool) {
+	start := time.Now()
+	e, ok, answered := d.n.svc.GetNow(id)
+	if answered {
+		d.n.metrics.observe(protoDistcache, cmdGet, readResult(ok, nil), start)
+	}
+	return e.value, ok, answered
+}
+
+// HaveNow is GetNow for HAVE.
+func (d distcacheCache) HaveNow(id []byte) (bool, bool) {
+	start := time.Now()
+	_, ok, answered := d.n.svc.GetNow(id)
+	if answered {
+		d.n.metrics.observe(protoDistcache, cmdHave, readResult(ok, nil), start)
+	}
+	return ok, answered
+}
+
 func (d distcacheCache) Remove(ctx context.Context, id []byte) (bool, error) {
 	start := time.Now()
 	ok, err := d.n.svc.Remove(ctx, id)

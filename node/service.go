@@ -160,6 +160,20 @@ func (s *Service) Get(ctx context.Context, key []byte) (entry, bool, error) {
 	return s.leaderGet(ctx, key)
 }
 
+// GetNow answers a read from local memory when the node's read consistency
+// allows it without waiting: a hit under local or leader-on-miss, a miss under
+// local. answered is false when Get must be called (linearizable reads, or a
+// miss that leader-on-miss re-asks the leader).
+func (s *Service) GetNow(key []byte) (e entry, ok, answered bool) {
+	if s.consistency == ReadLinearizable {
+		return entry{}, false, false
+	}
+	if v, flags, _, hit := s.store.Get(key, time.Now()); hit {
+		return entry{value: v, flags: flags}, true, true
+	}
+	return entry{}, false, s.consistency != ReadLeaderOnMiss
+}
+
 // leaderGet re-asks the leader after a local miss. Having no leader, or failing to
 // reach it, is answered as a miss: a miss only costs the client a full handshake,
 // while an error or a wait could stall it.

@@ -20,6 +20,17 @@ type Handler interface {
 	ServeDistcache(ctx context.Context, req *Message) ([]byte, error)
 }
 
+// A QuickHandler can answer some requests at once, without blocking (a read
+// served from local memory). The Server runs those on the connection's reading
+// goroutine and writes the answers to pipelined requests together, instead of
+// paying a goroutine and a write system call per request.
+type QuickHandler interface {
+	Handler
+	// ServeQuick answers req if it can do so without waiting; ok false means
+	// the Server must call ServeDistcache instead. It must not keep req.
+	ServeQuick(req *Message) (resp []byte, ok bool)
+}
+
 // HandlerFunc adapts a function to the Handler interface.
 type HandlerFunc func(ctx context.Context, req *Message) ([]byte, error)
 
@@ -47,14 +58,57 @@ type Cache interface {
 	Take(ctx context.Context, id []byte) (data []byte, ok bool, err error)
 }
 
+// A QuickCache is a Cache that can sometimes answer a read from memory at
+// once; NewCacheHandler then returns a QuickHandler.
+type QuickCache interface {
+	Cache
+	// GetNow returns the data of an unexpired entry if it can tell without
+	// waiting (answered true); otherwise the handler calls Get or Have.
+	GetNow(id []byte) (data []byte, ok, answered bool)
+	// HaveNow is GetNow for HAVE.
+	HaveNow(id []byte) (ok, answered bool)
+}
+
 // NewCacheHandler adapts c to a Handler implementing the server semantics of
 // spec §4: ADD validation in the spec's order (ParseAddRequest), ADD payloads
 // shorter than 8 bytes close the connection, GET/TAKE answer the data or 0x01.
 // Cache errors answer StatusDisconnected (0x02) to ADD/REMOVE/HAVE, which C
 // clients treat as a failed operation, and a miss to GET/TAKE.
-func NewCacheHandler(c Cache) Handler { return cacheHandler{c} }
+func NewCacheHandler(c Cache) Handler {
+	if q, ok := c.(QuickCache); ok {
+		return quickCacheHandler{cacheHandler{c}, q}
+	}
+	return cacheHandler{c}
+}
 
 type cacheHandler struct{ c Cache }
+
+type quickCacheHandler struct {
+	cacheHandler
+	q QuickCache
+}
+
+// ServeQuick answers GET and HAVE when the cache can answer them at once.
+func (h quickCacheHandler) ServeQuick(req *Message) ([]byte, bool) {
+	switch req.Op {
+	case OpGet:
+		data, ok, answered := h.q.GetNow(req.Payload)
+		switch {
+		case !answered:
+			return nil, false
+		case !ok || len(data) == 0:
+			return StatusNotOK.Payload(), true
+		}
+		return data, true
+	case OpHave:
+		ok, answered := h.q.HaveNow(req.Payload)
+		if !answered {
+			return nil, false
+		}
+		return boolStatus(ok, nil), true
+	}
+	return nil, false
+}
 
 func (h cacheHandler) ServeDistcache(ctx context.Context, req *Message) ([]byte, error) {
 	switch req.Op {

@@ -343,6 +343,7 @@ func (c *serverConn) serve() {
 		}
 	}()
 	c.dec = NewDecoder(c, Requests)
+	quick, _ := c.srv.Handler.(QuickHandler)
 	for {
 		p := pendingPool.Get().(*pending)
 		if err := c.dec.Decode(&p.req); err != nil {
@@ -356,6 +357,8 @@ func (c *serverConn) serve() {
 		select {
 		case c.slots <- struct{}{}:
 		default:
+			// Answers held back for coalescing free their slots once written.
+			c.flush()
 			c.srv.stalls.Add(1)
 			select {
 			case c.slots <- struct{}{}:
@@ -382,6 +385,14 @@ func (c *serverConn) serve() {
 		alone := len(c.queue) == 1
 		c.mu.Unlock()
 		c.inflight.Add(1)
+		if after == nil && quick != nil && c.runQuick(quick, p) {
+			// Answered on this goroutine. While more requests are buffered,
+			// hold the answer back so that the next ones join its write.
+			if c.dec.Buffered() == 0 {
+				c.flush()
+			}
+			continue
+		}
 		if alone && c.dec.Buffered() == 0 {
 			c.run(p, nil) // nothing else to do: skip the goroutine hand-off
 		} else {
@@ -389,7 +400,25 @@ func (c *serverConn) serve() {
 		}
 	}
 	// Answer everything that was received completely, then close.
+	c.flush()
 	c.inflight.Wait()
+}
+
+// runQuick answers p at once if the handler can, and reports whether it did.
+func (c *serverConn) runQuick(h QuickHandler, p *pending) (ok bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			p.resp, p.err, ok = nil, fmt.Errorf("handler panic: %v", r), true
+		}
+		if ok {
+			c.finish(p)
+		}
+	}()
+	p.resp, ok = h.ServeQuick(&p.req)
+	if ok && len(p.resp) > MaxPayload {
+		p.err = &LimitError{Limit: "response payload size", Value: int64(len(p.resp)), Max: MaxPayload}
+	}
+	return ok
 }
 
 // readFailed logs why reading stopped. Clean EOF between messages and
@@ -473,14 +502,26 @@ func (c *serverConn) write(b []byte) error {
 	return err
 }
 
-// complete marks p answered and, unless another goroutine is already
-// writing, writes every answer at the head of the queue that is ready.
+// complete marks p answered and writes every ready answer (see flush).
 func (c *serverConn) complete(p *pending) {
+	c.finish(p)
+	c.flush()
+}
+
+// finish marks p answered without writing anything.
+func (c *serverConn) finish(p *pending) {
 	c.mu.Lock()
 	p.done = true
 	if p.executed != nil {
 		close(p.executed)
 	}
+	c.mu.Unlock()
+}
+
+// flush writes, unless another goroutine is already writing, every answer at
+// the head of the queue that is ready.
+func (c *serverConn) flush() {
+	c.mu.Lock()
 	if c.writing {
 		c.mu.Unlock()
 		return

@@ -307,9 +307,21 @@ func TestHalfCloseAnswered(t *testing.T) {
 // TestBackpressure pipelines 10,000 GETs with 1000-byte answers (10 MB, far
 // more than socket buffers hold) and reads nothing until the server has had to
 // stop reading; every answer must then arrive, in order.
+// The quick variant answers on the reading goroutine and holds answers back
+// for coalescing: it must still free pipeline slots instead of deadlocking.
 func TestBackpressure(t *testing.T) {
 	data := bytes.Repeat([]byte("d"), 1000)
-	h := HandlerFunc(func(_ context.Context, req *Message) ([]byte, error) { return data, nil })
+	t.Run("goroutines", func(t *testing.T) {
+		testBackpressure(t, data, HandlerFunc(func(_ context.Context, req *Message) ([]byte, error) { return data, nil }))
+	})
+	t.Run("quick", func(t *testing.T) {
+		cache := &quickMapCache{mapCache: newMapCache()}
+		cache.Add(context.Background(), []byte("id"), data, time.Hour)
+		testBackpressure(t, data, NewCacheHandler(cache))
+	})
+}
+
+func testBackpressure(t *testing.T, data []byte, h Handler) {
 	ts := startServer(t, "tcp", h, func(s *Server) { s.MaxPipeline = 8 })
 	nc := rawDial(t, ts.addr)
 	const n = 10000

@@ -1,6 +1,7 @@
 // Command loadgen is the lean load tool behind bench/run.sh: one goroutine per
-// persistent connection, one request in flight on each, over the distcache,
-// memcache text or Redis RESP protocol. The same binary drives dcnode,
+// persistent connection, one request in flight on each (or -depth requests
+// pipelined on each distcache connection), over the distcache, memcache text or
+// Redis RESP protocol. The same binary drives dcnode,
 // memcached and redis-server, so their figures compare like for like.
 //
 // It exists because dcctl bench verifies every answer against a model (too

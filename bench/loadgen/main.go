@@ -31,6 +31,7 @@ type result struct {
 	Proto     string  `json:"proto"`
 	Op        string  `json:"op"`
 	Conns     int     `json:"conns"`
+	Depth     int     `json:"depth"`
 	Ops       int64   `json:"ops"`
 	Hits      int64   `json:"hits"`
 	Errors    int64   `json:"errors"`
@@ -47,7 +48,8 @@ func main() {
 	proto := flag.String("proto", "distcache", "distcache (protocol.Client), dcsync (synchronous distcache), memcache or resp")
 	addr := flag.String("addr", "", "server address (distcache syntax IP:host:port or UNIX:/path; host:port otherwise)")
 	op := flag.String("op", "get", "get or add (add: distcache ADD, memcache/resp SET)")
-	conns := flag.Int("conns", 64, "persistent connections, one request in flight each")
+	conns := flag.Int("conns", 64, "persistent connections")
+	depth := flag.Int("depth", 1, "requests in flight per connection (pipelined; >1 only with -proto distcache)")
 	keys := flag.Int("keys", 10000, "distinct keys")
 	size := flag.Int("size", 200, "value bytes")
 	prefill := flag.Bool("prefill", false, "store every key once before measuring (get)")
@@ -57,6 +59,10 @@ func main() {
 	flag.Parse()
 	if *addr == "" || *conns < 1 || *keys < *conns || *size < 1 || *duration <= 0 || *duration > 10*time.Minute {
 		fmt.Fprintln(os.Stderr, "loadgen: need -addr, 1 <= -conns <= -keys, -size > 0, 0 < -duration <= 10m")
+		os.Exit(2)
+	}
+	if *depth < 1 || *depth > 1024 || (*depth > 1 && *proto != "distcache") {
+		fmt.Fprintln(os.Stderr, "loadgen: -depth is 1..1024, and above 1 only with -proto distcache (its client multiplexes requests)")
 		os.Exit(2)
 	}
 	dial := func() (client, error) { return dialProto(*proto, *addr, *timeout) }
@@ -69,8 +75,8 @@ func main() {
 			os.Exit(1)
 		}
 	}
-	res := run(dial, *conns, *keys, key, val, *op, *duration, *rate)
-	res.Proto, res.Op, res.Conns = *proto, *op, *conns
+	res := run(dial, *conns, *depth, *keys, key, val, *op, *duration, *rate)
+	res.Proto, res.Op, res.Conns, res.Depth = *proto, *op, *conns, *depth
 	json.NewEncoder(os.Stdout).Encode(res)
 }
 
@@ -116,33 +122,67 @@ func fill(dial func() (client, error), conns, keys int, key func(int) []byte, va
 	return errors.Join(errs...)
 }
 
-func run(dial func() (client, error), conns, keys int, key func(int) []byte, val []byte, op string, d time.Duration, rate float64) result {
+// conn is one persistent connection shared by the depth workers that use it.
+type conn struct {
+	mu sync.Mutex
+	c  client
+}
+
+// get returns the connection, dialing it if there is none.
+func (s *conn) get(dial func() (client, error)) (client, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.c == nil {
+		c, err := dial()
+		if err != nil {
+			return nil, err
+		}
+		s.c = c
+	}
+	return s.c, nil
+}
+
+// drop closes c after an error, unless another worker already replaced it.
+func (s *conn) drop(c client) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.c == c {
+		s.c.close()
+		s.c = nil
+	}
+}
+
+func run(dial func() (client, error), conns, depth, keys int, key func(int) []byte, val []byte, op string, d time.Duration, rate float64) result {
+	workers := conns * depth
+	shared := make([]conn, conns)
+	defer func() {
+		for i := range shared {
+			if shared[i].c != nil {
+				shared[i].c.close()
+			}
+		}
+	}()
 	var (
 		wg       sync.WaitGroup
 		stop     atomic.Bool
 		errCount atomic.Int64
 		firstErr atomic.Value
 	)
-	lat := make([][]time.Duration, conns)
-	okAt := make([][]int64, conns) // success times (ns since start), for gaps
-	hits := make([]int64, conns)
+	lat := make([][]time.Duration, workers)
+	okAt := make([][]int64, workers) // success times (ns since start), for gaps
+	hits := make([]int64, workers)
 	start := time.Now()
 	time.AfterFunc(d, func() { stop.Store(true) })
 	var interval time.Duration
 	if rate > 0 {
-		interval = time.Duration(float64(time.Second) * float64(conns) / rate)
+		interval = time.Duration(float64(time.Second) * float64(workers) / rate)
 	}
-	for w := range conns {
+	for w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var c client
-			defer func() {
-				if c != nil {
-					c.close()
-				}
-			}()
-			next := start.Add(interval * time.Duration(w) / time.Duration(conns))
+			cn := &shared[w/depth]
+			next := start.Add(interval * time.Duration(w) / time.Duration(workers))
 			seq := w
 			for !stop.Load() {
 				began := time.Now()
@@ -152,14 +192,11 @@ func run(dial func() (client, error), conns, keys int, key func(int) []byte, val
 					}
 					began, next = next, next.Add(interval)
 				}
-				var err error
-				if c == nil {
-					c, err = dial()
-				}
+				c, err := cn.get(dial)
 				found := false
 				if err == nil {
 					k := key(seq % keys)
-					seq += conns
+					seq += workers
 					if op == "add" {
 						err = c.set(k, val)
 						found = err == nil
@@ -172,8 +209,7 @@ func run(dial func() (client, error), conns, keys int, key func(int) []byte, val
 					errCount.Add(1)
 					firstErr.CompareAndSwap(nil, err.Error())
 					if c != nil {
-						c.close()
-						c = nil
+						cn.drop(c)
 					}
 					if interval == 0 {
 						time.Sleep(10 * time.Millisecond) // do not spin on a dead server
