@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/distcache-replicated/distcache/protocol/internal/loglimit"
 )
 
 // Defaults for Server fields left zero.
@@ -56,7 +58,8 @@ type Server struct {
 	conns     map[*serverConn]struct{}
 	closing   atomic.Bool
 	active    atomic.Int64
-	stalls    atomic.Uint64 // times a connection stopped reading on a full pipeline
+	stalls    atomic.Uint64    // times a connection stopped reading on a full pipeline
+	refusals  loglimit.Limiter // rejected-connection log lines, at most one a second
 }
 
 // ActiveConns returns the number of open client connections, for metrics.
@@ -131,8 +134,12 @@ func (s *Server) Serve(ln net.Listener) error {
 				nc.Close()
 				return err
 			}
-			// Logged before the close, so the line exists once the peer sees EOF.
-			s.logger().Warn("distcache: connection rejected", "remote", remoteString(nc), "err", err)
+			// Logged before the close, so the line exists once the peer sees EOF;
+			// at most once a second, so a connection flood is not a log flood.
+			if ok, suppressed := s.refusals.Allow(time.Now()); ok {
+				s.logger().Warn("distcache: connection rejected", "remote", remoteString(nc), "err", err,
+					"suppressed_since_last", suppressed)
+			}
 			nc.Close()
 			continue
 		}

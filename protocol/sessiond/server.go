@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/distcache-replicated/distcache/protocol/internal/loglimit"
 )
 
 // NoExpiry is the ttl passed to Cache.Set for a NEW with timeout 0 (stunnel
@@ -75,29 +77,8 @@ type Server struct {
 	closing atomic.Bool
 
 	stats     counters
-	malformed logLimiter // malformed datagrams
-	queueFull logLimiter // NEW/REMOVE dropped on a full queue
-}
-
-// logLimiter lets through at most one log line per second for one kind of
-// event, so that a datagram flood (UDP needs no handshake, and its source can
-// be forged) cannot become a log flood; the next line reports how many were
-// suppressed.
-type logLimiter struct {
-	last       atomic.Int64 // unix nanos of the last line
-	suppressed atomic.Uint64
-}
-
-// allow reports whether a line may be logged now, and how many were
-// suppressed since the previous one.
-func (l *logLimiter) allow() (ok bool, suppressed uint64) {
-	now := time.Now().UnixNano()
-	last := l.last.Load()
-	if now-last < int64(time.Second) || !l.last.CompareAndSwap(last, now) {
-		l.suppressed.Add(1)
-		return false, 0
-	}
-	return true, l.suppressed.Swap(0)
+	malformed loglimit.Limiter // malformed datagrams (UDP sources can be forged)
+	queueFull loglimit.Limiter // NEW/REMOVE dropped on a full queue
 }
 
 type counters struct {
@@ -251,7 +232,7 @@ func (s *Server) readLoop(conn net.PacketConn, queue chan<- job) error {
 			case queue <- j:
 			default:
 				s.stats.dropped.Add(1)
-				if ok, suppressed := s.queueFull.allow(); ok {
+				if ok, suppressed := s.queueFull.Allow(time.Now()); ok {
 					log.Warn("sessiond: write queue full; dropping request", "type", p.Type, "from", addr.String(),
 						"key", string(key), "suppressed_since_last", suppressed)
 				}
@@ -263,7 +244,7 @@ func (s *Server) readLoop(conn net.PacketConn, queue chan<- job) error {
 // reportMalformed logs at most one line per second for malformed datagrams,
 // so a flood cannot flood the log too.
 func (s *Server) reportMalformed(log *slog.Logger, addr net.Addr, n int, err error) {
-	ok, suppressed := s.malformed.allow()
+	ok, suppressed := s.malformed.Allow(time.Now())
 	if !ok {
 		return
 	}

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/distcache-replicated/distcache/protocol/internal/loglimit"
 )
 
 // ErrClosed is returned by Serve once Shutdown or Close has been called; each
@@ -50,6 +52,7 @@ type Set[C Conn] struct {
 	active   atomic.Int64
 	total    atomic.Uint64
 	rejected atomic.Uint64
+	refusals loglimit.Limiter // refusal log lines, at most one a second
 }
 
 // New returns a Set. refuse answers a connection over maxConns before it is
@@ -111,7 +114,10 @@ func (s *Set[C]) Serve(ln net.Listener, newConn func(net.Conn) C) error {
 		s.total.Add(1)
 		if s.active.Load() >= int64(s.maxConns) {
 			s.rejected.Add(1)
-			s.log().Warn(s.name+": too many connections; refusing", "remote", nc.RemoteAddr().String(), "max_conns", s.maxConns)
+			if ok, suppressed := s.refusals.Allow(time.Now()); ok {
+				s.log().Warn(s.name+": too many connections; refusing", "remote", nc.RemoteAddr().String(),
+					"max_conns", s.maxConns, "suppressed_since_last", suppressed)
+			}
 			nc.SetWriteDeadline(time.Now().Add(time.Second))
 			s.refuse(nc)
 			nc.Close()
