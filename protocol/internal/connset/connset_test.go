@@ -1,0 +1,218 @@
+package connset
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// lineConn echoes lines until its peer closes, it is woken during a shutdown,
+// or it is closed.
+type lineConn struct {
+	set *Set[*lineConn]
+	nc  net.Conn
+}
+
+func (c *lineConn) Serve() {
+	defer c.set.Done(c)
+	defer c.nc.Close()
+	r := bufio.NewReader(c.nc)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		if _, err := io.WriteString(c.nc, "echo "+line); err != nil || c.set.Closing() {
+			return
+		}
+	}
+}
+
+func (c *lineConn) Wake()  { c.nc.SetReadDeadline(time.Unix(1, 0)) }
+func (c *lineConn) Close() { c.nc.Close() }
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type fixture struct {
+	set      *Set[*lineConn]
+	addr     string
+	logs     *syncBuf
+	served   chan error
+	canceled chan struct{}
+}
+
+func start(t *testing.T, maxConns int) *fixture {
+	t.Helper()
+	f := &fixture{logs: &syncBuf{}, served: make(chan error, 1), canceled: make(chan struct{})}
+	logger := slog.New(slog.NewTextHandler(f.logs, nil))
+	var once sync.Once
+	f.set = New[*lineConn]("test", maxConns, func(nc net.Conn) { io.WriteString(nc, "BUSY\n") },
+		func() *slog.Logger { return logger }, func() { once.Do(func() { close(f.canceled) }) })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.addr = ln.Addr().String()
+	go func() { f.served <- f.set.Serve(ln, func(nc net.Conn) *lineConn { return &lineConn{set: f.set, nc: nc} }) }()
+	t.Cleanup(f.set.Close)
+	return f
+}
+
+func (f *fixture) dial(t *testing.T) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	nc, err := net.Dial("tcp", f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	return nc, bufio.NewReader(nc)
+}
+
+func roundTrip(t *testing.T, nc net.Conn, r *bufio.Reader, msg string) string {
+	t.Helper()
+	if _, err := io.WriteString(nc, msg+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	line, err := r.ReadString('\n')
+	if err != nil {
+		t.Fatalf("reading answer to %q: %v", msg, err)
+	}
+	return strings.TrimSuffix(line, "\n")
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// TestCapRefusesAndCounts: past maxConns a connection gets the protocol's refusal
+// and is closed; counters add up; a burst of refusals logs one line.
+func TestCapRefusesAndCounts(t *testing.T) {
+	f := start(t, 2)
+	for i := range 2 {
+		nc, r := f.dial(t)
+		if got := roundTrip(t, nc, r, "hello"); got != "echo hello" {
+			t.Fatalf("connection %d: %q", i+1, got)
+		}
+	}
+	for i := range 5 {
+		_, r := f.dial(t)
+		b, err := io.ReadAll(r)
+		if err != nil || string(b) != "BUSY\n" {
+			t.Fatalf("refused connection %d got %q, %v; want BUSY then close", i+1, b, err)
+		}
+	}
+	if a, tot, rej := f.set.Active(), f.set.Total(), f.set.Rejected(); a != 2 || tot != 7 || rej != 5 {
+		t.Fatalf("active %d total %d rejected %d; want 2, 7, 5", a, tot, rej)
+	}
+	if n := strings.Count(f.logs.String(), "too many connections"); n != 1 {
+		t.Fatalf("%d refusal log lines for a burst of 5; want 1:\n%s", n, f.logs)
+	}
+}
+
+// TestShutdownWakesIdleAndWaits: Shutdown closes idle connections, waits for
+// them, cancels the base context, and Serve returns ErrClosed.
+func TestShutdownWakesIdleAndWaits(t *testing.T) {
+	f := start(t, 10)
+	nc, r := f.dial(t)
+	roundTrip(t, nc, r, "x")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := f.set.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if a := f.set.Active(); a != 0 {
+		t.Fatalf("%d connections active after Shutdown", a)
+	}
+	select {
+	case <-f.canceled:
+	default:
+		t.Fatal("base context not canceled after Shutdown")
+	}
+	if err := <-f.served; !errors.Is(err, ErrClosed) {
+		t.Fatalf("Serve returned %v; want ErrClosed", err)
+	}
+	if _, err := io.ReadAll(r); err != nil {
+		t.Fatalf("idle connection not closed cleanly: %v", err)
+	}
+}
+
+// TestShutdownDeadlineClosesStragglers: a connection that never ends is closed
+// when Shutdown's context ends, and Shutdown reports the context's error.
+func TestShutdownDeadlineClosesStragglers(t *testing.T) {
+	stuck := &stuckConn{release: make(chan struct{})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
+	set := New[*stuckConn]("stuck", 10, func(net.Conn) {}, func() *slog.Logger { return discard }, func() {})
+	t.Cleanup(set.Close)
+	stuck.set = set
+	go set.Serve(ln, func(nc net.Conn) *stuckConn { stuck.nc = nc; return stuck })
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	waitFor(t, "the connection to be tracked", func() bool { return set.Active() == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := set.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown with a stuck connection returned %v; want DeadlineExceeded", err)
+	}
+	if set.Active() != 0 {
+		t.Fatal("stuck connection still active after Shutdown gave up")
+	}
+}
+
+// stuckConn ignores Wake: only Close ends it.
+type stuckConn struct {
+	set     *Set[*stuckConn]
+	nc      net.Conn
+	release chan struct{}
+}
+
+func (c *stuckConn) Serve() {
+	defer c.set.Done(c)
+	<-c.release
+}
+func (c *stuckConn) Wake() {}
+func (c *stuckConn) Close() {
+	c.nc.Close()
+	select {
+	case <-c.release:
+	default:
+		close(c.release)
+	}
+}
