@@ -76,7 +76,9 @@ func start(t *testing.T, maxConns int) *fixture {
 		t.Fatal(err)
 	}
 	f.addr = ln.Addr().String()
-	go func() { f.served <- f.set.Serve(ln, func(nc net.Conn) *lineConn { return &lineConn{set: f.set, nc: nc} }) }()
+	go func() {
+		f.served <- f.set.Serve(ln, func(nc net.Conn) *lineConn { return &lineConn{set: f.set, nc: nc} })
+	}()
 	t.Cleanup(f.set.Close)
 	return f
 }
