@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/distcache-replicated/distcache/internal/syncbuf"
 	"github.com/distcache-replicated/distcache/internal/testport"
 )
 
@@ -142,22 +143,7 @@ type testNode struct {
 
 // syncBuffer is a bytes.Buffer safe for the concurrent writes of exec's copier and
 // the reads of a failing test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type syncBuffer = syncbuf.Buffer
 
 // freePort returns a port on 127.0.0.1, free for TCP and UDP, never handed out twice
 // (see internal/testport). The small race with other processes is handled by

@@ -1,13 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/distcache-replicated/distcache/cmd/dcctl/internal/dctest"
+	"github.com/distcache-replicated/distcache/internal/syncbuf"
 )
 
 func startServer(t *testing.T, network string) *dctest.Server {
@@ -42,19 +41,4 @@ func runCLICtx(ctx context.Context, t *testing.T, env map[string]string, args ..
 }
 
 // syncBuffer is a bytes.Buffer safe for the concurrent writers of proxy and snoop.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = syncbuf.Buffer

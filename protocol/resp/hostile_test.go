@@ -2,34 +2,19 @@ package resp
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/distcache-replicated/distcache/internal/syncbuf"
 )
 
 // logBuffer collects a server's log lines so that a test can assert that a
 // dropped connection was explained.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+type logBuffer = syncbuf.Buffer
 
 // TestForeignProtocolsClosedWithReason sends what misconfigured clients send to a
 // plaintext RESP port: each connection is closed at once (no waiting for a

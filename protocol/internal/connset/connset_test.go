@@ -2,7 +2,6 @@ package connset
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -12,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/distcache-replicated/distcache/internal/syncbuf"
 )
 
 // lineConn echoes lines until its peer closes, it is woken during a shutdown,
@@ -39,22 +40,7 @@ func (c *lineConn) Serve() {
 func (c *lineConn) Wake()  { c.nc.SetReadDeadline(time.Unix(1, 0)) }
 func (c *lineConn) Close() { c.nc.Close() }
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuf = syncbuf.Buffer
 
 type fixture struct {
 	set      *Set[*lineConn]

@@ -10,29 +10,18 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/distcache-replicated/distcache/cmd/dcctl/internal/dctest"
+	"github.com/distcache-replicated/distcache/internal/syncbuf"
 	"github.com/distcache-replicated/distcache/protocol"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
+type syncBuffer struct{ syncbuf.Buffer }
 
 func (s *syncBuffer) lines() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := strings.Split(strings.TrimRight(s.b.String(), "\n"), "\n")
+	out := strings.Split(strings.TrimRight(s.String(), "\n"), "\n")
 	if len(out) == 1 && out[0] == "" {
 		return nil
 	}
@@ -166,10 +155,8 @@ func TestSnoopClosesPairOnCorruptFraming(t *testing.T) {
 		t.Fatalf("connection still open after garbage (read %d bytes)", n)
 	}
 	dctest.WaitFor(t, 5*time.Second, "error log line", func() bool {
-		logs.mu.Lock()
-		defer logs.mu.Unlock()
-		return strings.Contains(logs.b.String(), "connection closed on error") &&
-			strings.Contains(logs.b.String(), "proto_level")
+		l := logs.String()
+		return strings.Contains(l, "connection closed on error") && strings.Contains(l, "proto_level")
 	})
 
 	// Other connections are unaffected.
