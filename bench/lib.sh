@@ -112,6 +112,8 @@ dcbench() {
 }
 
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# rss_parts PID: "anon N KiB, file N KiB" (Go heap and stacks vs bolt's mapped log).
+rss_parts() { awk '/RssAnon/ {a=$2} /RssFile/ {f=$2} END {printf "anon %d KiB, file %d KiB", a, f}' "/proc/$1/status"; }
 
 # cleanup_nodes stops the processes started so far (by pid) but keeps $WORK.
 cleanup_nodes() {

@@ -177,7 +177,7 @@ if want memory; then
 	for i in 1 2 3; do
 		pid_var="NODEPID_$i"
 		st=$("$BIN/dcctl" status --addr "$(admin "$i")" --json)
-		echo -e "rss-n$i\t$(rss_kb "${!pid_var}") KiB RSS\tsessions $(jq .sessions <<<"$st")\tpayload $(jq .payload_bytes <<<"$st") B\tload $(load1)" | tee -a "$OUT/summary.tsv"
+		echo -e "rss-n$i\t$(rss_kb "${!pid_var}") KiB RSS ($(rss_parts "${!pid_var}"))\tsessions $(jq .sessions <<<"$st")\tpayload $(jq .payload_bytes <<<"$st") B\tload $(load1)" | tee -a "$OUT/summary.tsv"
 	done
 	S=(-op get -conns 1 -keys 1000000 -size 200 -duration "${SECS}s")
 	lg get-seq-1m-leader -proto dcsync -addr "$(dcaddr "$LEADER")" "${S[@]}"
