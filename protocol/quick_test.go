@@ -168,3 +168,25 @@ func TestQuickReadWaitsForEarlierWrite(t *testing.T) {
 		}
 	}
 }
+
+// TestQuickAnswerNotHeldForPartialMessage: a quick answer is written before the
+// server waits for the rest of a message that has only partly arrived.
+func TestQuickAnswerNotHeldForPartialMessage(t *testing.T) {
+	cache := &quickMapCache{mapCache: newMapCache()}
+	cache.Add(context.Background(), []byte("id"), []byte("the session"), time.Hour)
+	ts := startServer(t, "tcp", NewCacheHandler(cache), func(s *Server) { s.ReadTimeout = time.Minute })
+	nc := rawDial(t, ts.addr)
+	req, _ := AppendMessage(nil, &Message{UID: 1, Op: OpGet, Payload: []byte("id")})
+	next, _ := AppendMessage(nil, &Message{UID: 2, Op: OpGet, Payload: []byte("id")})
+	if _, err := nc.Write(append(req, next[:5]...)); err != nil {
+		t.Fatal(err)
+	}
+	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var m Message
+	if err := NewDecoder(nc, Responses).Decode(&m); err != nil {
+		t.Fatalf("answer to the complete request while the next is partial: %v", err)
+	}
+	if m.UID != 1 || string(m.Payload) != "the session" {
+		t.Fatalf("got uid %d %q", m.UID, m.Payload)
+	}
+}

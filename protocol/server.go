@@ -292,6 +292,11 @@ type serverConn struct {
 	// dribbling one byte at a time cannot hold the connection forever.
 	msgDeadline time.Time
 	deadline    time.Time // the deadline currently set on nc (zero: none)
+	// held is set by the serve goroutine when it answered a request itself and
+	// left the answer unwritten, so that answers to the requests already
+	// buffered join the same write; Read writes them before it waits for the
+	// network.
+	held bool
 
 	mu      sync.Mutex
 	queue   []*pending // outstanding requests in arrival order
@@ -323,6 +328,10 @@ func (c *serverConn) Read(p []byte) (int, error) {
 	if !dl.Equal(c.deadline) {
 		c.nc.SetReadDeadline(dl)
 		c.deadline = dl
+	}
+	if c.held {
+		c.held = false
+		c.flush()
 	}
 	if c.stop.Load() {
 		return 0, errStopReading
@@ -393,11 +402,10 @@ func (c *serverConn) serve() {
 		c.mu.Unlock()
 		c.inflight.Add(1)
 		if after == nil && quick != nil && c.runQuick(quick, p) {
-			// Answered on this goroutine. While more requests are buffered,
-			// hold the answer back so that the next ones join its write.
-			if c.dec.Buffered() == 0 {
-				c.flush()
-			}
+			// Answered on this goroutine. Hold the answer back while complete
+			// requests are buffered, so that their answers join its write: the
+			// next Read that would wait for the network writes them first.
+			c.held = true
 			continue
 		}
 		if alone && c.dec.Buffered() == 0 {
