@@ -301,6 +301,9 @@ func (c *Cluster) WaitForLeader(ctx context.Context) error {
 }
 
 func (c *Cluster) writeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= c.cfg.WriteTimeout {
+		return ctx, func() {} // already bounded at least as tightly: no second timer
+	}
 	return context.WithTimeout(ctx, c.cfg.WriteTimeout)
 }
 

@@ -77,7 +77,7 @@ type entry struct {
 // left hanging even when its own protocol has no deadline (Apache's memcache client).
 func (s *Service) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok || s.timeout <= 0 {
-		return context.WithCancel(ctx)
+		return ctx, func() {}
 	}
 	return context.WithTimeout(ctx, s.timeout)
 }
