@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -31,6 +32,12 @@ func WithRequestTimeout(d time.Duration) ClientOption {
 	return func(c *Client) { c.timeout = d }
 }
 
+// WithTLS makes the Client speak TLS, for listeners a node serves with
+// -client-tls-cert. cfg.ServerName defaults to the address's host.
+func WithTLS(cfg *tls.Config) ClientOption {
+	return func(c *Client) { c.tls = cfg }
+}
+
 // Client is a distcache client that keeps one persistent connection and
 // pipelines requests from any number of goroutines over it, matching answers
 // to requests by request_uid. After the connection breaks, the next request
@@ -38,6 +45,7 @@ func WithRequestTimeout(d time.Duration) ClientOption {
 type Client struct {
 	addr    Address
 	timeout time.Duration
+	tls     *tls.Config
 	uid     atomic.Uint32
 
 	mu     sync.Mutex // guards cc and closed; held while dialling
@@ -88,6 +96,18 @@ func (c *Client) conn(ctx context.Context) (cc *clientConn, fresh bool, err erro
 	nc, err := c.addr.dial(ctx)
 	if err != nil {
 		return nil, false, fmt.Errorf("distcache: dial %s: %w", c.addr, err)
+	}
+	if c.tls != nil {
+		cfg := c.tls.Clone()
+		if cfg.ServerName == "" {
+			cfg.ServerName = c.addr.Host
+		}
+		tc := tls.Client(nc, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			nc.Close()
+			return nil, false, fmt.Errorf("distcache: TLS handshake with %s: %w", c.addr, err)
+		}
+		nc = tc
 	}
 	c.cc = newClientConn(nc)
 	return c.cc, true, nil

@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -23,6 +26,11 @@ type dataOptions struct {
 	servers string
 	timeout time.Duration
 	json    bool
+	// TLS, for listeners a node serves with -client-tls-cert; any of them
+	// turns it on.
+	tlsCA, tlsCert, tlsKey, tlsServerName string
+
+	dial []protocol.ClientOption // built by target from the flags
 }
 
 func (o *dataOptions) register(a *app, inv *invocation) {
@@ -33,6 +41,40 @@ func (o *dataOptions) register(a *app, inv *invocation) {
 	inv.fs.StringVar(&o.servers, "server", srv, "distcache `address`(es), comma-separated, tried in order (env DCCTL_SERVER)")
 	inv.fs.DurationVar(&o.timeout, "timeout", defaultDataTimeout, "deadline per server tried")
 	inv.fs.BoolVar(&o.json, "json", false, "print JSON")
+	inv.fs.StringVar(&o.tlsCA, "tls-ca", "", "speak TLS, verifying the node with the CA in this PEM `file` (for -client-tls-cert listeners)")
+	inv.fs.StringVar(&o.tlsCert, "tls-cert", "", "speak TLS with this client certificate (PEM `file`; for listeners that require one, with --tls-key)")
+	inv.fs.StringVar(&o.tlsKey, "tls-key", "", "private key (PEM `file`) of --tls-cert")
+	inv.fs.StringVar(&o.tlsServerName, "tls-server-name", "", "name to verify in the node's certificate (default: the host of the address)")
+}
+
+// tlsConfig builds the client TLS configuration from the flags; nil when no
+// TLS flag is given.
+func (o *dataOptions) tlsConfig() (*tls.Config, error) {
+	if o.tlsCA == "" && o.tlsCert == "" && o.tlsKey == "" && o.tlsServerName == "" {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: o.tlsServerName}
+	if o.tlsCA != "" {
+		pem, err := os.ReadFile(o.tlsCA)
+		if err != nil {
+			return nil, usagef("--tls-ca: %v", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, usagef("--tls-ca: no PEM certificate in %s", o.tlsCA)
+		}
+	}
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		return nil, usagef("--tls-cert and --tls-key go together")
+	}
+	if o.tlsCert != "" {
+		pair, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey)
+		if err != nil {
+			return nil, usagef("--tls-cert/--tls-key: %v", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
 }
 
 func (o *dataOptions) serverList() ([]string, error) {
@@ -67,14 +109,14 @@ type opResult struct {
 // server that cannot be reached is skipped; so is one whose answer was lost or was
 // DISCONNECTED when retry is true (reads). Writes (retry false) are not repeated on
 // another server once sent, because the first may have applied them.
-func withFailover(ctx context.Context, servers []string, timeout time.Duration, retry bool,
+func (o *dataOptions) withFailover(ctx context.Context, servers []string, retry bool,
 	op func(ctx context.Context, c *protocol.Client) error) (string, error) {
 	var errs []error
 	for _, s := range servers {
 		err := func() error {
-			ctx, cancel := context.WithTimeout(ctx, timeout)
+			ctx, cancel := context.WithTimeout(ctx, o.timeout)
 			defer cancel()
-			c, err := protocol.Dial(ctx, s)
+			c, err := protocol.Dial(ctx, s, o.dial...)
 			if err != nil {
 				return &dialError{err}
 			}
@@ -167,6 +209,13 @@ func (o *dataOptions) target(inv *invocation, n int) (pos, servers []string, id 
 	if servers, err = o.serverList(); err != nil {
 		return nil, nil, nil, err
 	}
+	cfg, err := o.tlsConfig()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if cfg != nil {
+		o.dial = append(o.dial, protocol.WithTLS(cfg))
+	}
 	if id, err = parseIDArg(pos[0]); err != nil {
 		return nil, nil, nil, err
 	}
@@ -198,7 +247,7 @@ func runAdd(ctx context.Context, a *app, inv *invocation) error {
 	case ttl%time.Millisecond != 0:
 		return usagef("ttl has a millisecond resolution")
 	}
-	server, err := withFailover(ctx, servers, o.timeout, false, func(ctx context.Context, c *protocol.Client) error {
+	server, err := o.withFailover(ctx, servers, false, func(ctx context.Context, c *protocol.Client) error {
 		return c.Add(ctx, id, value, ttl)
 	})
 	res := opResult{Op: "add", ID: pos[0], Server: server, Result: "ok"}
@@ -230,7 +279,7 @@ func runGet(ctx context.Context, a *app, inv *invocation, take bool) error {
 	if take {
 		name = "take"
 	}
-	server, err := withFailover(ctx, servers, o.timeout, !take, func(ctx context.Context, c *protocol.Client) error {
+	server, err := o.withFailover(ctx, servers, !take, func(ctx context.Context, c *protocol.Client) error {
 		var err error
 		if take {
 			value, err = c.Take(ctx, id)
@@ -274,7 +323,7 @@ func runRemove(ctx context.Context, a *app, inv *invocation) error {
 	if err != nil {
 		return err
 	}
-	server, err := withFailover(ctx, servers, o.timeout, false, func(ctx context.Context, c *protocol.Client) error {
+	server, err := o.withFailover(ctx, servers, false, func(ctx context.Context, c *protocol.Client) error {
 		return c.Remove(ctx, id)
 	})
 	res := opResult{Op: "remove", ID: pos[0], Server: server, Result: "ok"}
@@ -296,7 +345,7 @@ func runHave(ctx context.Context, a *app, inv *invocation) error {
 		return err
 	}
 	var yes bool
-	server, err := withFailover(ctx, servers, o.timeout, true, func(ctx context.Context, c *protocol.Client) error {
+	server, err := o.withFailover(ctx, servers, true, func(ctx context.Context, c *protocol.Client) error {
 		var err error
 		yes, err = c.Have(ctx, id)
 		return err
