@@ -2,88 +2,34 @@ package cluster
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"log/slog"
-	"math/big"
 	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/distcache-replicated/distcache/internal/testpki"
 )
 
 // testCA is a throwaway certificate authority for TLS tests.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
+type testCA struct{ *testpki.CA }
 
-func newTestCA(t testing.TB, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool}
-}
+func newTestCA(t testing.TB, name string) *testCA { return &testCA{testpki.NewCA(t, name)} }
 
 // issue returns a certificate for both TLS roles, valid for the given IPs.
 func (ca *testCA) issue(t testing.TB, name string, ips ...string) tls.Certificate {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	for _, ip := range ips {
-		tmpl.IPAddresses = append(tmpl.IPAddresses, net.ParseIP(ip))
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	return ca.Issue(t, name, ips...)
 }
 
 // mutualTLS is the cluster-port configuration a node with cert would use.
 func (ca *testCA) mutualTLS(cert tls.Certificate) *tls.Config {
 	return &tls.Config{
 		Certificates: []tls.Certificate{cert},
-		RootCAs:      ca.pool,
-		ClientCAs:    ca.pool,
+		RootCAs:      ca.Pool,
+		ClientCAs:    ca.Pool,
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		MinVersion:   tls.VersionTLS13,
 	}
@@ -175,7 +121,7 @@ func TestMutualTLSClusterRefusesStrangers(t *testing.T) {
 	other := newTestCA(t, "another CA")
 	for name, cfg := range map[string]*tls.Config{
 		"foreign certificate": other.mutualTLS(other.issue(t, "intruder", "127.0.0.1")),
-		"no certificate":      {RootCAs: ca.pool, MinVersion: tls.VersionTLS13},
+		"no certificate":      {RootCAs: ca.Pool, MinVersion: tls.VersionTLS13},
 	} {
 		cfg.ServerName = "127.0.0.1"
 		// The dial itself may succeed (TLS 1.3 client certificates are checked

@@ -12,7 +12,7 @@ import (
 // not without it.
 func TestDcctlOverClientTLS(t *testing.T) {
 	dir := t.TempDir()
-	ca := testpki.NewCA(t)
+	ca := testpki.NewCA(t, "test CA")
 	caFile := ca.WriteCA(t, dir)
 	certFile, keyFile := testpki.WritePair(t, dir, "node", ca.Issue(t, "node", "127.0.0.1"))
 	c := startCluster(t, 1, clusterOptions{ExtraArgs: []string{"-client-tls-cert", certFile, "-client-tls-key", keyFile}})

@@ -38,7 +38,7 @@ func startTLSServer(t *testing.T, cert tls.Certificate, clientCAs *testpki.CA) (
 // flags, with another CA or without the required certificate they fail (exit 1).
 func TestDataCommandsOverTLS(t *testing.T) {
 	dir := t.TempDir()
-	ca := testpki.NewCA(t)
+	ca := testpki.NewCA(t, "test CA")
 	caFile := ca.WriteCA(t, dir)
 	addr, cache := startTLSServer(t, ca.Issue(t, "node1", "127.0.0.1"), nil)
 
@@ -60,7 +60,7 @@ func TestDataCommandsOverTLS(t *testing.T) {
 		t.Fatalf("plain get to a TLS listener: exit %d, %q", r.code, r.stdout)
 	}
 	// A CA that did not sign the node's certificate.
-	otherCA := testpki.NewCA(t).WriteCA(t, t.TempDir())
+	otherCA := testpki.NewCA(t, "another CA").WriteCA(t, t.TempDir())
 	if r := runCLI(t, nil, "get", "s1", "--server", addr, "--tls-ca", otherCA); r.code != exitFailed || !strings.Contains(r.stderr, "TLS handshake") {
 		t.Fatalf("get with the wrong CA: exit %d, stderr %q; want a TLS handshake failure", r.code, r.stderr)
 	}
@@ -84,7 +84,7 @@ func TestDataCommandsOverTLS(t *testing.T) {
 func TestTLSFlagMistakesAreUsageErrors(t *testing.T) {
 	dir := t.TempDir()
 	notPEM := dir + "/not.pem"
-	certFile, _ := testpki.WritePair(t, dir, "c", testpki.NewCA(t).Issue(t, "c"))
+	certFile, _ := testpki.WritePair(t, dir, "c", testpki.NewCA(t, "test CA").Issue(t, "c"))
 	if err := os.WriteFile(notPEM, []byte("hello"), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -27,13 +27,14 @@ type CA struct {
 	der  []byte
 }
 
-// NewCA returns a fresh CA.
-func NewCA(t testing.TB) *CA {
+// NewCA returns a fresh CA named name (tests that trust one CA and not another
+// give them different names, as real CAs have).
+func NewCA(t testing.TB, name string) *CA {
 	t.Helper()
 	key := newKey(t)
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "test CA"},
+		Subject:               pkix.Name{CommonName: name},
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().Add(24 * time.Hour),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
