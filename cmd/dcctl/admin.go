@@ -247,18 +247,9 @@ func runStatus(ctx context.Context, a *app, inv *invocation) error {
 	if _, err := inv.parse(0, 0); err != nil {
 		return err
 	}
-	c, err := o.client()
-	if err != nil {
+	raw, printed, err := o.call(ctx, a, http.MethodGet, "/v1/status", nil)
+	if err != nil || printed {
 		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
-	defer cancel()
-	raw, err := c.callJSON(ctx, http.MethodGet, "/v1/status", nil)
-	if err != nil {
-		return err
-	}
-	if o.json {
-		return writeJSONRaw(a.stdout, raw)
 	}
 	var st nodeStatus
 	if err := json.Unmarshal(raw, &st); err != nil {
@@ -296,18 +287,9 @@ func runMembers(ctx context.Context, a *app, inv *invocation) error {
 	if _, err := inv.parse(0, 0); err != nil {
 		return err
 	}
-	c, err := o.client()
-	if err != nil {
+	raw, printed, err := o.call(ctx, a, http.MethodGet, "/v1/members", nil)
+	if err != nil || printed {
 		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
-	defer cancel()
-	raw, err := c.callJSON(ctx, http.MethodGet, "/v1/members", nil)
-	if err != nil {
-		return err
-	}
-	if o.json {
-		return writeJSONRaw(a.stdout, raw)
 	}
 	var ms struct {
 		Members []member `json:"members"`
@@ -339,18 +321,9 @@ func runJoin(ctx context.Context, a *app, inv *invocation) error {
 	if err != nil {
 		return err
 	}
-	c, err := o.client()
-	if err != nil {
+	raw, printed, err := o.call(ctx, a, http.MethodPost, "/v1/join", map[string]any{"addrs": addrs})
+	if err != nil || printed {
 		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
-	defer cancel()
-	raw, err := c.callJSON(ctx, http.MethodPost, "/v1/join", map[string]any{"addrs": addrs})
-	if err != nil {
-		return err
-	}
-	if o.json {
-		return writeJSONRaw(a.stdout, raw)
 	}
 	var r struct {
 		Joined int `json:"joined"`
@@ -395,18 +368,9 @@ func runTransferLeader(ctx context.Context, a *app, inv *invocation) error {
 	if len(pos) == 1 {
 		id = pos[0]
 	}
-	c, err := o.client()
-	if err != nil {
+	raw, printed, err := o.call(ctx, a, http.MethodPost, "/v1/transfer-leader", map[string]any{"id": id})
+	if err != nil || printed {
 		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
-	defer cancel()
-	raw, err := c.callJSON(ctx, http.MethodPost, "/v1/transfer-leader", map[string]any{"id": id})
-	if err != nil {
-		return err
-	}
-	if o.json {
-		return writeJSONRaw(a.stdout, raw)
 	}
 	var r struct {
 		LeaderID string `json:"leader_id"`
@@ -419,24 +383,33 @@ func runTransferLeader(ctx context.Context, a *app, inv *invocation) error {
 }
 
 func simplePost(ctx context.Context, a *app, o *adminOptions, path string, body any, human string) error {
-	c, err := o.client()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
-	defer cancel()
 	if body == nil {
 		body = struct{}{}
 	}
-	raw, err := c.callJSON(ctx, http.MethodPost, path, body)
-	if err != nil {
+	_, printed, err := o.call(ctx, a, http.MethodPost, path, body)
+	if err != nil || printed {
 		return err
-	}
-	if o.json {
-		return writeJSONRaw(a.stdout, raw)
 	}
 	fmt.Fprintln(a.stdout, human)
 	return nil
+}
+
+// call sends one admin request within --timeout. With --json it prints the
+// answer itself and reports printed, so the caller renders only the human form.
+func (o *adminOptions) call(ctx context.Context, a *app, method, path string, body any) (raw json.RawMessage, printed bool, err error) {
+	c, err := o.client()
+	if err != nil {
+		return nil, false, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	if raw, err = c.callJSON(ctx, method, path, body); err != nil {
+		return nil, false, err
+	}
+	if o.json {
+		return raw, true, writeJSONRaw(a.stdout, raw)
+	}
+	return raw, false, nil
 }
 
 func runSnapshot(ctx context.Context, a *app, inv *invocation) error {
