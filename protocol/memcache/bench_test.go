@@ -32,9 +32,9 @@ func (r *loopReader) Read(p []byte) (int, error) {
 func benchConn(b *testing.B, cache Cache, request string) *conn {
 	s := &Server{Cache: cache, Logger: testLogger(b)}
 	c := s.newConn(nil)
-	c.br = bufio.NewReaderSize(&loopReader{data: []byte(request)}, 4096)
-	c.bw = bufio.NewWriterSize(io.Discard, 4096)
-	b.Cleanup(c.rctx.Release)
+	c.BR = bufio.NewReaderSize(&loopReader{data: []byte(request)}, 4096)
+	c.BW = bufio.NewWriterSize(io.Discard, 4096)
+	b.Cleanup(c.Req.Release)
 	return c
 }
 
@@ -113,17 +113,17 @@ func FuzzHandle(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		s := &Server{Cache: newMemCache(), Logger: testLogger(t), MaxValueSize: 1024}
 		c := s.newConn(nil)
-		defer c.rctx.Release()
+		defer c.Req.Release()
 		var out bytes.Buffer
-		c.br = bufio.NewReaderSize(bytes.NewReader(in), 4096)
-		c.bw = bufio.NewWriter(&out)
+		c.BR = bufio.NewReaderSize(bytes.NewReader(in), 4096)
+		c.BW = bufio.NewWriter(&out)
 		for range len(in) + 1 { // every request consumes at least one byte
 			// Any error (end of input, protocol violation) closes the connection.
 			if err := c.handle(); err != nil {
 				break
 			}
 		}
-		c.bw.Flush()
+		c.BW.Flush()
 		// Every answer is CRLF-terminated protocol text.
 		if out.Len() > 0 && !bytes.HasSuffix(out.Bytes(), []byte("\r\n")) {
 			t.Fatalf("answer not CRLF-terminated: %q", out.Bytes())

@@ -82,7 +82,7 @@ func (r *stingyReader) Read(p []byte) (int, error) {
 func TestAnnouncedBlockCostsWhatArrived(t *testing.T) {
 	s := &Server{Cache: newMemCache(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	c := s.newConn(nil)
-	c.br = bufio.NewReaderSize(&stingyReader{data: []byte("set k 0 0 65536\r\n" + strings.Repeat("v", 100))}, 4096)
+	c.BR = bufio.NewReaderSize(&stingyReader{data: []byte("set k 0 0 65536\r\n" + strings.Repeat("v", 100))}, 4096)
 	if err := c.handle(); err == nil {
 		t.Fatal("a stalled data block was accepted")
 	}

@@ -187,73 +187,33 @@ func (s *Server) Close() error {
 
 // conn is one client connection; its buffers are reused across requests.
 type conn struct {
+	connset.Line
 	s      *Server
-	nc     net.Conn // nil when driven directly by tests and benchmarks
-	br     *bufio.Reader
-	bw     *bufio.Writer
-	log    *slog.Logger
-	rctx   *reqctx.Context
 	fields [][]byte
 	key    []byte // copy of a storage command's key, which the data read overwrites
 	value  []byte
 
 	maxValue int
 	maxLine  int
-	readTO   time.Duration
-	idleTO   time.Duration
-	writeTO  time.Duration
 }
 
 func (s *Server) newConn(nc net.Conn) *conn {
 	s.init()
 	maxLine := orDefault(s.MaxLineLength, DefaultMaxLineLength)
-	c := &conn{
+	return &conn{
+		Line: connset.NewLine(nc, maxLine, s.logger(), reqctx.New(s.baseCtx, orDefault(s.RequestTimeout, DefaultRequestTimeout)),
+			orDefault(s.ReadTimeout, DefaultReadTimeout), s.IdleTimeout, orDefault(s.WriteTimeout, DefaultWriteTimeout)),
 		s:        s,
-		nc:       nc,
-		br:       bufio.NewReaderSize(nc, max(4096, maxLine+2)),
-		bw:       bufio.NewWriterSize(nc, 4096),
-		log:      s.logger(),
-		rctx:     reqctx.New(s.baseCtx, orDefault(s.RequestTimeout, DefaultRequestTimeout)),
 		fields:   make([][]byte, 0, 8),
 		key:      make([]byte, 0, MaxKeyLength),
 		maxValue: orDefault(s.MaxValueSize, DefaultMaxValueSize),
 		maxLine:  maxLine,
-		readTO:   orDefault(s.ReadTimeout, DefaultReadTimeout),
-		idleTO:   s.IdleTimeout,
-		writeTO:  orDefault(s.WriteTimeout, DefaultWriteTimeout),
-	}
-	if nc != nil {
-		c.log = c.log.With("remote", nc.RemoteAddr().String())
-	}
-	return c
-}
-
-// Wake interrupts a read waiting for the next request, so a shutdown is noticed.
-func (c *conn) Wake() {
-	if c.nc != nil {
-		c.nc.SetReadDeadline(time.Unix(1, 0))
-	}
-}
-
-// Close closes the connection at once.
-func (c *conn) Close() {
-	if c.nc != nil {
-		c.nc.Close()
 	}
 }
 
 // Serve handles the connection until it ends.
 func (c *conn) Serve() {
-	defer func() {
-		c.rctx.Release()
-		c.nc.Close()
-		c.s.conns.Done(c)
-	}()
-	connset.ServeStream(connset.Stream{
-		Name: "memcache", Conn: c.nc, Reader: c.br, Log: c.log,
-		ReadTimeout: c.readTO, IdleTimeout: c.idleTO, Closing: c.s.conns.Closing,
-		Flush: c.flush, Handle: c.handle, Quiet: errClose, Malformed: errMalformed,
-	})
+	c.Line.Serve("memcache", c.s.conns.Closing, c.handle, errClose, errMalformed, func() { c.s.conns.Done(c) })
 }
 
 // errMalformed marks requests that break the protocol so badly that the rest
@@ -267,23 +227,13 @@ func foreignProtocol(b []byte) *connset.PeerError {
 	return connset.ForeignProtocol(b, "memcache")
 }
 
-func (c *conn) flush() error {
-	if c.bw.Buffered() == 0 {
-		return nil
-	}
-	if c.nc != nil {
-		c.nc.SetWriteDeadline(time.Now().Add(c.writeTO))
-	}
-	return c.bw.Flush()
-}
-
 // readLine returns the next command line without its line terminator. The
 // slice aliases the read buffer and is valid until the next read.
 func (c *conn) readLine() ([]byte, error) {
-	line, err := c.br.ReadSlice('\n')
+	line, err := c.BR.ReadSlice('\n')
 	if err != nil {
 		if errors.Is(err, bufio.ErrBufferFull) {
-			c.bw.WriteString("CLIENT_ERROR line too long\r\n")
+			c.BW.WriteString("CLIENT_ERROR line too long\r\n")
 			return nil, fmt.Errorf("%w: command line longer than %d bytes", errMalformed, c.maxLine)
 		}
 		if errors.Is(err, io.EOF) && len(line) == 0 {
@@ -296,7 +246,7 @@ func (c *conn) readLine() ([]byte, error) {
 		line = line[:n-1]
 	}
 	if len(line) > c.maxLine {
-		c.bw.WriteString("CLIENT_ERROR line too long\r\n")
+		c.BW.WriteString("CLIENT_ERROR line too long\r\n")
 		return nil, fmt.Errorf("%w: command line longer than %d bytes", errMalformed, c.maxLine)
 	}
 	return line, nil
@@ -325,9 +275,9 @@ func (c *conn) split(line []byte) [][]byte {
 // handle reads and answers one request. A non-nil error closes the connection
 // after the answers written so far are flushed.
 func (c *conn) handle() error {
-	if b, _ := c.br.Peek(1); len(b) > 0 && b[0] == 0x16 {
+	if b, _ := c.BR.Peek(1); len(b) > 0 && b[0] == 0x16 {
 		// A TLS record has no newline to wait for: look at it now.
-		b, _ = c.br.Peek(2)
+		b, _ = c.BR.Peek(2)
 		if pe := foreignProtocol(b); pe != nil {
 			return pe
 		}
@@ -341,7 +291,7 @@ func (c *conn) handle() error {
 	}
 	f := c.split(line)
 	if len(f) == 0 {
-		c.bw.WriteString("ERROR\r\n")
+		c.BW.WriteString("ERROR\r\n")
 		return nil
 	}
 	switch string(f[0]) {
@@ -354,9 +304,9 @@ func (c *conn) handle() error {
 	case "delete":
 		return c.delete(f[1:])
 	case "version":
-		c.bw.WriteString("VERSION ")
-		c.bw.WriteString(cmpOr(c.s.Version, DefaultVersion))
-		c.bw.WriteString("\r\n")
+		c.BW.WriteString("VERSION ")
+		c.BW.WriteString(cmpOr(c.s.Version, DefaultVersion))
+		c.BW.WriteString("\r\n")
 	case "stats":
 		c.stats(f[1:])
 	case "verbosity":
@@ -364,14 +314,14 @@ func (c *conn) handle() error {
 			if len(f) == 3 && string(f[2]) == "noreply" {
 				return nil
 			}
-			c.bw.WriteString("OK\r\n")
+			c.BW.WriteString("OK\r\n")
 		} else {
-			c.bw.WriteString("ERROR\r\n")
+			c.BW.WriteString("ERROR\r\n")
 		}
 	case "quit":
 		return errClose
 	default:
-		c.bw.WriteString("ERROR\r\n")
+		c.BW.WriteString("ERROR\r\n")
 	}
 	return nil
 }
@@ -393,20 +343,20 @@ func validKey(k []byte) bool {
 
 func (c *conn) get(keys [][]byte) error {
 	if len(keys) == 0 {
-		c.bw.WriteString("ERROR\r\n")
+		c.BW.WriteString("ERROR\r\n")
 		return nil
 	}
 	for _, k := range keys {
 		if !validKey(k) {
-			c.bw.WriteString("CLIENT_ERROR bad command line format\r\n")
+			c.BW.WriteString("CLIENT_ERROR bad command line format\r\n")
 			return nil
 		}
 	}
 	for _, k := range keys {
 		c.s.cmdGet.Add(1)
-		ctx := c.rctx.Begin()
+		ctx := c.Req.Begin()
 		v, flags, ok, err := c.s.Cache.Get(ctx, k)
-		c.rctx.End()
+		c.Req.End()
 		if err != nil {
 			c.serverError(err)
 			return nil
@@ -416,33 +366,33 @@ func (c *conn) get(keys [][]byte) error {
 			continue
 		}
 		c.s.getHits.Add(1)
-		c.bw.WriteString("VALUE ")
-		c.bw.Write(k)
-		b := c.bw.AvailableBuffer()
+		c.BW.WriteString("VALUE ")
+		c.BW.Write(k)
+		b := c.BW.AvailableBuffer()
 		b = append(b, ' ')
 		b = strconv.AppendUint(b, uint64(flags), 10)
 		b = append(b, ' ')
 		b = strconv.AppendInt(b, int64(len(v)), 10)
 		b = append(b, '\r', '\n')
-		c.bw.Write(b)
-		c.bw.Write(v)
-		c.bw.WriteString("\r\n")
+		c.BW.Write(b)
+		c.BW.Write(v)
+		c.BW.WriteString("\r\n")
 	}
-	c.bw.WriteString("END\r\n")
+	c.BW.WriteString("END\r\n")
 	return nil
 }
 
 // store handles "set|add <key> <flags> <exptime> <bytes> [noreply]".
 func (c *conn) store(f [][]byte, add bool) error {
 	if len(f) != 5 && len(f) != 6 {
-		c.bw.WriteString("ERROR\r\n")
+		c.BW.WriteString("ERROR\r\n")
 		return nil
 	}
 	noreply := len(f) == 6 && string(f[5]) == "noreply"
 	n, okN := parseUint(f[4], math.MaxInt32)
 	if !okN {
 		// Without a byte count the data block cannot be skipped: out of sync.
-		c.bw.WriteString("CLIENT_ERROR bad command line format\r\n")
+		c.BW.WriteString("CLIENT_ERROR bad command line format\r\n")
 		return fmt.Errorf("%w: storage command with an invalid byte count %q", errMalformed, clip(f[4]))
 	}
 	size := int(n)
@@ -450,13 +400,13 @@ func (c *conn) store(f [][]byte, add bool) error {
 	exptime, okE := parseInt(f[3])
 	if !validKey(f[1]) || !okF || !okE || (len(f) == 6 && !noreply) {
 		if !noreply {
-			c.bw.WriteString("CLIENT_ERROR bad command line format\r\n")
+			c.BW.WriteString("CLIENT_ERROR bad command line format\r\n")
 		}
 		return c.swallow(size)
 	}
 	if size > c.maxValue {
 		if !noreply {
-			c.bw.WriteString("SERVER_ERROR object too large for cache\r\n")
+			c.BW.WriteString("SERVER_ERROR object too large for cache\r\n")
 		}
 		return c.swallow(size)
 	}
@@ -471,15 +421,15 @@ func (c *conn) store(f [][]byte, add bool) error {
 		return fmt.Errorf("reading data block of %d bytes: %w", size, err)
 	}
 	if buf[size] != '\r' || buf[size+1] != '\n' {
-		c.bw.WriteString("CLIENT_ERROR bad data chunk\r\n")
+		c.BW.WriteString("CLIENT_ERROR bad data chunk\r\n")
 		return fmt.Errorf("%w: data block not terminated by CRLF (byte count %d does not match the data)", errMalformed, size)
 	}
 	value := buf[:size]
 
 	c.s.cmdSet.Add(1)
 	ttl, expired := c.ttl(exptime)
-	ctx := c.rctx.Begin()
-	defer c.rctx.End()
+	ctx := c.Req.Begin()
+	defer c.Req.End()
 	var reply string
 	switch {
 	case expired && add:
@@ -515,7 +465,7 @@ func (c *conn) store(f [][]byte, add bool) error {
 		reply = "STORED\r\n"
 	}
 	if !noreply {
-		c.bw.WriteString(reply)
+		c.BW.WriteString(reply)
 	}
 	return nil
 }
@@ -533,7 +483,7 @@ func (c *conn) readBlock(n int) ([]byte, error) {
 			copy(grown, buf)
 			buf = grown
 		}
-		k, err := io.ReadFull(c.br, buf[len(buf):len(buf)+m])
+		k, err := io.ReadFull(c.BR, buf[len(buf):len(buf)+m])
 		buf = buf[:len(buf)+k]
 		if err != nil {
 			c.value = buf
@@ -558,7 +508,7 @@ func (c *conn) swallow(size int) error {
 	if size > swallowLimit {
 		return fmt.Errorf("%w: data block of %d bytes exceeds the %d byte limit", errMalformed, size, swallowLimit)
 	}
-	if _, err := c.br.Discard(size + 2); err != nil {
+	if _, err := c.BR.Discard(size + 2); err != nil {
 		return fmt.Errorf("discarding data block: %w", err)
 	}
 	return nil
@@ -593,14 +543,14 @@ func (c *conn) delete(args [][]byte) error {
 	}
 	if len(args) != 1 || !validKey(args[0]) {
 		if !noreply {
-			c.bw.WriteString("CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n")
+			c.BW.WriteString("CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n")
 		}
 		return nil
 	}
 	c.s.cmdDelete.Add(1)
-	ctx := c.rctx.Begin()
+	ctx := c.Req.Begin()
 	deleted, err := c.s.Cache.Delete(ctx, args[0])
-	c.rctx.End()
+	c.Req.End()
 	if err != nil {
 		return c.serverErrorUnless(noreply, err)
 	}
@@ -608,16 +558,16 @@ func (c *conn) delete(args [][]byte) error {
 		return nil
 	}
 	if deleted {
-		c.bw.WriteString("DELETED\r\n")
+		c.BW.WriteString("DELETED\r\n")
 	} else {
-		c.bw.WriteString("NOT_FOUND\r\n")
+		c.BW.WriteString("NOT_FOUND\r\n")
 	}
 	return nil
 }
 
 func (c *conn) serverErrorUnless(noreply bool, err error) error {
 	if noreply {
-		c.log.Debug("memcache: cache call failed", "err", err)
+		c.Log.Debug("memcache: cache call failed", "err", err)
 		return nil
 	}
 	c.serverError(err)
@@ -626,10 +576,10 @@ func (c *conn) serverErrorUnless(noreply bool, err error) error {
 
 // serverError answers a failed Cache call; the stream stays in sync.
 func (c *conn) serverError(err error) {
-	c.log.Debug("memcache: cache call failed", "err", err)
-	c.bw.WriteString("SERVER_ERROR ")
-	c.bw.WriteString(errorText(err))
-	c.bw.WriteString("\r\n")
+	c.Log.Debug("memcache: cache call failed", "err", err)
+	c.BW.WriteString("SERVER_ERROR ")
+	c.BW.WriteString(errorText(err))
+	c.BW.WriteString("\r\n")
 }
 
 // errorText renders err on one protocol line, without CR or LF.
@@ -655,17 +605,17 @@ func errorText(err error) string {
 func (c *conn) stats(args [][]byte) {
 	if len(args) > 0 {
 		// Sub-statistics (items, slabs, ...) have no meaning here.
-		c.bw.WriteString("END\r\n")
+		c.BW.WriteString("END\r\n")
 		return
 	}
 	s := c.s
 	now := time.Now()
 	stat := func(name, value string) {
-		c.bw.WriteString("STAT ")
-		c.bw.WriteString(name)
-		c.bw.WriteByte(' ')
-		c.bw.WriteString(value)
-		c.bw.WriteString("\r\n")
+		c.BW.WriteString("STAT ")
+		c.BW.WriteString(name)
+		c.BW.WriteByte(' ')
+		c.BW.WriteString(value)
+		c.BW.WriteString("\r\n")
 	}
 	u := func(v uint64) string { return strconv.FormatUint(v, 10) }
 	stat("pid", strconv.Itoa(os.Getpid()))
@@ -694,7 +644,7 @@ func (c *conn) stats(args [][]byte) {
 			}
 		}
 	}
-	c.bw.WriteString("END\r\n")
+	c.BW.WriteString("END\r\n")
 }
 
 func sanitizeStat(v string) string {

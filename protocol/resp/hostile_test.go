@@ -84,7 +84,7 @@ func (r *stingyReader) Read(p []byte) (int, error) {
 func TestAnnouncedBlockCostsWhatArrived(t *testing.T) {
 	s := &Server{Cache: newMemCache(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	c := s.newConn(nil)
-	c.br = bufio.NewReaderSize(&stingyReader{data: []byte("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$65536\r\n" + strings.Repeat("v", 100))}, 4096)
+	c.BR = bufio.NewReaderSize(&stingyReader{data: []byte("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$65536\r\n" + strings.Repeat("v", 100))}, 4096)
 	if err := c.readCommand(); err == nil {
 		t.Fatal("a stalled bulk string was accepted")
 	}

@@ -167,12 +167,8 @@ func (s *Server) Close() error {
 
 // conn is one client connection; its buffers are reused across requests.
 type conn struct {
-	s    *Server
-	nc   net.Conn // nil when driven directly by tests and benchmarks
-	br   *bufio.Reader
-	bw   *bufio.Writer
-	log  *slog.Logger
-	rctx *reqctx.Context
+	connset.Line
+	s *Server
 
 	args     [][]byte // the current command; aliases arena or the read buffer
 	arena    []byte   // bulk strings of the current command
@@ -182,62 +178,26 @@ type conn struct {
 	maxValue int
 	maxLine  int
 	maxArgs  int
-	readTO   time.Duration
-	idleTO   time.Duration
-	writeTO  time.Duration
 }
 
 func (s *Server) newConn(nc net.Conn) *conn {
 	s.init()
 	maxLine := orDefault(s.MaxLineLength, DefaultMaxLineLength)
-	c := &conn{
+	return &conn{
+		Line: connset.NewLine(nc, maxLine, s.logger(), reqctx.New(s.baseCtx, orDefault(s.RequestTimeout, DefaultRequestTimeout)),
+			orDefault(s.ReadTimeout, DefaultReadTimeout), s.IdleTimeout, orDefault(s.WriteTimeout, DefaultWriteTimeout)),
 		s:        s,
-		nc:       nc,
-		br:       bufio.NewReaderSize(nc, max(4096, maxLine+2)),
-		bw:       bufio.NewWriterSize(nc, 4096),
-		log:      s.logger(),
-		rctx:     reqctx.New(s.baseCtx, orDefault(s.RequestTimeout, DefaultRequestTimeout)),
 		args:     make([][]byte, 0, 8),
 		offs:     make([]int, 0, 16),
 		maxValue: orDefault(s.MaxValueSize, DefaultMaxValueSize),
 		maxLine:  maxLine,
 		maxArgs:  orDefault(s.MaxArgs, DefaultMaxArgs),
-		readTO:   orDefault(s.ReadTimeout, DefaultReadTimeout),
-		idleTO:   s.IdleTimeout,
-		writeTO:  orDefault(s.WriteTimeout, DefaultWriteTimeout),
-	}
-	if nc != nil {
-		c.log = c.log.With("remote", nc.RemoteAddr().String())
-	}
-	return c
-}
-
-// Wake interrupts a read waiting for the next request, so a shutdown is noticed.
-func (c *conn) Wake() {
-	if c.nc != nil {
-		c.nc.SetReadDeadline(time.Unix(1, 0))
-	}
-}
-
-// Close closes the connection at once.
-func (c *conn) Close() {
-	if c.nc != nil {
-		c.nc.Close()
 	}
 }
 
 // Serve handles the connection until it ends.
 func (c *conn) Serve() {
-	defer func() {
-		c.rctx.Release()
-		c.nc.Close()
-		c.s.conns.Done(c)
-	}()
-	connset.ServeStream(connset.Stream{
-		Name: "resp", Conn: c.nc, Reader: c.br, Log: c.log,
-		ReadTimeout: c.readTO, IdleTimeout: c.idleTO, Closing: c.s.conns.Closing,
-		Flush: c.flush, Handle: c.handle, Quiet: errClose, Malformed: errProtocol,
-	})
+	c.Line.Serve("resp", c.s.conns.Closing, c.handle, errClose, errProtocol, func() { c.s.conns.Done(c) })
 }
 
 // errProtocol marks framing violations after which the stream cannot be
@@ -275,28 +235,18 @@ func hasFoldPrefix(b []byte, prefix string) bool {
 	return true
 }
 
-func (c *conn) flush() error {
-	if c.bw.Buffered() == 0 {
-		return nil
-	}
-	if c.nc != nil {
-		c.nc.SetWriteDeadline(time.Now().Add(c.writeTO))
-	}
-	return c.bw.Flush()
-}
-
 // protocolError answers a framing violation the way Redis does and closes.
 func (c *conn) protocolError(msg string) error {
-	c.bw.WriteString("-ERR Protocol error: ")
-	c.bw.WriteString(msg)
-	c.bw.WriteString("\r\n")
+	c.BW.WriteString("-ERR Protocol error: ")
+	c.BW.WriteString(msg)
+	c.BW.WriteString("\r\n")
 	return fmt.Errorf("%w: %s", errProtocol, msg)
 }
 
 // readLine returns the next line without its terminator; it aliases the read
 // buffer and is valid until the next read.
 func (c *conn) readLine() ([]byte, error) {
-	line, err := c.br.ReadSlice('\n')
+	line, err := c.BR.ReadSlice('\n')
 	if err != nil {
 		if errors.Is(err, bufio.ErrBufferFull) {
 			return nil, c.protocolError("too big request")
@@ -321,7 +271,7 @@ func (c *conn) readLine() ([]byte, error) {
 func (c *conn) readCommand() error {
 	c.args = c.args[:0]
 	c.tooLarge = false
-	first, err := c.br.Peek(1)
+	first, err := c.BR.Peek(1)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			return errClose
@@ -330,7 +280,7 @@ func (c *conn) readCommand() error {
 	}
 	if first[0] == 0x16 {
 		// A TLS record has no newline to wait for: look at it now.
-		b, _ := c.br.Peek(2)
+		b, _ := c.BR.Peek(2)
 		if pe := foreignProtocol(b); pe != nil {
 			return pe
 		}
@@ -366,7 +316,7 @@ func (c *conn) readCommand() error {
 		}
 		if c.tooLarge || size > int64(c.maxValue) || len(c.arena)+int(size) > limit {
 			c.tooLarge = true
-			if _, err := c.br.Discard(int(size) + 2); err != nil {
+			if _, err := c.BR.Discard(int(size) + 2); err != nil {
 				return fmt.Errorf("discarding bulk string: %w", err)
 			}
 			continue
@@ -404,7 +354,7 @@ func (c *conn) readBulk(n int) ([]byte, error) {
 			c.arena = grown
 		}
 		at := len(c.arena)
-		k, err := io.ReadFull(c.br, c.arena[at:at+m])
+		k, err := io.ReadFull(c.BR, c.arena[at:at+m])
 		c.arena = c.arena[:at+k]
 		if err != nil {
 			return nil, err
@@ -502,7 +452,7 @@ func (c *conn) handle() error {
 	case "ping":
 		switch len(args) {
 		case 0:
-			c.bw.WriteString("+PONG\r\n")
+			c.BW.WriteString("+PONG\r\n")
 		case 1:
 			c.writeBulk(args[0])
 		default:
@@ -514,7 +464,7 @@ func (c *conn) handle() error {
 		}
 		c.writeBulk(args[0])
 	case "quit":
-		c.bw.WriteString("+OK\r\n")
+		c.BW.WriteString("+OK\r\n")
 		return errClose
 	case "select":
 		if len(args) != 1 {
@@ -525,10 +475,10 @@ func (c *conn) handle() error {
 		} else if n != 0 {
 			c.writeError("DB index is out of range")
 		} else {
-			c.bw.WriteString("+OK\r\n")
+			c.BW.WriteString("+OK\r\n")
 		}
 	case "command":
-		c.bw.WriteString("*0\r\n")
+		c.BW.WriteString("*0\r\n")
 	case "client":
 		var sub [16]byte
 		if len(args) == 0 {
@@ -536,7 +486,7 @@ func (c *conn) handle() error {
 		}
 		switch string(lower(sub[:0], args[0])) {
 		case "setname", "setinfo":
-			c.bw.WriteString("+OK\r\n")
+			c.BW.WriteString("+OK\r\n")
 		default:
 			c.writeError("unknown subcommand '" + printable(args[0]) + "'")
 		}
@@ -584,28 +534,28 @@ func (c *conn) arity(name string) error {
 }
 
 func (c *conn) writeError(msg string) {
-	c.bw.WriteString("-ERR ")
-	c.bw.WriteString(msg)
-	c.bw.WriteString("\r\n")
+	c.BW.WriteString("-ERR ")
+	c.BW.WriteString(msg)
+	c.BW.WriteString("\r\n")
 }
 
 func (c *conn) writeBulk(b []byte) {
 	c.writeLen('$', len(b))
-	c.bw.Write(b)
-	c.bw.WriteString("\r\n")
+	c.BW.Write(b)
+	c.BW.WriteString("\r\n")
 }
 
 func (c *conn) writeLen(prefix byte, n int) {
-	buf := c.bw.AvailableBuffer()
+	buf := c.BW.AvailableBuffer()
 	buf = append(buf, prefix)
 	buf = appendInt(buf, int64(n))
 	buf = append(buf, '\r', '\n')
-	c.bw.Write(buf)
+	c.BW.Write(buf)
 }
 
 // cacheError answers a failed Cache call; the stream stays in sync.
 func (c *conn) cacheError(err error) {
-	c.log.Debug("resp: cache call failed", "err", err)
+	c.Log.Debug("resp: cache call failed", "err", err)
 	c.writeError(errorText(err))
 }
 
@@ -630,15 +580,15 @@ func errorText(err error) string {
 }
 
 func (c *conn) get(key []byte) {
-	ctx := c.rctx.Begin()
+	ctx := c.Req.Begin()
 	v, ok, err := c.s.Cache.Get(ctx, key)
-	c.rctx.End()
+	c.Req.End()
 	switch {
 	case err != nil:
 		c.cacheError(err)
 	case !ok:
 		c.s.misses.Add(1)
-		c.bw.WriteString("$-1\r\n")
+		c.BW.WriteString("$-1\r\n")
 	default:
 		c.s.hits.Add(1)
 		c.writeBulk(v)
@@ -670,17 +620,17 @@ func (c *conn) set(args [][]byte) {
 			return
 		}
 	}
-	ctx := c.rctx.Begin()
-	defer c.rctx.End()
+	ctx := c.Req.Begin()
+	defer c.Req.End()
 	if nx {
 		stored, err := c.s.Cache.Add(ctx, args[0], args[1], ttl)
 		switch {
 		case err != nil:
 			c.cacheError(err)
 		case stored:
-			c.bw.WriteString("+OK\r\n")
+			c.BW.WriteString("+OK\r\n")
 		default:
-			c.bw.WriteString("$-1\r\n")
+			c.BW.WriteString("$-1\r\n")
 		}
 		return
 	}
@@ -688,7 +638,7 @@ func (c *conn) set(args [][]byte) {
 		c.cacheError(err)
 		return
 	}
-	c.bw.WriteString("+OK\r\n")
+	c.BW.WriteString("+OK\r\n")
 }
 
 // duration parses a positive EX/PX argument, answering the error itself.
@@ -719,36 +669,36 @@ func (c *conn) setex(args [][]byte, millis bool) {
 	if !ok {
 		return
 	}
-	ctx := c.rctx.Begin()
+	ctx := c.Req.Begin()
 	err := c.s.Cache.Set(ctx, args[0], args[2], ttl)
-	c.rctx.End()
+	c.Req.End()
 	if err != nil {
 		c.cacheError(err)
 		return
 	}
-	c.bw.WriteString("+OK\r\n")
+	c.BW.WriteString("+OK\r\n")
 }
 
 func (c *conn) setnx(args [][]byte) {
-	ctx := c.rctx.Begin()
+	ctx := c.Req.Begin()
 	stored, err := c.s.Cache.Add(ctx, args[0], args[1], NoExpiry)
-	c.rctx.End()
+	c.Req.End()
 	switch {
 	case err != nil:
 		c.cacheError(err)
 	case stored:
-		c.bw.WriteString(":1\r\n")
+		c.BW.WriteString(":1\r\n")
 	default:
-		c.bw.WriteString(":0\r\n")
+		c.BW.WriteString(":0\r\n")
 	}
 }
 
 func (c *conn) del(keys [][]byte) {
 	n := 0
 	for _, k := range keys {
-		ctx := c.rctx.Begin()
+		ctx := c.Req.Begin()
 		deleted, err := c.s.Cache.Delete(ctx, k)
-		c.rctx.End()
+		c.Req.End()
 		if err != nil {
 			c.cacheError(err)
 			return
@@ -763,9 +713,9 @@ func (c *conn) del(keys [][]byte) {
 func (c *conn) exists(keys [][]byte) {
 	n := 0
 	for _, k := range keys {
-		ctx := c.rctx.Begin()
+		ctx := c.Req.Begin()
 		_, ok, err := c.s.Cache.Get(ctx, k)
-		c.rctx.End()
+		c.Req.End()
 		if err != nil {
 			c.cacheError(err)
 			return
