@@ -53,6 +53,18 @@ func (o *adminOptions) client() (*adminapi.Client, error) {
 	return c, nil
 }
 
+// start registers the admin flags, parses the command line (min to max
+// positional arguments; max -1 for any number) and builds the client.
+func (o *adminOptions) start(a *app, inv *invocation, min, max int) (*adminapi.Client, []string, error) {
+	o.register(a, inv)
+	pos, err := inv.parse(min, max)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := o.client()
+	return c, pos, err
+}
+
 // readTokenFile returns the bearer token held in file, or "" for no file.
 func readTokenFile(file string) (string, error) {
 	if file == "" {
@@ -133,11 +145,7 @@ func adminCommands() []*command {
 
 func runStatus(ctx context.Context, a *app, inv *invocation) error {
 	var o adminOptions
-	o.register(a, inv)
-	if _, err := inv.parse(0, 0); err != nil {
-		return err
-	}
-	c, err := o.client()
+	c, _, err := o.start(a, inv, 0, 0)
 	if err != nil {
 		return err
 	}
@@ -173,11 +181,7 @@ func runStatus(ctx context.Context, a *app, inv *invocation) error {
 
 func runMembers(ctx context.Context, a *app, inv *invocation) error {
 	var o adminOptions
-	o.register(a, inv)
-	if _, err := inv.parse(0, 0); err != nil {
-		return err
-	}
-	c, err := o.client()
+	c, _, err := o.start(a, inv, 0, 0)
 	if err != nil {
 		return err
 	}
@@ -204,12 +208,7 @@ func runMembers(ctx context.Context, a *app, inv *invocation) error {
 
 func runJoin(ctx context.Context, a *app, inv *invocation) error {
 	var o adminOptions
-	o.register(a, inv)
-	addrs, err := inv.parse(1, -1)
-	if err != nil {
-		return err
-	}
-	c, err := o.client()
+	c, addrs, err := o.start(a, inv, 1, -1)
 	if err != nil {
 		return err
 	}
@@ -226,12 +225,7 @@ func runJoin(ctx context.Context, a *app, inv *invocation) error {
 
 func runRemoveNode(ctx context.Context, a *app, inv *invocation) error {
 	var o adminOptions
-	o.register(a, inv)
-	pos, err := inv.parse(1, 1)
-	if err != nil {
-		return err
-	}
-	c, err := o.client()
+	c, pos, err := o.start(a, inv, 1, 1)
 	if err != nil {
 		return err
 	}
@@ -245,11 +239,7 @@ func runRemoveNode(ctx context.Context, a *app, inv *invocation) error {
 
 func runLeave(ctx context.Context, a *app, inv *invocation) error {
 	var o adminOptions
-	o.register(a, inv)
-	if _, err := inv.parse(0, 0); err != nil {
-		return err
-	}
-	c, err := o.client()
+	c, _, err := o.start(a, inv, 0, 0)
 	if err != nil {
 		return err
 	}
@@ -263,18 +253,13 @@ func runLeave(ctx context.Context, a *app, inv *invocation) error {
 
 func runTransferLeader(ctx context.Context, a *app, inv *invocation) error {
 	var o adminOptions
-	o.register(a, inv)
-	pos, err := inv.parse(0, 1)
+	c, pos, err := o.start(a, inv, 0, 1)
 	if err != nil {
 		return err
 	}
 	id := ""
 	if len(pos) == 1 {
 		id = pos[0]
-	}
-	c, err := o.client()
-	if err != nil {
-		return err
 	}
 	r, err := c.TransferLeader(ctx, id)
 	if done, err := o.answered(a, r, err); done {

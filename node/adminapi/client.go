@@ -122,62 +122,46 @@ func (e *Error) Is(target error) bool {
 
 // Status returns the node's view of itself and the cluster.
 func (c *Client) Status(ctx context.Context) (Status, error) {
-	var st Status
-	err := c.call(ctx, http.MethodGet, PathStatus, nil, &st)
-	return st, err
+	return call[Status](ctx, c, http.MethodGet, PathStatus, nil)
 }
 
 // Members lists the cluster's members as this node sees them.
 func (c *Client) Members(ctx context.Context) (Members, error) {
-	var ms Members
-	err := c.call(ctx, http.MethodGet, PathMembers, nil, &ms)
-	return ms, err
+	return call[Members](ctx, c, http.MethodGet, PathMembers, nil)
 }
 
 // Join asks the node to join the cluster that the gossip addresses belong to.
 func (c *Client) Join(ctx context.Context, addrs []string) (JoinAnswer, error) {
-	var ans JoinAnswer
-	err := c.call(ctx, http.MethodPost, PathJoin, JoinRequest{Addrs: addrs}, &ans)
-	return ans, err
+	return call[JoinAnswer](ctx, c, http.MethodPost, PathJoin, JoinRequest{Addrs: addrs})
 }
 
 // Remove drops the node with the given id from the cluster.
 func (c *Client) Remove(ctx context.Context, id string) (Ack, error) {
-	var ans Ack
-	err := c.call(ctx, http.MethodPost, PathRemove, RemoveRequest{ID: id}, &ans)
-	return ans, err
+	return call[Ack](ctx, c, http.MethodPost, PathRemove, RemoveRequest{ID: id})
 }
 
 // Leave makes the node leave the cluster gracefully and exit.
 func (c *Client) Leave(ctx context.Context) (Ack, error) {
-	var ans Ack
-	err := c.call(ctx, http.MethodPost, PathLeave, struct{}{}, &ans)
-	return ans, err
+	return call[Ack](ctx, c, http.MethodPost, PathLeave, struct{}{})
 }
 
 // TransferLeader moves Raft leadership to the voter id, or to any up-to-date
 // voter when id is "".
 func (c *Client) TransferLeader(ctx context.Context, id string) (TransferLeaderAnswer, error) {
-	var ans TransferLeaderAnswer
-	err := c.call(ctx, http.MethodPost, PathTransferLeader, TransferLeaderRequest{ID: id}, &ans)
-	return ans, err
+	return call[TransferLeaderAnswer](ctx, c, http.MethodPost, PathTransferLeader, TransferLeaderRequest{ID: id})
 }
 
 // KeyringList returns every live member's gossip keyring. A failure on some
 // members is in the answer (KeyringAnswer.Err), not in the error.
 func (c *Client) KeyringList(ctx context.Context) (KeyringAnswer, error) {
-	var ans KeyringAnswer
-	err := c.call(ctx, http.MethodGet, PathKeyring, nil, &ans)
-	return ans, err
+	return call[KeyringAnswer](ctx, c, http.MethodGet, PathKeyring, nil)
 }
 
 // KeyringChange runs op with key (raw bytes; sent base64) on every live member.
 // A failure on some members is in the answer (KeyringAnswer.Err).
 func (c *Client) KeyringChange(ctx context.Context, op KeyringOp, key []byte) (KeyringAnswer, error) {
-	var ans KeyringAnswer
 	req := KeyringRequest{Op: op, Key: base64.StdEncoding.EncodeToString(key)}
-	err := c.call(ctx, http.MethodPost, PathKeyring, req, &ans)
-	return ans, err
+	return call[KeyringAnswer](ctx, c, http.MethodPost, PathKeyring, req)
 }
 
 // SnapshotSave streams the node's snapshot into w and returns the bytes
@@ -223,9 +207,16 @@ func (c *Client) bound(ctx context.Context) (context.Context, context.CancelFunc
 	return context.WithTimeout(ctx, c.timeout)
 }
 
-// call sends in (nil: no body) as JSON and decodes the answer into out, keeping
-// the document in out's Raw.
-func (c *Client) call(ctx context.Context, method, path string, in any, out interface{ setJSON(json.RawMessage) }) error {
+// answer is a pointer to an answer type, which embeds Raw.
+type answer[T any] interface {
+	*T
+	setJSON(json.RawMessage)
+}
+
+// call sends in (nil: no body) as JSON and decodes the answer into a T,
+// keeping the document in its Raw.
+func call[T any, P answer[T]](ctx context.Context, c *Client, method, path string, in any) (T, error) {
+	var out T
 	ctx, cancel := c.bound(ctx)
 	defer cancel()
 	var body io.Reader
@@ -233,27 +224,27 @@ func (c *Client) call(ctx context.Context, method, path string, in any, out inte
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
-			return fmt.Errorf("%s %s: encode request: %w", method, path, err)
+			return out, fmt.Errorf("%s %s: encode request: %w", method, path, err)
 		}
 		body, ct = bytes.NewReader(b), ContentTypeJSON
 	}
 	resp, err := c.send(ctx, method, path, body, ct)
 	if err != nil {
-		return err
+		return out, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes))
 	if err != nil {
-		return fmt.Errorf("%s %s: read answer: %w", method, path, err)
+		return out, fmt.Errorf("%s %s: read answer: %w", method, path, err)
 	}
 	if len(bytes.TrimSpace(b)) == 0 {
 		b = []byte("{}")
 	}
-	if err := json.Unmarshal(b, out); err != nil {
-		return fmt.Errorf("%s %s: answer is not the expected JSON: %w", method, path, err)
+	if err := json.Unmarshal(b, &out); err != nil {
+		return out, fmt.Errorf("%s %s: answer is not the expected JSON: %w", method, path, err)
 	}
-	out.setJSON(b)
-	return nil
+	P(&out).setJSON(b)
+	return out, nil
 }
 
 // send performs one request; an answer other than 2xx becomes an *Error. The
