@@ -18,57 +18,24 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/distcache-replicated/distcache/cluster"
+	"github.com/distcache-replicated/distcache/node/adminapi"
 )
 
 // The admin endpoint is versioned JSON over HTTP; dcctl is its main client. Status,
 // members, metrics and health reads are open (loopback by default); every POST, the
 // snapshot download (it holds every session value) and the keyring need the bearer
 // token when one is set, and a non-loopback admin address without a token is refused
-// at start (see cmd/dcnode).
-
-// StatusInfo is the answer of GET /v1/status.
-type StatusInfo struct {
-	ID              string              `json:"id"`
-	State           string              `json:"state"`
-	LeaderID        string              `json:"leader_id"`
-	LeaderAddr      string              `json:"leader_addr"`
-	Term            uint64              `json:"term"`
-	LastIndex       uint64              `json:"last_index"`
-	CommitIndex     uint64              `json:"commit_index"`
-	AppliedIndex    uint64              `json:"applied_index"`
-	LastContactMS   int64               `json:"last_contact_ms"`
-	Sessions        int64               `json:"sessions"`
-	PayloadBytes    int64               `json:"payload_bytes"`
-	ReadConsistency string              `json:"read_consistency"`
-	Version         string              `json:"version"`
-	Listeners       map[string][]string `json:"listeners"`
-	RaftAddr        string              `json:"raft_addr"`
-	GossipAddr      string              `json:"gossip_addr"`
-	AdminAddr       string              `json:"admin_addr"`
-	UptimeSeconds   float64             `json:"uptime_seconds"`
-}
-
-// MemberInfo is one row of GET /v1/members.
-type MemberInfo struct {
-	ID            string            `json:"id"`
-	GossipAddr    string            `json:"gossip_addr"`
-	RaftAddr      string            `json:"raft_addr"`
-	Status        string            `json:"status"`
-	Suffrage      string            `json:"suffrage"`
-	Leader        bool              `json:"leader"`
-	LastContactMS int64             `json:"last_contact_ms"`
-	Lag           int64             `json:"lag"`
-	Meta          map[string]string `json:"meta,omitempty"`
-}
+// at start (see cmd/dcnode). The paths and JSON shapes are node/adminapi's, which
+// dcctl shares; this file maps the cluster's and the store's values onto them.
 
 // Status reports this node's view of itself and the cluster.
-func (n *Node) Status() StatusInfo {
+func (n *Node) Status() adminapi.Status {
 	cs := n.cluster.Status()
 	st := n.store.Stats()
-	return StatusInfo{
+	return adminapi.Status{
 		ID: cs.ID, State: cs.State, LeaderID: cs.LeaderID, LeaderAddr: cs.LeaderAddr,
 		Term: cs.Term, LastIndex: cs.LastIndex, CommitIndex: cs.CommitIndex, AppliedIndex: cs.AppliedIndex,
-		LastContactMS: sinceMS(cs.LastContact), Sessions: int64(st.Sessions), PayloadBytes: int64(st.PayloadBytes),
+		LastContactMS: sinceMS(cs.LastContact), Sessions: st.Sessions, PayloadBytes: st.PayloadBytes,
 		ReadConsistency: string(n.cfg.ReadConsistency), Version: Version, Listeners: n.Listeners(),
 		RaftAddr: cs.RaftAddr, GossipAddr: cs.GossipAddr, AdminAddr: n.adminAddr,
 		UptimeSeconds: time.Since(n.started).Seconds(),
@@ -108,20 +75,20 @@ func (n *Node) bindAdmin(addr string) error {
 func (n *Node) serveAdmin() {
 	ln := n.adminLn
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, n.Status()) })
-	mux.HandleFunc("GET /v1/members", n.handleMembers)
-	mux.HandleFunc("POST /v1/join", n.authorized(n.handleJoin))
-	mux.HandleFunc("POST /v1/remove", n.authorized(n.handleRemove))
-	mux.HandleFunc("POST /v1/leave", n.authorized(n.handleLeave))
-	mux.HandleFunc("POST /v1/transfer-leader", n.authorized(n.handleTransfer))
-	mux.HandleFunc("GET /v1/keyring", n.authorized(n.handleKeyringList))
-	mux.HandleFunc("POST /v1/keyring", n.authorized(n.handleKeyring))
+	mux.HandleFunc("GET "+adminapi.PathStatus, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, n.Status()) })
+	mux.HandleFunc("GET "+adminapi.PathMembers, n.handleMembers)
+	mux.HandleFunc("POST "+adminapi.PathJoin, n.authorized(n.handleJoin))
+	mux.HandleFunc("POST "+adminapi.PathRemove, n.authorized(n.handleRemove))
+	mux.HandleFunc("POST "+adminapi.PathLeave, n.authorized(n.handleLeave))
+	mux.HandleFunc("POST "+adminapi.PathTransferLeader, n.authorized(n.handleTransfer))
+	mux.HandleFunc("GET "+adminapi.PathKeyring, n.authorized(n.handleKeyringList))
+	mux.HandleFunc("POST "+adminapi.PathKeyring, n.authorized(n.handleKeyring))
 	// A snapshot holds every session value: it needs the token like a write.
-	mux.HandleFunc("GET /v1/snapshot", n.authorized(n.handleSnapshotSave))
-	mux.HandleFunc("POST /v1/snapshot", n.authorized(n.handleSnapshotRestore))
-	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
-	mux.HandleFunc("GET /readyz", n.handleReady)
+	mux.HandleFunc("GET "+adminapi.PathSnapshot, n.authorized(n.handleSnapshotSave))
+	mux.HandleFunc("POST "+adminapi.PathSnapshot, n.authorized(n.handleSnapshotRestore))
+	mux.Handle("GET "+adminapi.PathMetrics, promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET "+adminapi.PathHealthz, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET "+adminapi.PathReadyz, n.handleReady)
 	// Profiles for finding where time and memory go on a live node. Behind the
 	// token: the command line (which may carry -gossip-key) and stacks are there.
 	mux.HandleFunc("GET /debug/pprof/", n.authorized(pprof.Index))
@@ -152,7 +119,7 @@ func (n *Node) serveAdmin() {
 func (n *Node) authorized(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if n.cfg.AdminToken != "" {
-			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), adminapi.BearerPrefix)
 			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(n.cfg.AdminToken)) != 1 {
 				n.log.Warn("admin call refused: missing or wrong token", "path", r.URL.Path, "remote", r.RemoteAddr)
 				writeError(w, http.StatusUnauthorized, errors.New("missing or wrong admin token"))
@@ -169,21 +136,19 @@ func (n *Node) handleMembers(w http.ResponseWriter, r *http.Request) {
 		writeError(w, statusFor(err), err)
 		return
 	}
-	out := make([]MemberInfo, 0, len(ms))
+	out := make([]adminapi.Member, 0, len(ms))
 	for _, m := range ms {
-		out = append(out, MemberInfo{
+		out = append(out, adminapi.Member{
 			ID: m.ID, GossipAddr: m.GossipAddr, RaftAddr: m.RaftAddr, Status: string(m.Status),
 			Suffrage: m.Suffrage, Leader: m.Leader, LastContactMS: durationMS(m.SinceContact),
 			Lag: m.Lag, Meta: m.Meta,
 		})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"members": out})
+	writeJSON(w, http.StatusOK, adminapi.Members{Members: out})
 }
 
 func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Addrs []string `json:"addrs"`
-	}
+	var req adminapi.JoinRequest
 	if !n.readJSON(w, r, &req) {
 		return
 	}
@@ -197,13 +162,11 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n.log.Info("operator join", "addrs", req.Addrs, "joined", joined)
-	writeJSON(w, http.StatusOK, map[string]int{"joined": joined})
+	writeJSON(w, http.StatusOK, adminapi.JoinAnswer{Joined: joined})
 }
 
 func (n *Node) handleRemove(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		ID string `json:"id"`
-	}
+	var req adminapi.RemoveRequest
 	if !n.readJSON(w, r, &req) {
 		return
 	}
@@ -216,7 +179,7 @@ func (n *Node) handleRemove(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n.log.Info("operator removed a server", "id", req.ID)
-	writeJSON(w, http.StatusOK, struct{}{})
+	writeJSON(w, http.StatusOK, adminapi.Ack{})
 }
 
 func (n *Node) handleLeave(w http.ResponseWriter, r *http.Request) {
@@ -225,7 +188,7 @@ func (n *Node) handleLeave(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n.log.Info("operator asked this node to leave; shutting down")
-	writeJSON(w, http.StatusOK, struct{}{})
+	writeJSON(w, http.StatusOK, adminapi.Ack{})
 	n.mu.Lock()
 	select {
 	case <-n.leaveCh:
@@ -236,9 +199,7 @@ func (n *Node) handleLeave(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) handleTransfer(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		ID string `json:"id"`
-	}
+	var req adminapi.TransferLeaderRequest
 	if !n.readJSON(w, r, &req) {
 		return
 	}
@@ -251,11 +212,11 @@ func (n *Node) handleTransfer(w http.ResponseWriter, r *http.Request) {
 	_ = n.cluster.WaitForLeader(ctx)
 	id, _ := n.cluster.Leader()
 	n.log.Info("operator transferred leadership", "to", id)
-	writeJSON(w, http.StatusOK, map[string]string{"leader_id": id})
+	writeJSON(w, http.StatusOK, adminapi.TransferLeaderAnswer{LeaderID: id})
 }
 
 func (n *Node) handleSnapshotSave(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Type", adminapi.ContentTypeSnapshot)
 	if err := n.cluster.SnapshotSave(r.Context(), w); err != nil {
 		// Headers may be gone already; the truncated body fails the client's checksum.
 		n.log.Error("snapshot save failed", "err", err)
@@ -276,7 +237,7 @@ func (n *Node) handleSnapshotRestore(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n.log.Info("operator restored a snapshot")
-	writeJSON(w, http.StatusOK, struct{}{})
+	writeJSON(w, http.StatusOK, adminapi.Ack{})
 }
 
 // forwardToLeader relays an admin call that only the leader can serve (a restore
@@ -388,7 +349,7 @@ func (n *Node) readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Type", adminapi.ContentTypeJSON)
 	w.WriteHeader(code)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -396,5 +357,5 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 }
 
 func writeError(w http.ResponseWriter, code int, err error) {
-	writeJSON(w, code, map[string]string{"error": err.Error()})
+	writeJSON(w, code, adminapi.ErrorBody{Error: err.Error()})
 }

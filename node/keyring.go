@@ -5,37 +5,31 @@ import (
 	"net/http"
 
 	"github.com/distcache-replicated/distcache/cluster"
+	"github.com/distcache-replicated/distcache/node/adminapi"
 )
 
-// KeyringAnswer is the answer of GET and POST /v1/keyring: every member's
-// gossip keyring by key fingerprint (keys themselves are never returned), and
-// Error when the operation failed on some member (rows say which; every
-// operation is idempotent, so the operator re-runs it).
-type KeyringAnswer struct {
-	Nodes []cluster.NodeKeyring `json:"nodes"`
-	Error string                `json:"error,omitempty"`
-}
-
-// handleKeyringList serves GET /v1/keyring. It needs the token like mutating
-// calls: which keys a cluster accepts is an operator's business.
+// handleKeyringList serves GET adminapi.PathKeyring. It needs the token like
+// mutating calls: which keys a cluster accepts is an operator's business.
 func (n *Node) handleKeyringList(w http.ResponseWriter, r *http.Request) {
 	rows, err := n.cluster.Keyring(r.Context(), cluster.KeyringList, nil)
 	writeKeyring(w, rows, err)
 }
 
-// handleKeyring serves POST /v1/keyring {"op": "install"|"use"|"remove",
-// "key": base64}: the operation runs on every live member.
+// handleKeyring serves POST adminapi.PathKeyring: the operation runs on every
+// live member.
 func (n *Node) handleKeyring(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Op  string `json:"op"`
-		Key string `json:"key"`
-	}
+	var req adminapi.KeyringRequest
 	if !n.readJSON(w, r, &req) {
 		return
 	}
-	op := cluster.KeyringOp(req.Op)
-	switch op {
-	case cluster.KeyringInstall, cluster.KeyringUse, cluster.KeyringRemove:
+	var op cluster.KeyringOp
+	switch req.Op {
+	case adminapi.KeyringInstall:
+		op = cluster.KeyringInstall
+	case adminapi.KeyringUse:
+		op = cluster.KeyringUse
+	case adminapi.KeyringRemove:
+		op = cluster.KeyringRemove
 	default:
 		writeError(w, http.StatusBadRequest, errors.New(`op must be "install", "use" or "remove"`))
 		return
@@ -50,12 +44,20 @@ func (n *Node) handleKeyring(w http.ResponseWriter, r *http.Request) {
 	writeKeyring(w, rows, err)
 }
 
+// writeKeyring answers with every member's ring; an error with rows is a
+// partial failure (200, the rows say where), one without rows a failed call.
 func writeKeyring(w http.ResponseWriter, rows []cluster.NodeKeyring, err error) {
 	if rows == nil && err != nil {
 		writeError(w, statusFor(err), err)
 		return
 	}
-	ans := KeyringAnswer{Nodes: rows}
+	ans := adminapi.KeyringAnswer{}
+	if rows != nil {
+		ans.Nodes = make([]adminapi.KeyringNode, len(rows))
+		for i, row := range rows {
+			ans.Nodes[i] = adminapi.KeyringNode{Node: row.Node, Primary: row.Primary, Keys: row.Keys, Err: row.Err}
+		}
+	}
 	if err != nil {
 		ans.Error = err.Error()
 	}

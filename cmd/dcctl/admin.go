@@ -7,12 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/distcache-replicated/distcache/node/adminapi"
 )
 
 const (
@@ -39,154 +39,56 @@ func (o *adminOptions) register(a *app, inv *invocation) {
 	inv.fs.BoolVar(&o.json, "json", false, "print JSON instead of a table")
 }
 
-// client builds the admin client after flags were parsed.
-func (o *adminOptions) client() (*adminClient, error) {
-	base, err := adminBaseURL(o.addr)
+// client builds the admin client after flags were parsed; --timeout bounds each
+// call. A bad address is a usage error, reported before an unreadable token file.
+func (o *adminOptions) client() (*adminapi.Client, error) {
+	token, tokenErr := readTokenFile(o.tokenFile)
+	c, err := adminapi.New(adminapi.Config{Addr: o.addr, Token: token, Timeout: o.timeout})
 	if err != nil {
 		return nil, &usageError{msg: err.Error()}
 	}
-	c := &adminClient{base: base, http: &http.Client{}}
-	if o.tokenFile != "" {
-		b, err := os.ReadFile(o.tokenFile)
-		if err != nil {
-			return nil, fmt.Errorf("read token file: %w", err)
-		}
-		c.token = strings.TrimSpace(string(b))
+	if tokenErr != nil {
+		return nil, tokenErr
 	}
 	return c, nil
 }
 
-// adminBaseURL accepts "host:port" (http assumed) or a full http(s) URL.
-func adminBaseURL(addr string) (string, error) {
-	if addr == "" {
-		return "", errors.New("empty admin address")
-	}
-	if !strings.Contains(addr, "://") {
-		addr = "http://" + addr
-	}
-	u, err := url.Parse(addr)
+// start registers the admin flags, parses the command line (min to max
+// positional arguments; max -1 for any number) and builds the client.
+func (o *adminOptions) start(a *app, inv *invocation, min, max int) (*adminapi.Client, []string, error) {
+	o.register(a, inv)
+	pos, err := inv.parse(min, max)
 	if err != nil {
-		return "", fmt.Errorf("bad admin address %q: %w", addr, err)
+		return nil, nil, err
 	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return "", fmt.Errorf("bad admin address %q: want host:port or http(s)://host:port", addr)
+	c, err := o.client()
+	return c, pos, err
+}
+
+// readTokenFile returns the bearer token held in file, or "" for no file.
+func readTokenFile(file string) (string, error) {
+	if file == "" {
+		return "", nil
 	}
-	return strings.TrimRight(u.String(), "/"), nil
-}
-
-// adminClient speaks the node's admin HTTP API (see node/ and the dcctl design note).
-type adminClient struct {
-	base  string
-	token string
-	http  *http.Client
-}
-
-// apiError is a non-2xx answer of the admin API; Message is the body's "error" field.
-type apiError struct {
-	Status  int
-	Message string
-}
-
-func (e *apiError) Error() string {
-	if e.Message == "" {
-		return fmt.Sprintf("admin API: HTTP %d %s", e.Status, http.StatusText(e.Status))
-	}
-	return fmt.Sprintf("admin API: HTTP %d: %s", e.Status, e.Message)
-}
-
-// do performs one call. body, when non-nil, is sent as-is with contentType. A 2xx
-// response body is returned to the caller (who closes it).
-func (c *adminClient) do(ctx context.Context, method, path string, body io.Reader, contentType string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	b, err := os.ReadFile(file)
 	if err != nil {
-		return nil, fmt.Errorf("build request: %w", err)
+		return "", fmt.Errorf("read token file: %w", err)
 	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	if resp.StatusCode/100 != 2 {
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		var eb struct {
-			Error string `json:"error"`
-		}
-		msg := strings.TrimSpace(string(b))
-		if json.Unmarshal(b, &eb) == nil && eb.Error != "" {
-			msg = eb.Error
-		}
-		return nil, &apiError{Status: resp.StatusCode, Message: msg}
-	}
-	return resp, nil
+	return strings.TrimSpace(string(b)), nil
 }
 
-// callJSON sends in (if non-nil) as JSON and returns the raw JSON answer.
-func (c *adminClient) callJSON(ctx context.Context, method, path string, in any) (json.RawMessage, error) {
-	var body io.Reader
-	ct := ""
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return nil, fmt.Errorf("encode request: %w", err)
-		}
-		body, ct = bytes.NewReader(b), "application/json"
-	}
-	resp, err := c.do(ctx, method, path, body, ct)
+// answered does what every admin command does with an answer before rendering
+// it: a failed call ends the command with its error, and with --json the node's
+// answer is printed as sent (re-indented), so fields a newer node adds survive.
+// It reports whether the command is done.
+func (o *adminOptions) answered(a *app, ans interface{ JSON() json.RawMessage }, err error) (bool, error) {
 	if err != nil {
-		return nil, err
+		return true, err
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, fmt.Errorf("%s %s: read answer: %w", method, path, err)
+	if o.json {
+		return true, writeJSONRaw(a.stdout, ans.JSON())
 	}
-	if len(bytes.TrimSpace(b)) == 0 {
-		b = []byte("{}")
-	}
-	if !json.Valid(b) {
-		return nil, fmt.Errorf("%s %s: answer is not JSON", method, path)
-	}
-	return b, nil
-}
-
-// Status is the node's answer to GET /v1/status.
-type nodeStatus struct {
-	ID              string              `json:"id"`
-	State           string              `json:"state"`
-	LeaderID        string              `json:"leader_id"`
-	LeaderAddr      string              `json:"leader_addr"`
-	Term            uint64              `json:"term"`
-	LastIndex       uint64              `json:"last_index"`
-	CommitIndex     uint64              `json:"commit_index"`
-	AppliedIndex    uint64              `json:"applied_index"`
-	LastContactMS   int64               `json:"last_contact_ms"`
-	Sessions        uint64              `json:"sessions"`
-	PayloadBytes    uint64              `json:"payload_bytes"`
-	ReadConsistency string              `json:"read_consistency"`
-	Version         string              `json:"version"`
-	Listeners       map[string][]string `json:"listeners"`
-	RaftAddr        string              `json:"raft_addr"`
-	GossipAddr      string              `json:"gossip_addr"`
-	AdminAddr       string              `json:"admin_addr"`
-}
-
-// member is one row of GET /v1/members.
-type member struct {
-	ID            string            `json:"id"`
-	GossipAddr    string            `json:"gossip_addr"`
-	RaftAddr      string            `json:"raft_addr"`
-	Status        string            `json:"status"`
-	Suffrage      string            `json:"suffrage"`
-	Leader        bool              `json:"leader"`
-	LastContactMS int64             `json:"last_contact_ms"`
-	Lag           int64             `json:"lag"`
-	Meta          map[string]string `json:"meta"`
+	return false, nil
 }
 
 func adminCommands() []*command {
@@ -243,17 +145,13 @@ func adminCommands() []*command {
 
 func runStatus(ctx context.Context, a *app, inv *invocation) error {
 	var o adminOptions
-	o.register(a, inv)
-	if _, err := inv.parse(0, 0); err != nil {
+	c, _, err := o.start(a, inv, 0, 0)
+	if err != nil {
 		return err
 	}
-	raw, printed, err := o.call(ctx, a, http.MethodGet, "/v1/status", nil)
-	if err != nil || printed {
+	st, err := c.Status(ctx)
+	if done, err := o.answered(a, st, err); done {
 		return err
-	}
-	var st nodeStatus
-	if err := json.Unmarshal(raw, &st); err != nil {
-		return fmt.Errorf("decode status: %w", err)
 	}
 	t := newKVTable(a.stdout)
 	t.row("ID", st.ID)
@@ -283,19 +181,13 @@ func runStatus(ctx context.Context, a *app, inv *invocation) error {
 
 func runMembers(ctx context.Context, a *app, inv *invocation) error {
 	var o adminOptions
-	o.register(a, inv)
-	if _, err := inv.parse(0, 0); err != nil {
+	c, _, err := o.start(a, inv, 0, 0)
+	if err != nil {
 		return err
 	}
-	raw, printed, err := o.call(ctx, a, http.MethodGet, "/v1/members", nil)
-	if err != nil || printed {
+	ms, err := c.Members(ctx)
+	if done, err := o.answered(a, ms, err); done {
 		return err
-	}
-	var ms struct {
-		Members []member `json:"members"`
-	}
-	if err := json.Unmarshal(raw, &ms); err != nil {
-		return fmt.Errorf("decode members: %w", err)
 	}
 	sortMembers(ms.Members)
 	t := newTable(a.stdout, "ID", "STATUS", "SUFFRAGE", "LEADER", "GOSSIP", "RAFT", "DISTCACHE", "LAST CONTACT", "LAG")
@@ -316,20 +208,13 @@ func runMembers(ctx context.Context, a *app, inv *invocation) error {
 
 func runJoin(ctx context.Context, a *app, inv *invocation) error {
 	var o adminOptions
-	o.register(a, inv)
-	addrs, err := inv.parse(1, -1)
+	c, addrs, err := o.start(a, inv, 1, -1)
 	if err != nil {
 		return err
 	}
-	raw, printed, err := o.call(ctx, a, http.MethodPost, "/v1/join", map[string]any{"addrs": addrs})
-	if err != nil || printed {
+	r, err := c.Join(ctx, addrs)
+	if done, err := o.answered(a, r, err); done {
 		return err
-	}
-	var r struct {
-		Joined int `json:"joined"`
-	}
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return fmt.Errorf("decode join answer: %w", err)
 	}
 	fmt.Fprintf(a.stdout, "joined %d node(s)\n", r.Joined)
 	if r.Joined == 0 {
@@ -340,27 +225,35 @@ func runJoin(ctx context.Context, a *app, inv *invocation) error {
 
 func runRemoveNode(ctx context.Context, a *app, inv *invocation) error {
 	var o adminOptions
-	o.register(a, inv)
-	pos, err := inv.parse(1, 1)
+	c, pos, err := o.start(a, inv, 1, 1)
 	if err != nil {
 		return err
 	}
-	return simplePost(ctx, a, &o, "/v1/remove", map[string]any{"id": pos[0]}, "removed "+pos[0])
+	ack, err := c.Remove(ctx, pos[0])
+	if done, err := o.answered(a, ack, err); done {
+		return err
+	}
+	fmt.Fprintln(a.stdout, "removed "+pos[0])
+	return nil
 }
 
 func runLeave(ctx context.Context, a *app, inv *invocation) error {
 	var o adminOptions
-	o.register(a, inv)
-	if _, err := inv.parse(0, 0); err != nil {
+	c, _, err := o.start(a, inv, 0, 0)
+	if err != nil {
 		return err
 	}
-	return simplePost(ctx, a, &o, "/v1/leave", nil, "node is leaving the cluster")
+	ack, err := c.Leave(ctx)
+	if done, err := o.answered(a, ack, err); done {
+		return err
+	}
+	fmt.Fprintln(a.stdout, "node is leaving the cluster")
+	return nil
 }
 
 func runTransferLeader(ctx context.Context, a *app, inv *invocation) error {
 	var o adminOptions
-	o.register(a, inv)
-	pos, err := inv.parse(0, 1)
+	c, pos, err := o.start(a, inv, 0, 1)
 	if err != nil {
 		return err
 	}
@@ -368,48 +261,12 @@ func runTransferLeader(ctx context.Context, a *app, inv *invocation) error {
 	if len(pos) == 1 {
 		id = pos[0]
 	}
-	raw, printed, err := o.call(ctx, a, http.MethodPost, "/v1/transfer-leader", map[string]any{"id": id})
-	if err != nil || printed {
+	r, err := c.TransferLeader(ctx, id)
+	if done, err := o.answered(a, r, err); done {
 		return err
-	}
-	var r struct {
-		LeaderID string `json:"leader_id"`
-	}
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return fmt.Errorf("decode transfer answer: %w", err)
 	}
 	fmt.Fprintf(a.stdout, "leadership transferred to %s\n", orDash(r.LeaderID))
 	return nil
-}
-
-func simplePost(ctx context.Context, a *app, o *adminOptions, path string, body any, human string) error {
-	if body == nil {
-		body = struct{}{}
-	}
-	_, printed, err := o.call(ctx, a, http.MethodPost, path, body)
-	if err != nil || printed {
-		return err
-	}
-	fmt.Fprintln(a.stdout, human)
-	return nil
-}
-
-// call sends one admin request within --timeout. With --json it prints the
-// answer itself and reports printed, so the caller renders only the human form.
-func (o *adminOptions) call(ctx context.Context, a *app, method, path string, body any) (raw json.RawMessage, printed bool, err error) {
-	c, err := o.client()
-	if err != nil {
-		return nil, false, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
-	defer cancel()
-	if raw, err = c.callJSON(ctx, method, path, body); err != nil {
-		return nil, false, err
-	}
-	if o.json {
-		return raw, true, writeJSONRaw(a.stdout, raw)
-	}
-	return raw, false, nil
 }
 
 func runSnapshot(ctx context.Context, a *app, inv *invocation) error {
@@ -429,8 +286,6 @@ func runSnapshot(ctx context.Context, a *app, inv *invocation) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
-	defer cancel()
 	start := time.Now()
 	var n int64
 	if verb == "save" {
@@ -449,25 +304,19 @@ func runSnapshot(ctx context.Context, a *app, inv *invocation) error {
 		return writeJSON(a.stdout, res)
 	}
 	if verb == "save" {
-		fmt.Fprintf(a.stdout, "saved snapshot to %s (%s)\n", file, humanBytes(uint64(n)))
+		fmt.Fprintf(a.stdout, "saved snapshot to %s (%s)\n", file, humanBytes(n))
 	} else {
-		fmt.Fprintf(a.stdout, "restored snapshot from %s (%s)\n", file, humanBytes(uint64(n)))
+		fmt.Fprintf(a.stdout, "restored snapshot from %s (%s)\n", file, humanBytes(n))
 	}
 	return nil
 }
 
-func snapshotSave(ctx context.Context, c *adminClient, file string, stdout io.Writer) (int64, error) {
-	resp, err := c.do(ctx, http.MethodGet, "/v1/snapshot", nil, "")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
+// snapshotSave downloads the snapshot to file, or to stdout for "-". A file is
+// written under a temporary name and renamed once complete, so it is never
+// half-written.
+func snapshotSave(ctx context.Context, c *adminapi.Client, file string, stdout io.Writer) (int64, error) {
 	if file == "-" {
-		n, err := io.Copy(stdout, resp.Body)
-		if err != nil {
-			return n, fmt.Errorf("copy snapshot: %w", err)
-		}
-		return n, nil
+		return c.SnapshotSave(ctx, stdout)
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".tmp-*")
 	if err != nil {
@@ -480,12 +329,9 @@ func snapshotSave(ctx context.Context, c *adminClient, file string, stdout io.Wr
 			os.Remove(tmp.Name())
 		}
 	}()
-	n, err := io.Copy(tmp, resp.Body)
+	n, err := c.SnapshotSave(ctx, tmp)
 	if err != nil {
-		return n, fmt.Errorf("download snapshot: %w", err)
-	}
-	if resp.ContentLength >= 0 && n != resp.ContentLength {
-		return n, fmt.Errorf("download snapshot: got %d of %d bytes", n, resp.ContentLength)
+		return n, err
 	}
 	if err := tmp.Sync(); err != nil {
 		return n, fmt.Errorf("sync snapshot file: %w", err)
@@ -500,7 +346,8 @@ func snapshotSave(ctx context.Context, c *adminClient, file string, stdout io.Wr
 	return n, nil
 }
 
-func snapshotRestore(ctx context.Context, c *adminClient, file string) (int64, error) {
+// snapshotRestore uploads file, or stdin for "-", and returns its size.
+func snapshotRestore(ctx context.Context, c *adminapi.Client, file string) (int64, error) {
 	var body io.Reader
 	var n int64
 	if file == "-" {
@@ -524,11 +371,5 @@ func snapshotRestore(ctx context.Context, c *adminClient, file string) (int64, e
 		}
 		body, n = f, st.Size()
 	}
-	resp, err := c.do(ctx, http.MethodPost, "/v1/snapshot", body, "application/octet-stream")
-	if err != nil {
-		return n, err
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return n, nil
+	return n, c.SnapshotRestore(ctx, body)
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/distcache-replicated/distcache/node/adminapi"
 )
 
 // fakeAdmin implements the node admin HTTP API contract with recorded calls.
@@ -193,7 +195,7 @@ func TestMembers(t *testing.T) {
 		}
 	}
 	r = runCLI(t, env, "members", "--json")
-	var ms struct{ Members []member }
+	var ms adminapi.Members
 	if err := json.Unmarshal([]byte(r.stdout), &ms); err != nil || len(ms.Members) != 3 {
 		t.Fatalf("members --json: %+v (%v)", r, err)
 	}

@@ -21,9 +21,10 @@
 //   - Exit status 0 success, 1 failure, 2 usage. Negative answers that a script
 //     tests for (get/remove of an absent id, add of an existing one, have → no) exit 1
 //     after printing their result, like grep -q.
-//   - Every command prints a tabwriter table by default and JSON with --json. For
-//     admin calls the node's JSON is passed through re-indented, so fields added by a
-//     newer node are not lost.
+//   - Every command prints a tabwriter table by default and JSON with --json. Admin
+//     calls go through node/adminapi, the contract the node serves (it imports no
+//     Raft); with --json the node's answer is passed through re-indented, so fields
+//     added by a newer node are not lost.
 //   - `remove` is the distcache REMOVE of a session; removing a cluster node is
 //     `remove-node` (alias remove-peer), because one word cannot mean both.
 //   - Ids and values are text, or hex when written hex:0a1b...; output prints text

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/distcache-replicated/distcache/node/adminapi"
 )
 
 // writeJSON prints v as indented JSON followed by a newline.
@@ -68,12 +70,12 @@ func formatMS(ms int64) string {
 	return (time.Duration(ms) * time.Millisecond).String()
 }
 
-func humanBytes(n uint64) string {
+func humanBytes(n int64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)
 	}
-	div, exp := uint64(unit), 0
+	div, exp := int64(unit), 0
 	for m := n / unit; m >= unit; m /= unit {
 		div *= unit
 		exp++
@@ -90,6 +92,6 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-func sortMembers(ms []member) {
+func sortMembers(ms []adminapi.Member) {
 	sort.Slice(ms, func(i, j int) bool { return ms[i].ID < ms[j].ID })
 }

@@ -2,28 +2,14 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strings"
-)
 
-// keyringAnswer is the node's answer to GET and POST /v1/keyring.
-type keyringAnswer struct {
-	Nodes []struct {
-		Node    string   `json:"node"`
-		Primary string   `json:"primary"`
-		Keys    []string `json:"keys"`
-		Err     string   `json:"error"`
-	} `json:"nodes"`
-	Error string `json:"error"`
-}
+	"github.com/distcache-replicated/distcache/node/adminapi"
+)
 
 func keyringCommand() *command {
 	return &command{
@@ -43,40 +29,33 @@ idempotent. The primary key cannot be removed. Needs the admin token.`,
 	}
 }
 
-// fingerprint matches cluster.KeyFingerprint: the first 8 bytes of the key's
-// SHA-256 in hex.
-func fingerprint(key []byte) string {
-	sum := sha256.Sum256(key)
-	return hex.EncodeToString(sum[:8])
-}
-
-// readKeyArg resolves KEY, @FILE or - (stdin) to the base64 key text and
-// checks that it decodes to an AES key length.
-func readKeyArg(arg string, stdin io.Reader) (string, []byte, error) {
+// readKeyArg resolves KEY, @FILE or - (stdin) to the key and checks that it
+// is base64 of an AES key length, so a typo fails before any call.
+func readKeyArg(arg string, stdin io.Reader) ([]byte, error) {
 	text := arg
 	switch {
 	case arg == "-":
 		b, err := io.ReadAll(io.LimitReader(stdin, 4096))
 		if err != nil {
-			return "", nil, fmt.Errorf("read key from stdin: %w", err)
+			return nil, fmt.Errorf("read key from stdin: %w", err)
 		}
 		text = string(b)
 	case strings.HasPrefix(arg, "@"):
 		b, err := os.ReadFile(arg[1:])
 		if err != nil {
-			return "", nil, fmt.Errorf("read key file: %w", err)
+			return nil, fmt.Errorf("read key file: %w", err)
 		}
 		text = string(b)
 	}
 	text = strings.TrimSpace(text)
 	key, err := base64.StdEncoding.DecodeString(text)
 	if err != nil {
-		return "", nil, usagef("KEY is not valid base64")
+		return nil, usagef("KEY is not valid base64")
 	}
 	if n := len(key); n != 16 && n != 24 && n != 32 {
-		return "", nil, usagef("KEY decodes to %d bytes; want 16, 24 or 32", n)
+		return nil, usagef("KEY decodes to %d bytes; want 16, 24 or 32", n)
 	}
-	return text, key, nil
+	return key, nil
 }
 
 func runKeyring(ctx context.Context, a *app, inv *invocation) error {
@@ -87,7 +66,6 @@ func runKeyring(ctx context.Context, a *app, inv *invocation) error {
 		return err
 	}
 	op := pos[0]
-	var keyText string
 	var key []byte
 	switch op {
 	case "list":
@@ -98,7 +76,7 @@ func runKeyring(ctx context.Context, a *app, inv *invocation) error {
 		if len(pos) != 2 {
 			return usagef("%s needs a KEY", op)
 		}
-		if keyText, key, err = readKeyArg(pos[1], os.Stdin); err != nil {
+		if key, err = readKeyArg(pos[1], os.Stdin); err != nil {
 			return err
 		}
 	default:
@@ -108,42 +86,31 @@ func runKeyring(ctx context.Context, a *app, inv *invocation) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
-	defer cancel()
-	var raw json.RawMessage
+	var ans adminapi.KeyringAnswer
 	if op == "list" {
-		raw, err = c.callJSON(ctx, http.MethodGet, "/v1/keyring", nil)
+		ans, err = c.KeyringList(ctx)
 	} else {
-		raw, err = c.callJSON(ctx, http.MethodPost, "/v1/keyring", map[string]string{"op": op, "key": keyText})
+		ans, err = c.KeyringChange(ctx, adminapi.KeyringOp(op), key)
 	}
+	done, err := o.answered(a, ans, err)
 	if err != nil {
 		return err
 	}
-	var ans keyringAnswer
-	if err := json.Unmarshal(raw, &ans); err != nil {
-		return fmt.Errorf("decode keyring answer: %w", err)
+	if done { // --json printed the answer, which says where the operation failed
+		if err := ans.Err(); err != nil {
+			return &silentError{err: err}
+		}
+		return nil
 	}
-	if o.json {
-		if err := writeJSONRaw(a.stdout, raw); err != nil {
-			return err
-		}
-	} else {
-		if key != nil {
-			fmt.Fprintf(a.stdout, "%s key %s\n", op, fingerprint(key))
-		}
-		t := newTable(a.stdout, "NODE", "PRIMARY", "KEYS", "ERROR")
-		for _, n := range ans.Nodes {
-			t.row(n.Node, orDash(n.Primary), orDash(strings.Join(n.Keys, ",")), orDash(n.Err))
-		}
-		if err := t.flush(); err != nil {
-			return err
-		}
+	if key != nil {
+		fmt.Fprintf(a.stdout, "%s key %s\n", op, adminapi.KeyFingerprint(key))
 	}
-	if ans.Error != "" {
-		if o.json {
-			return &silentError{err: errors.New(ans.Error)}
-		}
-		return errors.New(ans.Error)
+	t := newTable(a.stdout, "NODE", "PRIMARY", "KEYS", "ERROR")
+	for _, n := range ans.Nodes {
+		t.row(n.Node, orDash(n.Primary), orDash(strings.Join(n.Keys, ",")), orDash(n.Err))
 	}
-	return nil
+	if err := t.flush(); err != nil {
+		return err
+	}
+	return ans.Err()
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/distcache-replicated/distcache/node/adminapi"
 )
 
 // fakeKeyring implements the node's /v1/keyring contract for two nodes that
@@ -38,10 +40,10 @@ func (f *fakeKeyring) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodPost {
 		body, _ := io.ReadAll(r.Body)
 		f.bodies = append(f.bodies, string(body))
-		var req struct{ Op, Key string }
+		var req adminapi.KeyringRequest
 		json.Unmarshal(body, &req)
 		key, _ := base64.StdEncoding.DecodeString(req.Key)
-		fp := fingerprint(key)
+		fp := adminapi.KeyFingerprint(key)
 		switch req.Op {
 		case "install":
 			f.keys = append(f.keys, fp)
@@ -71,18 +73,9 @@ func (f *fakeKeyring) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (f *fakeKeyring) answer(w http.ResponseWriter, nodeErr string, all bool) {
-	type row struct {
-		Node    string   `json:"node"`
-		Primary string   `json:"primary"`
-		Keys    []string `json:"keys"`
-		Err     string   `json:"error,omitempty"`
-	}
-	ans := struct {
-		Nodes []row  `json:"nodes"`
-		Error string `json:"error,omitempty"`
-	}{}
+	var ans adminapi.KeyringAnswer
 	for _, n := range []string{"n1", "n2"} {
-		r := row{Node: n, Primary: f.keys[0], Keys: f.keys}
+		r := adminapi.KeyringNode{Node: n, Primary: f.keys[0], Keys: f.keys}
 		if all || (n == "n2" && f.n2Fails) {
 			r.Err = orString(nodeErr, "member is failed: not updated")
 			ans.Error = "keyring failed on some nodes"
@@ -105,7 +98,7 @@ func TestKeyring(t *testing.T) {
 	k2 := base64.StdEncoding.EncodeToString([]byte("fedcba9876543210"))
 	raw1, _ := base64.StdEncoding.DecodeString(k1)
 	raw2, _ := base64.StdEncoding.DecodeString(k2)
-	f := &fakeKeyring{token: "tok", keys: []string{fingerprint(raw1)}}
+	f := &fakeKeyring{token: "tok", keys: []string{adminapi.KeyFingerprint(raw1)}}
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)
 	dir := t.TempDir()
@@ -116,11 +109,11 @@ func TestKeyring(t *testing.T) {
 	env := map[string]string{"DCCTL_ADDR": strings.TrimPrefix(srv.URL, "http://"), "DCCTL_TOKEN_FILE": tokenFile}
 
 	r := runCLI(t, env, "keyring", "list")
-	if r.code != exitOK || strings.Count(r.stdout, fingerprint(raw1)) != 4 {
+	if r.code != exitOK || strings.Count(r.stdout, adminapi.KeyFingerprint(raw1)) != 4 {
 		t.Fatalf("list: %+v", r)
 	}
 	r = runCLI(t, env, "keyring", "install", "@"+keyFile)
-	if r.code != exitOK || !strings.Contains(r.stdout, "install key "+fingerprint(raw2)) {
+	if r.code != exitOK || !strings.Contains(r.stdout, "install key "+adminapi.KeyFingerprint(raw2)) {
 		t.Fatalf("install: %+v", r)
 	}
 	if strings.Contains(r.stdout, k2) {
@@ -132,8 +125,8 @@ func TestKeyring(t *testing.T) {
 	if r = runCLI(t, env, "keyring", "use", k2, "--json"); r.code != exitOK {
 		t.Fatalf("use: %+v", r)
 	}
-	var ans keyringAnswer
-	if err := json.Unmarshal([]byte(r.stdout), &ans); err != nil || ans.Nodes[0].Primary != fingerprint(raw2) {
+	var ans adminapi.KeyringAnswer
+	if err := json.Unmarshal([]byte(r.stdout), &ans); err != nil || ans.Nodes[0].Primary != adminapi.KeyFingerprint(raw2) {
 		t.Fatalf("use --json: %s (%v)", r.stdout, err)
 	}
 	// Removing the primary fails on every node: exit 1 with the reason.

@@ -17,7 +17,6 @@ import (
 	"os"
 	"os/signal"
 	"os/user"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -27,6 +26,10 @@ import (
 	"github.com/distcache-replicated/distcache/node"
 	"github.com/distcache-replicated/distcache/protocol"
 )
+
+// defaultDataDir is -data-dir's default; -dev-cluster uses a temporary
+// directory unless the operator changed it.
+const defaultDataDir = "dcnode-data"
 
 // Exit statuses: unlike the original (which exited 0 on start-up failures), every
 // failure is non-zero.
@@ -115,7 +118,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.Var(&o.sessiond, "sessiond-listen", "stunnel sessiond UDP `host:port` (repeatable; off by default)")
 	fs.Var(&o.join, "join", "gossip `addresses` of other nodes to join (comma-separated or repeated)")
 	fs.StringVar(&o.nodeID, "node-id", "", "node `id` (default: generated once and kept in the data dir; never the hostname)")
-	fs.StringVar(&o.dataDir, "data-dir", "dcnode-data", "`directory` for the Raft log, snapshots and node id")
+	fs.StringVar(&o.dataDir, "data-dir", defaultDataDir, "`directory` for the Raft log, snapshots and node id")
 	fs.StringVar(&o.raftAddr, "raft-addr", "127.0.0.1:9200", "cluster `host:port` for Raft and write forwarding")
 	fs.StringVar(&o.gossipAddr, "gossip-addr", "127.0.0.1:9300", "gossip `host:port` (memberlist, TCP and UDP)")
 	fs.StringVar(&o.adminAddr, "admin-addr", "127.0.0.1:9400", "admin HTTP `host:port` for dcctl, /metrics, /healthz, /readyz (\"\" disables)")
@@ -523,91 +526,6 @@ func warnInsecure(o options, cfg node.Config, logger *slog.Logger) {
 		logger.Warn("session values are stored in plaintext in the Raft log and snapshots: give -data-key-file, or run -in-memory", "dir", cfg.DataDir)
 	}
 }
-
-// runDevCluster starts n nodes in this process on fixed loopback ports (node 1 on the
-// single-node defaults, so dcctl needs no flags), with every front-end enabled.
-func runDevCluster(ctx context.Context, o options, stdout io.Writer, logger *slog.Logger) int {
-	base := o.dataDir
-	if !setByUser(o.dataDir) {
-		dir, err := os.MkdirTemp("", "dcnode-dev-")
-		if err != nil {
-			logger.Error("cannot create a data directory", "err", err)
-			return exitFail
-		}
-		defer os.RemoveAll(dir)
-		base = dir
-	}
-	var nodes []*node.Node
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		for i := len(nodes) - 1; i >= 0; i-- {
-			nodes[i].Close(sctx)
-		}
-	}()
-	gossip := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", 9300+i) }
-	for i := range o.devCluster {
-		oi := o
-		oi.nodeID = fmt.Sprintf("node%d", i+1)
-		oi.dataDir = filepath.Join(base, oi.nodeID)
-		if o.inMemory {
-			oi.nodeID = "" // a fresh id at every start
-		}
-		oi.listen = listFlag{fmt.Sprintf("IP:127.0.0.1:%d", 9100+i)}
-		oi.raftAddr = fmt.Sprintf("127.0.0.1:%d", 9200+i)
-		oi.gossipAddr = gossip(i)
-		oi.adminAddr = fmt.Sprintf("127.0.0.1:%d", 9400+i)
-		oi.memcache = listFlag{fmt.Sprintf("127.0.0.1:%d", 9500+i)}
-		oi.resp = listFlag{fmt.Sprintf("127.0.0.1:%d", 9600+i)}
-		oi.sessiond = listFlag{fmt.Sprintf("127.0.0.1:%d", 9700+i)}
-		oi.bootstrapExpect = o.devCluster
-		oi.join = nil
-		for j := range o.devCluster {
-			if j != i {
-				oi.join = append(oi.join, gossip(j))
-			}
-		}
-		oi.quiet = o.quiet || i > 0
-		cfg, err := oi.nodeConfig(logger) // the cluster tags its lines with node=ID
-		if err != nil {
-			logger.Error("invalid configuration", "err", err)
-			return exitUsage
-		}
-		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-			logger.Error("cannot create the data directory", "dir", cfg.DataDir, "err", err)
-			return exitFail
-		}
-		n, err := node.Start(ctx, cfg)
-		if err != nil {
-			logger.Error("cannot start node", "node", oi.nodeID, "err", err,
-				"hint", "another dcnode may hold the dev-cluster ports 9100-9708; stop it first")
-			return exitFail
-		}
-		nodes = append(nodes, n)
-	}
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err := nodes[0].Cluster().WaitForLeader(wctx)
-	cancel()
-	if err != nil {
-		logger.Error("no leader elected", "err", err)
-		return exitFail
-	}
-	fmt.Fprintf(stdout, "dcnode dev cluster: %d nodes on loopback, data in %s (removed on exit)\n", len(nodes), base)
-	for _, n := range nodes {
-		l := n.Listeners()
-		st := n.Status()
-		fmt.Fprintf(stdout, "  %s  distcache %s  memcache %s  resp %s  sessiond udp %s  admin %s  raft %s  gossip %s\n",
-			st.ID, strings.Join(l["distcache"], ","), strings.Join(l["memcache"], ","), strings.Join(l["resp"], ","),
-			strings.Join(l["sessiond"], ","), st.AdminAddr, st.RaftAddr, st.GossipAddr)
-	}
-	fmt.Fprintln(stdout, "Try: go run ./cmd/dcctl members   (Ctrl-C stops the cluster)")
-	<-ctx.Done()
-	logger.Info("shutting down the dev cluster")
-	return exitOK
-}
-
-// setByUser tells whether -data-dir was changed from its default.
-func setByUser(dataDir string) bool { return dataDir != "dcnode-data" }
 
 // socketOptions maps -sockowner, -sockgroup and -sockperms (names or numeric ids are
 // resolved by the listener).

@@ -1,0 +1,98 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/distcache-replicated/distcache/cluster"
+	"github.com/distcache-replicated/distcache/node/adminapi"
+)
+
+// strictDecode decodes an answer refusing fields its type does not declare: the
+// node must send nothing that adminapi does not describe.
+func strictDecode(t *testing.T, what string, doc json.RawMessage, v any) {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		t.Fatalf("%s answer is not what adminapi declares: %v\n%s", what, err, doc)
+	}
+}
+
+// TestAdminAPIContract drives a real node through adminapi's client: every
+// answer decodes strictly into its declared type, refusals carry their cause,
+// keys are named as adminapi.KeyFingerprint names them, and a snapshot goes out
+// and back in.
+func TestAdminAPIContract(t *testing.T) {
+	const token = "contract-token"
+	key1 := []byte("0123456789abcdef0123456789abcdef")
+	key2 := []byte("fedcba9876543210")
+	nd := startOne(t, func(c *Config) {
+		c.AdminToken = token
+		c.Tune.GossipKeys = [][]byte{key1}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	addr := nd.Status().AdminAddr
+	c, err := adminapi.New(adminapi.Config{Addr: addr, Token: token, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	anon, err := adminapi.New(adminapi.Config{Addr: addr, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	st, err := anon.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	strictDecode(t, "status", st.JSON(), new(adminapi.Status))
+	if st.ID != "n1" || st.State != "Leader" || st.LastContactMS != -1 || st.AdminAddr != addr || len(st.Listeners["distcache"]) != 1 {
+		t.Errorf("status: %+v", st)
+	}
+
+	ms, err := anon.Members(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	strictDecode(t, "members", ms.JSON(), new(adminapi.Members))
+	if len(ms.Members) != 1 || !ms.Members[0].Leader || ms.Members[0].Suffrage != "voter" || ms.Members[0].Meta["admin"] != addr {
+		t.Errorf("members: %+v", ms.Members)
+	}
+
+	if _, err := anon.Leave(ctx); !errors.Is(err, adminapi.ErrUnauthorized) {
+		t.Errorf("leave without the token: %v, want ErrUnauthorized", err)
+	}
+	var ae *adminapi.Error
+	if _, err := c.Join(ctx, nil); !errors.Is(err, adminapi.ErrBadRequest) || !errors.As(err, &ae) || ae.Message != "no addresses to join" {
+		t.Errorf("join of nothing: %v, want ErrBadRequest with the node's message", err)
+	}
+
+	kl, err := c.KeyringList(ctx)
+	if err != nil || kl.Err() != nil {
+		t.Fatalf("keyring list: %v, %v", err, kl.Err())
+	}
+	strictDecode(t, "keyring", kl.JSON(), new(adminapi.KeyringAnswer))
+	if fp := adminapi.KeyFingerprint(key1); fp != cluster.KeyFingerprint(key1) || len(kl.Nodes) != 1 || kl.Nodes[0].Primary != fp {
+		t.Fatalf("keyring names the primary %+v; adminapi names it %s", kl.Nodes, fp)
+	}
+	kc, err := c.KeyringChange(ctx, adminapi.KeyringInstall, key2)
+	if err != nil || kc.Err() != nil || !slices.Contains(kc.Nodes[0].Keys, adminapi.KeyFingerprint(key2)) {
+		t.Fatalf("keyring install: %+v, %v", kc, err)
+	}
+
+	var snap bytes.Buffer
+	n, err := c.SnapshotSave(ctx, &snap)
+	if err != nil || n == 0 || int64(snap.Len()) != n {
+		t.Fatalf("snapshot save: %d bytes, %v", n, err)
+	}
+	if err := c.SnapshotRestore(ctx, &snap); err != nil {
+		t.Fatalf("snapshot restore: %v", err)
+	}
+}

@@ -1,0 +1,213 @@
+package adminapi
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+)
+
+// Paths of the admin endpoint. Reads of status, members, metrics and health are
+// open (the endpoint is loopback by default); every POST, the snapshot download
+// (it holds every session value) and the keyring need the bearer token when the
+// node has one.
+const (
+	// PathStatus: GET → Status.
+	PathStatus = "/v1/status"
+	// PathMembers: GET → Members.
+	PathMembers = "/v1/members"
+	// PathJoin: POST JoinRequest → JoinAnswer.
+	PathJoin = "/v1/join"
+	// PathRemove: POST RemoveRequest → Ack.
+	PathRemove = "/v1/remove"
+	// PathLeave: POST (any body, {} by convention) → Ack; the node then shuts down.
+	PathLeave = "/v1/leave"
+	// PathTransferLeader: POST TransferLeaderRequest → TransferLeaderAnswer.
+	PathTransferLeader = "/v1/transfer-leader"
+	// PathSnapshot: GET → the snapshot as ContentTypeSnapshot; POST the snapshot
+	// → Ack once the cluster has restored it (a follower relays it to the leader).
+	PathSnapshot = "/v1/snapshot"
+	// PathKeyring: GET → KeyringAnswer; POST KeyringRequest → KeyringAnswer.
+	PathKeyring = "/v1/keyring"
+	// PathMetrics: GET → Prometheus text exposition.
+	PathMetrics = "/metrics"
+	// PathHealthz: GET → 200 "ok" while the process serves.
+	PathHealthz = "/healthz"
+	// PathReadyz: GET → 200 "ready" when a leader is known and this node has
+	// applied everything committed, else 503 with the reason as plain text.
+	PathReadyz = "/readyz"
+)
+
+// Content types and the token header.
+const (
+	ContentTypeJSON     = "application/json"
+	ContentTypeSnapshot = "application/octet-stream"
+	// BearerPrefix precedes the token in the Authorization header.
+	BearerPrefix = "Bearer "
+)
+
+// Raw keeps an answer's JSON as the node sent it; every answer type embeds it.
+// A tool that prints answers (dcctl --json) prints this document, so fields a
+// newer node adds survive an older client. It is empty in values the node builds
+// to send, and contributes nothing to their encoding.
+type Raw struct{ doc json.RawMessage }
+
+// JSON returns the answer as received, or nil for a value not decoded by Client.
+func (r Raw) JSON() json.RawMessage { return r.doc }
+
+func (r *Raw) setJSON(b json.RawMessage) { r.doc = b }
+
+// Status is the answer of GET PathStatus: this node's view of itself and the
+// cluster.
+type Status struct {
+	Raw
+	ID string `json:"id"`
+	// State is the Raft role: Follower, Candidate, Leader or Shutdown.
+	State      string `json:"state"`
+	LeaderID   string `json:"leader_id"`   // "" while no leader is known
+	LeaderAddr string `json:"leader_addr"` // the leader's Raft address
+	// Term and the indexes are Raft's: log positions, not counts of sessions.
+	Term         uint64 `json:"term"`
+	LastIndex    uint64 `json:"last_index"`
+	CommitIndex  uint64 `json:"commit_index"`
+	AppliedIndex uint64 `json:"applied_index"`
+	// LastContactMS is milliseconds since this node last heard from a leader; -1
+	// on the leader itself or when it never heard from one.
+	LastContactMS int64 `json:"last_contact_ms"`
+	// Sessions is the number of stored sessions; PayloadBytes the sum of their id
+	// and value lengths, in bytes. Signed like the store's counters and len().
+	Sessions     int64 `json:"sessions"`
+	PayloadBytes int64 `json:"payload_bytes"`
+	// ReadConsistency is local, leader-on-miss or linearizable.
+	ReadConsistency string `json:"read_consistency"`
+	Version         string `json:"version"`
+	// Listeners are the bound client addresses by front-end (distcache, memcache,
+	// resp, sessiond).
+	Listeners  map[string][]string `json:"listeners"`
+	RaftAddr   string              `json:"raft_addr"`
+	GossipAddr string              `json:"gossip_addr"`
+	AdminAddr  string              `json:"admin_addr"`
+	// UptimeSeconds is seconds since the node started.
+	UptimeSeconds float64 `json:"uptime_seconds"`
+}
+
+// Members is the answer of GET PathMembers.
+type Members struct {
+	Raw
+	Members []Member `json:"members"`
+}
+
+// Member is one member: the gossip view joined with its Raft suffrage.
+type Member struct {
+	ID         string `json:"id"`
+	GossipAddr string `json:"gossip_addr"`
+	RaftAddr   string `json:"raft_addr"`
+	// Status is the gossip state: alive, suspect, dead or left.
+	Status string `json:"status"`
+	// Suffrage is voter, nonvoter or none (not in the Raft configuration).
+	Suffrage string `json:"suffrage"`
+	Leader   bool   `json:"leader"`
+	// LastContactMS is milliseconds since the member last heard from a leader; -1
+	// for the leader itself or when unknown.
+	LastContactMS int64 `json:"last_contact_ms"`
+	// Lag is how many log entries the member trails the leader; -1 when unknown.
+	Lag int64 `json:"lag"`
+	// Meta is the member's gossip metadata: its client and admin addresses by
+	// name (distcache, memcache, resp, sessiond, admin).
+	Meta map[string]string `json:"meta,omitempty"`
+}
+
+// JoinRequest is the body of POST PathJoin: gossip addresses of any members of
+// the cluster to join.
+type JoinRequest struct {
+	Addrs []string `json:"addrs"`
+}
+
+// JoinAnswer says how many of the addresses answered.
+type JoinAnswer struct {
+	Raw
+	Joined int `json:"joined"`
+}
+
+// RemoveRequest is the body of POST PathRemove: the node id to drop from the Raft
+// configuration and gossip.
+type RemoveRequest struct {
+	ID string `json:"id"`
+}
+
+// TransferLeaderRequest is the body of POST PathTransferLeader; an empty ID lets
+// Raft pick the most up-to-date voter.
+type TransferLeaderRequest struct {
+	ID string `json:"id"`
+}
+
+// TransferLeaderAnswer names the leader after the transfer ("" if none was
+// elected within the node's wait).
+type TransferLeaderAnswer struct {
+	Raw
+	LeaderID string `json:"leader_id"`
+}
+
+// Ack is the answer of calls that only succeed or fail (remove, leave, snapshot
+// restore): {} today.
+type Ack struct {
+	Raw
+}
+
+// KeyringOp is an operation on the gossip keyring of every live member.
+type KeyringOp string
+
+// The keyring operations of POST PathKeyring (listing is GET).
+const (
+	KeyringInstall KeyringOp = "install" // add the key to every ring
+	KeyringUse     KeyringOp = "use"     // make it the primary (encrypting) key
+	KeyringRemove  KeyringOp = "remove"  // drop it; the primary cannot be removed
+)
+
+// KeyringRequest is the body of POST PathKeyring. Key is the standard base64 of
+// 16, 24 or 32 bytes (AES-128, -192, -256).
+type KeyringRequest struct {
+	Op  KeyringOp `json:"op"`
+	Key string    `json:"key"`
+}
+
+// KeyringAnswer is the answer of GET and POST PathKeyring: every member's ring,
+// keys named by KeyFingerprint. Error is set, with status 200, when the operation
+// failed on some members (their rows say why): every operation is idempotent, so
+// the operator re-runs it once they are back. See Err.
+type KeyringAnswer struct {
+	Raw
+	Nodes []KeyringNode `json:"nodes"`
+	Error string        `json:"error,omitempty"`
+}
+
+// Err is the answer's partial failure as an error, or nil when every member
+// applied the operation.
+func (a KeyringAnswer) Err() error {
+	if a.Error == "" {
+		return nil
+	}
+	return errors.New(a.Error)
+}
+
+// KeyringNode is one member's ring after the operation; Err is set when the
+// operation failed there or the member could not be reached.
+type KeyringNode struct {
+	Node    string   `json:"node"`
+	Primary string   `json:"primary,omitempty"` // fingerprint of the encrypting key
+	Keys    []string `json:"keys,omitempty"`    // fingerprints, primary first
+	Err     string   `json:"error,omitempty"`
+}
+
+// KeyFingerprint names a gossip key in answers without revealing it: the first 8
+// bytes of its SHA-256, in hex. It must agree with the cluster's naming (node's
+// tests check that).
+func KeyFingerprint(key []byte) string {
+	sum := sha256.Sum256(key)
+	return hex.EncodeToString(sum[:8])
+}
+
+// ErrorBody is the body of every non-2xx JSON answer.
+type ErrorBody struct {
+	Error string `json:"error"`
+}
