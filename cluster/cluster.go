@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/distcache-replicated/distcache/cluster/atrest"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
@@ -236,13 +237,13 @@ func (c *Cluster) openStores() error {
 	}
 	c.logs, c.stable, c.snaps, c.closeStore = bolt, bolt, snaps, bolt.Close
 	if len(cfg.DataKeys) > 0 {
-		s, err := newSealer(cfg.DataKeys)
+		s, err := atrest.NewSealer(cfg.DataKeys)
 		if err != nil {
 			bolt.Close()
 			return err
 		}
-		c.logs = &sealedLogStore{LogStore: bolt, s: s}
-		c.snaps = &sealedSnapshotStore{inner: snaps, s: s, dir: cfg.DataDir}
+		c.logs = s.LogStore(bolt)
+		c.snaps = s.SnapshotStore(snaps)
 	}
 	// The newest entries are served from memory: replication to a follower that
 	// is a few entries behind and the read path's look at entries just applied

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/distcache-replicated/distcache/cluster/atrest"
 	"github.com/hashicorp/raft"
 )
 
@@ -115,8 +116,8 @@ type Config struct {
 	// DataKeys, when set, seal session values at rest: command entries of the
 	// Raft log and snapshot streams are encrypted with AES-256-GCM under the
 	// first key; every key opens data sealed under its id (key rotation).
-	// nil stores plaintext. See atrest.go.
-	DataKeys []DataKey
+	// nil stores plaintext. See package atrest.
+	DataKeys []atrest.DataKey
 	// InMemory keeps the Raft log, stable store and snapshots in memory and
 	// writes nothing under DataDir (which may be ""). Such a node cannot
 	// restart with its state: NodeID must be "" and a fresh random id is

@@ -12,7 +12,8 @@ import (
 	"time"
 )
 
-func gossipKey(t testing.TB) []byte {
+// randomKey returns 32 random bytes: a gossip key or a data key.
+func randomKey(t testing.TB) []byte {
 	t.Helper()
 	k := make([]byte, 32)
 	if _, err := rand.Read(k); err != nil {
@@ -26,7 +27,7 @@ func gossipKey(t testing.TB) []byte {
 // to remove the primary, and a node restarted with the old key on its
 // command line rejoins thanks to the persisted ring.
 func TestGossipKeyringRotation(t *testing.T) {
-	k1, k2 := gossipKey(t), gossipKey(t)
+	k1, k2 := randomKey(t), randomKey(t)
 	fp := KeyFingerprint
 	nodes := newTestCluster(t, 3, func(c *Config) { c.GossipKeys = [][]byte{k1} })
 	leader, followers := leaderAndFollowers(t, nodes)
@@ -34,7 +35,7 @@ func TestGossipKeyringRotation(t *testing.T) {
 	// A node with the wrong key cannot join gossip.
 	rec := newLogRecorder()
 	intruder := &testNode{t: t, dir: t.TempDir(), id: "intruder", raft: freeAddr(t), gossip: freeAddr(t),
-		join: []string{leader.gossip}, tune: func(c *Config) { c.GossipKeys = [][]byte{gossipKey(t)}; c.Logger = slog.New(rec) }}
+		join: []string{leader.gossip}, tune: func(c *Config) { c.GossipKeys = [][]byte{randomKey(t)}; c.Logger = slog.New(rec) }}
 	intruder.start()
 	t.Cleanup(func() {
 		if !intruder.stopped {

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/distcache-replicated/distcache/cluster"
+	"github.com/distcache-replicated/distcache/cluster/atrest"
 	"github.com/distcache-replicated/distcache/node"
 	"github.com/distcache-replicated/distcache/protocol"
 )
@@ -402,7 +403,7 @@ func (o *options) nodeConfig(logger *slog.Logger) (node.Config, error) {
 		cfg.Tune.GossipKeys = [][]byte{key}
 	}
 	if o.dataKeyFile != "" {
-		if cfg.Tune.DataKeys, err = cluster.LoadDataKeyFile(o.dataKeyFile); err != nil {
+		if cfg.Tune.DataKeys, err = atrest.LoadDataKeyFile(o.dataKeyFile); err != nil {
 			return cfg, err
 		}
 	}
