@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/distcache-replicated/distcache/cluster/atrest"
+	"github.com/distcache-replicated/distcache/cluster/mux"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
@@ -34,7 +35,7 @@ type Cluster struct {
 	closeStore func() error
 	snaps      raft.SnapshotStore
 	trans      *raft.NetworkTransport
-	mux        *mux
+	mux        *mux.Mux
 	gossip     *gossip
 	batch      *batcher
 	// leaderReads and forwardedReads let concurrent linearizable reads share
@@ -107,14 +108,14 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 	cleanups = append(cleanups, func() { c.closeStore() })
 	store, snaps := c.logs, c.snaps
 
-	m, err := newMux(cfg.RaftAddr, cfg.AdvertiseRaftAddr, cfg.TLS, log)
+	m, err := mux.Listen(cfg.RaftAddr, cfg.AdvertiseRaftAddr, cfg.TLS, log)
 	if err != nil {
 		return nil, err
 	}
 	c.mux = m
-	cleanups = append(cleanups, func() { m.close(); m.wait() })
+	cleanups = append(cleanups, func() { m.Close(); m.Wait() })
 	c.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  newRaftLayer(m),
+		Stream:  m.RaftLayer(),
 		MaxPool: 3,
 		// 1 disables raft's pipelined replication: with the default (2) its
 		// unbuffered pipeline channels can deadlock after a rejected append
@@ -157,17 +158,16 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 
 	c.server = newRPCServer(c.handleRPC, log)
 	c.client = newRPCClient(func(ctx context.Context, addr string) (net.Conn, error) {
-		return m.dial(ctx, addr, kindForward)
+		return m.Dial(ctx, addr, mux.KindForward)
 	}, log)
-	m.onForward = c.server.serveConn
-	m.serve()
+	m.Serve(c.server.serveConn)
 	cleanups = append(cleanups, func() { c.server.close(); c.client.close() })
 
 	meta := make(map[string]string, len(cfg.Meta)+3)
 	for k, v := range cfg.Meta {
 		meta[k] = v
 	}
-	meta[metaRaftAddr] = m.advertise.String()
+	meta[metaRaftAddr] = m.Advertise().String()
 	meta[metaExpect] = strconv.Itoa(cfg.BootstrapExpect)
 	if hasState {
 		meta[metaInCluster] = "1"
@@ -189,7 +189,7 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 	go func() { defer c.wg.Done(); c.reconcileLoop() }()
 	go func() { defer c.wg.Done(); c.joinLoop(hasState) }()
 	ok = true
-	log.Info("cluster node started", "raft_addr", m.advertise.String(), "gossip_addr", g.localAddr(),
+	log.Info("cluster node started", "raft_addr", m.Advertise().String(), "gossip_addr", g.localAddr(),
 		"existing_state", hasState, "bootstrap_expect", cfg.BootstrapExpect,
 		"storage", storageKind(cfg), "cluster_tls", cfg.TLS != nil, "gossip_encrypted", keyring != nil)
 	return c, nil
@@ -265,7 +265,7 @@ const logCacheEntries = 64
 func (c *Cluster) ID() string { return c.id }
 
 // RaftAddr returns the advertised cluster-port address.
-func (c *Cluster) RaftAddr() string { return c.mux.advertise.String() }
+func (c *Cluster) RaftAddr() string { return c.mux.Advertise().String() }
 
 // GossipAddr returns the bound gossip address (with the port memberlist
 // picked when 0 was asked for), for others' Join lists.

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/distcache-replicated/distcache/cluster/mux"
 	"github.com/distcache-replicated/distcache/internal/testport"
 )
 
@@ -634,8 +635,8 @@ func TestBadForwardingFramesCloseConnection(t *testing.T) {
 	nodes := newTestCluster(t, 1, nil)
 	n := nodes[0]
 	for _, payload := range [][]byte{
-		{kindForward, 'P', 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 3, 232, 0xff, 0xff, 0xff, 0xff}, // oversized
-		{kindForward, 'P', 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0},               // no deadline
+		{byte(mux.KindForward), 'P', 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 3, 232, 0xff, 0xff, 0xff, 0xff}, // oversized
+		{byte(mux.KindForward), 'P', 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0},               // no deadline
 		{'Z', 1, 2, 3}, // unknown kind
 	} {
 		conn, err := net.Dial("tcp", n.c.RaftAddr())

@@ -168,8 +168,8 @@ func (c *Cluster) shutdown(graceful bool, ctx context.Context) error {
 	}
 	c.wg.Wait()
 	c.trans.Close()
-	c.mux.close()
-	c.mux.wait()
+	c.mux.Close()
+	c.mux.Wait()
 	if err := c.closeStore(); err != nil {
 		errs = append(errs, fmt.Errorf("close raft.db: %w", err))
 	}

@@ -86,6 +86,19 @@ func (ca *CA) Issue(t testing.TB, name string, ips ...string) tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
 }
 
+// MutualTLS is the configuration of a peer that presents cert and trusts
+// only this CA, in both roles (as on a cluster port): TLS 1.3, client
+// certificates required and verified.
+func (ca *CA) MutualTLS(cert tls.Certificate) *tls.Config {
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		RootCAs:      ca.Pool,
+		ClientCAs:    ca.Pool,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		MinVersion:   tls.VersionTLS13,
+	}
+}
+
 // WriteCA writes the CA certificate as PEM into dir and returns its path.
 func (ca *CA) WriteCA(t testing.TB, dir string) string {
 	t.Helper()
