@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/distcache-replicated/distcache/cluster/atrest"
+	"github.com/distcache-replicated/distcache/cluster/gossip"
 	"github.com/distcache-replicated/distcache/cluster/mux"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
@@ -36,7 +37,7 @@ type Cluster struct {
 	snaps      raft.SnapshotStore
 	trans      *raft.NetworkTransport
 	mux        *mux.Mux
-	gossip     *gossip
+	gossip     *gossip.Gossip
 	batch      *batcher
 	// leaderReads and forwardedReads let concurrent linearizable reads share
 	// one read-index round: on the leader, one quorum check; on a follower,
@@ -44,11 +45,12 @@ type Cluster struct {
 	leaderReads, forwardedReads *readIndexGroup
 	server                      *rpcServer
 	client                      *rpcClient
-	keyring                     *keyringState
+	keyring                     *gossip.Keyring
 
-	ready      atomic.Pointer[leaderReady] // current leadership term's readiness
-	tombMu     sync.Mutex
-	tombstones map[string]time.Time // operator-removed ids not to re-add while alive
+	ready        atomic.Pointer[leaderReady] // current leadership term's readiness
+	reconcileNow chan struct{}               // capacity 1: reconcile without waiting for the interval
+	tombMu       sync.Mutex
+	tombstones   map[string]time.Time // operator-removed ids not to re-add while alive
 
 	closing   atomic.Bool
 	done      chan struct{}
@@ -88,7 +90,7 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	log := cfg.Logger.With("node", id)
 	c := &Cluster{cfg: cfg, id: id, log: log, tombstones: make(map[string]time.Time), done: make(chan struct{}),
-		keyring: &keyringState{}}
+		reconcileNow: make(chan struct{}, 1)}
 	c.leaderReads = &readIndexGroup{c: c, fetch: c.readIndex}
 	c.forwardedReads = &readIndexGroup{c: c, fetch: c.leaderReadIndex}
 
@@ -101,6 +103,16 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 			}
 		}
 	}()
+
+	keyringPath := ""
+	if !cfg.InMemory {
+		keyringPath = filepath.Join(cfg.DataDir, keyringFile)
+	}
+	ring, err := gossip.OpenKeyring(keyringPath, cfg.GossipKeys, log)
+	if err != nil {
+		return nil, err
+	}
+	c.keyring = ring
 
 	if err := c.openStores(); err != nil {
 		return nil, err
@@ -172,11 +184,16 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 	if hasState {
 		meta[metaInCluster] = "1"
 	}
-	keyring, err := c.openKeyring()
-	if err != nil {
-		return nil, err
-	}
-	g, err := newGossip(id, cfg.GossipAddr, meta, keyring, cfg, log)
+	g, err := gossip.New(gossip.Config{
+		NodeID:        id,
+		BindAddr:      cfg.GossipAddr,
+		Meta:          meta,
+		EssentialMeta: []string{metaRaftAddr, metaExpect, metaInCluster},
+		Keyring:       ring,
+		ProbeInterval: cfg.GossipProbeInterval,
+		ProbeTimeout:  cfg.GossipProbeTimeout,
+		Logger:        log,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -189,9 +206,9 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 	go func() { defer c.wg.Done(); c.reconcileLoop() }()
 	go func() { defer c.wg.Done(); c.joinLoop(hasState) }()
 	ok = true
-	log.Info("cluster node started", "raft_addr", m.Advertise().String(), "gossip_addr", g.localAddr(),
+	log.Info("cluster node started", "raft_addr", m.Advertise().String(), "gossip_addr", g.LocalAddr(),
 		"existing_state", hasState, "bootstrap_expect", cfg.BootstrapExpect,
-		"storage", storageKind(cfg), "cluster_tls", cfg.TLS != nil, "gossip_encrypted", keyring != nil)
+		"storage", storageKind(cfg), "cluster_tls", cfg.TLS != nil, "gossip_encrypted", ring.Enabled())
 	return c, nil
 }
 
@@ -269,7 +286,7 @@ func (c *Cluster) RaftAddr() string { return c.mux.Advertise().String() }
 
 // GossipAddr returns the bound gossip address (with the port memberlist
 // picked when 0 was asked for), for others' Join lists.
-func (c *Cluster) GossipAddr() string { return c.gossip.localAddr() }
+func (c *Cluster) GossipAddr() string { return c.gossip.LocalAddr() }
 
 // Raft exposes the raft instance for metrics and diagnostics.
 func (c *Cluster) Raft() *raft.Raft { return c.raft }
@@ -495,7 +512,7 @@ func (c *Cluster) handleRPC(ctx context.Context, typ byte, payload []byte) ([]by
 		return c.handleKeyring(payload)
 	case rpcRemoved:
 		c.log.Warn("removed from the cluster by the leader; leaving gossip (Join to come back)")
-		if err := c.gossip.leave(time.Second); err != nil {
+		if err := c.gossip.Leave(time.Second); err != nil {
 			c.log.Warn("leaving gossip after removal", "err", err)
 		}
 		return nil, nil

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/distcache-replicated/distcache/cluster/gossip"
 	"github.com/distcache-replicated/distcache/cluster/mux"
 	"github.com/distcache-replicated/distcache/internal/testport"
 )
@@ -494,9 +495,9 @@ func TestRemoveServerAndJoinBack(t *testing.T) {
 	if configIDs(t, leader)[victim.id] {
 		t.Fatal("victim still in configuration after RemoveServer returned")
 	}
-	eventually(t, 5*time.Second, "removed node leaves gossip", func() bool { return victim.c.gossip.isLeft() })
+	eventually(t, 5*time.Second, "removed node leaves gossip", func() bool { return victim.c.gossip.Left() })
 	eventually(t, 5*time.Second, "leader sees removed node as left", func() bool {
-		return leader.c.gossip.snapshot()[victim.id].status == StatusLeft
+		return leader.c.gossip.Members()[victim.id].Status == gossip.StatusLeft
 	})
 	// Several reconcile rounds later it is still out.
 	rounds := 0
@@ -529,7 +530,7 @@ func TestRemoveServerAndJoinBack(t *testing.T) {
 	}
 	leaders := 0
 	for _, m := range ms {
-		if m.Suffrage != "voter" || m.Status != StatusAlive || m.Lag < 0 || m.Meta["client"] != "127.0.0.1:1" {
+		if m.Suffrage != "voter" || m.Status != gossip.StatusAlive || m.Lag < 0 || m.Meta["client"] != "127.0.0.1:1" {
 			t.Errorf("member %+v", m)
 		}
 		if m.Leader {

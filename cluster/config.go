@@ -151,8 +151,6 @@ func (c Config) withDefaults() Config {
 	def(&c.SnapshotInterval, 30*time.Second)
 	def(&c.WriteTimeout, 2*time.Second)
 	def(&c.ReconcileInterval, 5*time.Second)
-	def(&c.GossipProbeInterval, time.Second)
-	def(&c.GossipProbeTimeout, 500*time.Millisecond)
 	if c.SnapshotThreshold == 0 {
 		c.SnapshotThreshold = 16384
 	}

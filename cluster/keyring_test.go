@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/distcache-replicated/distcache/cluster/gossip"
 )
 
 // randomKey returns 32 random bytes: a gossip key or a data key.
@@ -28,7 +30,7 @@ func randomKey(t testing.TB) []byte {
 // command line rejoins thanks to the persisted ring.
 func TestGossipKeyringRotation(t *testing.T) {
 	k1, k2 := randomKey(t), randomKey(t)
-	fp := KeyFingerprint
+	fp := gossip.KeyFingerprint
 	nodes := newTestCluster(t, 3, func(c *Config) { c.GossipKeys = [][]byte{k1} })
 	leader, followers := leaderAndFollowers(t, nodes)
 
@@ -46,7 +48,7 @@ func TestGossipKeyringRotation(t *testing.T) {
 		return len(rec.find("gossip join attempt", "err=")) > 0
 	})
 	for _, n := range nodes {
-		if _, ok := n.c.gossip.snapshot()["intruder"]; ok {
+		if _, ok := n.c.gossip.Members()["intruder"]; ok {
 			t.Fatalf("%s sees the intruder in gossip", n.id)
 		}
 	}
@@ -101,9 +103,9 @@ func TestGossipKeyringRotation(t *testing.T) {
 	f.close()
 	f.start()
 	eventually(t, 20*time.Second, "the restarted node is back in gossip and Raft", func() bool {
-		m, ok := leader.c.gossip.snapshot()[f.id]
+		m, ok := leader.c.gossip.Members()[f.id]
 		lid, _ := f.c.Leader()
-		return ok && m.status == StatusAlive && configIDs(t, leader)[f.id] && lid != ""
+		return ok && m.Status == gossip.StatusAlive && configIDs(t, leader)[f.id] && lid != ""
 	})
 	if got := propose(t, f, "after-rotation", "v"); got != "ok:after-rotation" {
 		t.Fatalf("propose through the restarted node: %q", got)

@@ -102,7 +102,7 @@ func (c *Cluster) Leave(ctx context.Context) error {
 			return fmt.Errorf("cluster: leave: %w", err)
 		}
 	}
-	if err := c.gossip.leave(time.Second); err != nil {
+	if err := c.gossip.Leave(time.Second); err != nil {
 		return fmt.Errorf("cluster: leave gossip: %w", err)
 	}
 	return nil
@@ -153,11 +153,11 @@ func (c *Cluster) shutdown(graceful bool, ctx context.Context) error {
 	if graceful {
 		// Not an error for Close: when every peer is down too, nobody
 		// acknowledges the leave broadcast.
-		if err := c.gossip.leave(time.Second); err != nil {
+		if err := c.gossip.Leave(time.Second); err != nil {
 			c.log.Warn("leaving gossip", "err", err)
 		}
 	} else {
-		c.gossip.kill()
+		c.gossip.Kill()
 	}
 	close(c.done)
 	c.batch.stop() // in-flight entries finish (or fail) before raft stops

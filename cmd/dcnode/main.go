@@ -23,8 +23,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/distcache-replicated/distcache/cluster"
 	"github.com/distcache-replicated/distcache/cluster/atrest"
+	"github.com/distcache-replicated/distcache/cluster/gossip"
 	"github.com/distcache-replicated/distcache/node"
 	"github.com/distcache-replicated/distcache/protocol"
 )
@@ -282,7 +282,7 @@ func readGossipKey(v string) ([]byte, error) {
 		}
 		v = strings.TrimSpace(string(b))
 	}
-	return cluster.ParseGossipKey(v)
+	return gossip.ParseKey(v)
 }
 
 // countSet counts the non-empty values.
