@@ -139,7 +139,7 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 	})
 	cleanups = append(cleanups, func() { c.trans.Close() })
 
-	c.fsm = newAppliedFSM(cfg.FSM, snaps)
+	c.fsm = newAppliedFSM(cfg.StateMachine, snaps)
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(id)
 	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
@@ -440,18 +440,16 @@ func waitFuture(ctx context.Context, f raft.Future) error {
 	}
 }
 
-// QueryLeader runs cfg.Query on the leader (locally when this node leads).
+// QueryLeader runs the state machine's Query on the leader (locally when
+// this node leads).
 // With no leader known it fails at once with ErrNoLeader, so a
 // leader-on-miss read degrades to a miss instead of hanging.
 func (c *Cluster) QueryLeader(ctx context.Context, q []byte) ([]byte, error) {
-	if c.cfg.Query == nil {
-		return nil, errors.New("cluster: no Query function configured")
-	}
 	if c.closing.Load() {
 		return nil, ErrClosed
 	}
 	if c.IsLeader() {
-		return c.cfg.Query(q)
+		return c.cfg.StateMachine.Query(q)
 	}
 	lid, addr := c.Leader()
 	if addr == "" || lid == c.id {
@@ -493,10 +491,7 @@ func (c *Cluster) handleRPC(ctx context.Context, typ byte, payload []byte) ([]by
 		if !c.IsLeader() {
 			return nil, ErrNotLeader
 		}
-		if c.cfg.Query == nil {
-			return nil, errors.New("no Query function configured")
-		}
-		return c.cfg.Query(payload)
+		return c.cfg.StateMachine.Query(payload)
 	case rpcRemove:
 		return nil, c.removeOnLeader(ctx, string(payload))
 	case rpcTransfer:

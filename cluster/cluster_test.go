@@ -57,8 +57,7 @@ func (n *testNode) config() Config {
 		Join:                n.join,
 		BootstrapExpect:     n.expect,
 		Meta:                map[string]string{"client": "127.0.0.1:1"},
-		FSM:                 n.fsm,
-		Pack:                packCmds,
+		StateMachine:        n.fsm,
 		Logger:              testLogger(),
 		HeartbeatTimeout:    500 * time.Millisecond,
 		ElectionTimeout:     500 * time.Millisecond,
@@ -67,13 +66,6 @@ func (n *testNode) config() Config {
 		ReconcileInterval:   300 * time.Millisecond,
 		GossipProbeInterval: 200 * time.Millisecond,
 		GossipProbeTimeout:  100 * time.Millisecond,
-	}
-	cfg.Query = func(q []byte) ([]byte, error) {
-		v, ok := n.fsm.get(string(q))
-		if !ok {
-			return nil, nil
-		}
-		return []byte(v), nil
 	}
 	if n.tune != nil {
 		n.tune(&cfg)

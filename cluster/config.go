@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/distcache-replicated/distcache/cluster/atrest"
-	"github.com/hashicorp/raft"
 )
 
 // Sentinel errors returned (wrapped with %w) by Cluster methods. Callers test
@@ -57,16 +56,9 @@ type Config struct {
 	// Meta is extra metadata gossiped with the node (client addresses etc.).
 	// The whole encoded metadata must fit in 512 bytes.
 	Meta map[string]string
-	// FSM is the replicated state machine. It is wrapped to track the applied
+	// StateMachine is what is replicated. It is wrapped to track the applied
 	// index; a raft.BatchingFSM keeps its batching.
-	FSM raft.FSM
-	// Pack builds one log entry from several commands (group commit); called
-	// only on the leader. For such an entry the FSM must return [][]byte with
-	// one result per command (or an error, failing all of them). nil means one
-	// command per entry and the FSM returns that command's []byte result.
-	Pack func(cmds [][]byte) []byte
-	// Query answers a read on the leader for followers' leader-on-miss reads.
-	Query func(q []byte) ([]byte, error)
+	StateMachine StateMachine
 	// Logger receives structured logs; raft and memberlist logs are routed
 	// into it. nil = slog.Default().
 	Logger *slog.Logger
@@ -160,9 +152,6 @@ func (c Config) withDefaults() Config {
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = 512
 	}
-	if c.Pack == nil {
-		c.MaxBatch = 1
-	}
 	if c.MaxBatchBytes <= 0 {
 		c.MaxBatchBytes = 1 << 20
 	}
@@ -187,8 +176,8 @@ func (c Config) validate() error {
 		return errors.New("cluster: RaftAddr is required")
 	case c.GossipAddr == "":
 		return errors.New("cluster: GossipAddr is required")
-	case c.FSM == nil:
-		return errors.New("cluster: FSM is required")
+	case c.StateMachine == nil:
+		return errors.New("cluster: StateMachine is required")
 	case c.BootstrapExpect < 0:
 		return fmt.Errorf("cluster: BootstrapExpect %d < 0", c.BootstrapExpect)
 	}
