@@ -288,9 +288,6 @@ func (c *Cluster) RaftAddr() string { return c.mux.Advertise().String() }
 // picked when 0 was asked for), for others' Join lists.
 func (c *Cluster) GossipAddr() string { return c.gossip.LocalAddr() }
 
-// Raft exposes the raft instance for metrics and diagnostics.
-func (c *Cluster) Raft() *raft.Raft { return c.raft }
-
 // IsLeader reports whether this node is the Raft leader right now.
 func (c *Cluster) IsLeader() bool { return c.raft.State() == raft.Leader }
 

@@ -228,7 +228,7 @@ func TestReplicationFailoverAndCatchUpFromSnapshot(t *testing.T) {
 
 	// Crash the leader: the survivors elect a new one and accept writes.
 	oldLeader := leader
-	oldLast := oldLeader.c.Raft().LastIndex()
+	oldLast := oldLeader.c.Status().LastIndex
 	oldLeader.kill()
 	leader = waitStableLeader(t, nodes, 3)
 	if leader == oldLeader {
@@ -305,7 +305,7 @@ func TestConcurrentProposeThroughFollower(t *testing.T) {
 		t.Fatalf("follower has %d keys, want %d", got, workers*per)
 	}
 	// Many commands per log entry: group commit must have packed them.
-	if last := f.c.Raft().LastIndex(); last >= workers*per {
+	if last := f.c.Status().LastIndex; last >= workers*per {
 		t.Errorf("last index %d for %d writes: no group commit", last, workers*per)
 	}
 }
@@ -465,7 +465,7 @@ func TestNoQuorumFailsFast(t *testing.T) {
 
 func configIDs(t testing.TB, n *testNode) map[string]bool {
 	t.Helper()
-	f := n.c.Raft().GetConfiguration()
+	f := n.c.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
 		t.Fatal(err)
 	}
