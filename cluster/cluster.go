@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,12 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/distcache-replicated/distcache/cluster/atrest"
 	"github.com/distcache-replicated/distcache/cluster/gossip"
 	"github.com/distcache-replicated/distcache/cluster/mux"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	"go.etcd.io/bbolt"
 )
 
 // Cluster is one node of a Raft-replicated state machine: it owns raft, its
@@ -212,72 +208,6 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 	return c, nil
 }
 
-func storageKind(cfg Config) string {
-	switch {
-	case cfg.InMemory:
-		return "in-memory"
-	case len(cfg.DataKeys) > 0:
-		return "disk, sealed (key " + cfg.DataKeys[0].ID + ")"
-	}
-	return "disk, plaintext"
-}
-
-// openStores opens the log, stable and snapshot stores: in memory, or bolt
-// and files under DataDir, sealed below raft when DataKeys are set.
-func (c *Cluster) openStores() error {
-	cfg := c.cfg
-	if cfg.InMemory {
-		m := raft.NewInmemStore()
-		c.logs, c.stable, c.snaps = m, m, raft.NewInmemSnapshotStore()
-		c.closeStore = func() error { return nil }
-		return nil
-	}
-	bolt, err := raftboltdb.New(raftboltdb.Options{
-		Path:   filepath.Join(cfg.DataDir, "raft.db"),
-		NoSync: cfg.NoSync,
-		// The freelist is not written on every commit (it is rebuilt by a scan
-		// when the file is opened) and is kept as a hash map: once raft
-		// truncates its log, an array freelist written per commit grows with
-		// the number of free pages and every commit pays for it.
-		BoltOptions: &bbolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bbolt.FreelistMapType},
-	})
-	if errors.Is(err, bbolt.ErrTimeout) {
-		return fmt.Errorf("cluster: open raft.db: %w: another process holds %s (is a dcnode already running on this data dir?)", err, cfg.DataDir)
-	}
-	if err != nil {
-		return fmt.Errorf("cluster: open raft.db: %w", err)
-	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, newHCLogger(c.log, "snapshot"))
-	if err != nil {
-		bolt.Close()
-		return fmt.Errorf("cluster: open snapshot store: %w", err)
-	}
-	c.logs, c.stable, c.snaps, c.closeStore = bolt, bolt, snaps, bolt.Close
-	if len(cfg.DataKeys) > 0 {
-		s, err := atrest.NewSealer(cfg.DataKeys)
-		if err != nil {
-			bolt.Close()
-			return err
-		}
-		c.logs = s.LogStore(bolt)
-		c.snaps = s.SnapshotStore(snaps)
-	}
-	// The newest entries are served from memory: replication to a follower that
-	// is a few entries behind and the read path's look at entries just applied
-	// would otherwise read them back from bolt (and unseal them). Entries are at
-	// most MaxBatchBytes, so the cache holds at most logCacheEntries of those.
-	cached, err := raft.NewLogCache(logCacheEntries, c.logs)
-	if err != nil {
-		bolt.Close()
-		return fmt.Errorf("cluster: log cache: %w", err)
-	}
-	c.logs = cached
-	return nil
-}
-
-// logCacheEntries is the number of newest log entries kept in memory.
-const logCacheEntries = 64
-
 // ID returns this node's id.
 func (c *Cluster) ID() string { return c.id }
 
@@ -315,93 +245,6 @@ func (c *Cluster) WaitForLeader(ctx context.Context) error {
 	}
 }
 
-func (c *Cluster) writeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= c.cfg.WriteTimeout {
-		return ctx, func() {} // already bounded at least as tightly: no second timer
-	}
-	return context.WithTimeout(ctx, c.cfg.WriteTimeout)
-}
-
-// Propose replicates cmd and returns its FSM result once the entry holding it
-// has been applied on THIS node, so a local read right after sees it. Any
-// node accepts proposals; followers forward them to the leader. It fails with
-// ErrNoLeader at once when no leader is known, and with ErrTimeout (outcome
-// unknown) when the write timeout passes.
-func (c *Cluster) Propose(ctx context.Context, cmd []byte) ([]byte, error) {
-	if c.closing.Load() {
-		return nil, ErrClosed
-	}
-	ctx, cancel := c.writeCtx(ctx)
-	defer cancel()
-	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ {
-		if attempt > 0 {
-			// The leader just changed: give the new one a moment to appear.
-			select {
-			case <-time.After(20 * time.Millisecond):
-			case <-ctx.Done():
-				return nil, fmt.Errorf("%w: %w (after %w)", ErrTimeout, ctx.Err(), lastErr)
-			}
-		}
-		if c.IsLeader() {
-			res, _, err := c.batch.submit(ctx, cmd)
-			if errors.Is(err, ErrNotLeader) {
-				lastErr = err
-				continue
-			}
-			return res, err
-		}
-		lid, addr := c.Leader()
-		if addr == "" || lid == c.id {
-			return nil, ErrNoLeader
-		}
-		out, err := c.client.call(ctx, addr, rpcPropose, cmd)
-		if err != nil {
-			if errors.Is(err, ErrNotLeader) {
-				lastErr = err
-				continue
-			}
-			if errors.Is(err, errConnBroken) {
-				return nil, fmt.Errorf("%w: leader %s unreachable: %w", ErrNoLeader, lid, err)
-			}
-			return nil, err
-		}
-		if len(out) < 8 {
-			return nil, fmt.Errorf("cluster: short propose answer from %s", lid)
-		}
-		idx := binary.BigEndian.Uint64(out)
-		if err := c.waitApplied(ctx, idx); err != nil {
-			return nil, err
-		}
-		return out[8:], nil
-	}
-	return nil, lastErr
-}
-
-// waitApplied waits until the local FSM has applied idx. Entries that never
-// reach the FSM (the leader's no-op, barriers) count once raft has processed
-// them, so a read index that points at one does not wait forever.
-func (c *Cluster) waitApplied(ctx context.Context, idx uint64) error {
-	return c.fsm.waitApplied(ctx, idx, func(cur uint64) bool {
-		if idx-cur > 64 || c.raft.AppliedIndex() < idx {
-			return false
-		}
-		var l raft.Log
-		for j := cur + 1; j <= idx; j++ {
-			if err := c.logs.GetLog(j, &l); err != nil {
-				return false
-			}
-			if l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
-				return false
-			}
-		}
-		return true
-	})
-}
-
-// timeAfterPoll paces re-checks of conditions that have no change signal.
-func timeAfterPoll() <-chan time.Time { return time.After(2 * time.Millisecond) }
-
 // await waits for a raft future from one of the cluster's own loops, giving up
 // when the cluster closes: raft v1.7.3 never answers a Barrier, AddVoter,
 // RemoveServer or Bootstrap future that was queued but not yet processed when
@@ -435,79 +278,4 @@ func waitFuture(ctx context.Context, f raft.Future) error {
 	case <-ctx.Done():
 		return fmt.Errorf("%w: %w", ErrTimeout, ctx.Err())
 	}
-}
-
-// QueryLeader runs the state machine's Query on the leader (locally when
-// this node leads).
-// With no leader known it fails at once with ErrNoLeader, so a
-// leader-on-miss read degrades to a miss instead of hanging.
-func (c *Cluster) QueryLeader(ctx context.Context, q []byte) ([]byte, error) {
-	if c.closing.Load() {
-		return nil, ErrClosed
-	}
-	if c.IsLeader() {
-		return c.cfg.StateMachine.Query(q)
-	}
-	lid, addr := c.Leader()
-	if addr == "" || lid == c.id {
-		return nil, ErrNoLeader
-	}
-	ctx, cancel := c.writeCtx(ctx)
-	defer cancel()
-	out, err := c.client.call(ctx, addr, rpcQuery, q)
-	if errors.Is(err, errConnBroken) {
-		return nil, fmt.Errorf("%w: leader %s unreachable: %w", ErrNoLeader, lid, err)
-	}
-	return out, err
-}
-
-// handleRPC serves forwarding requests from other nodes.
-func (c *Cluster) handleRPC(ctx context.Context, typ byte, payload []byte) ([]byte, error) {
-	if c.closing.Load() && typ != rpcStatus {
-		return nil, ErrClosed
-	}
-	switch typ {
-	case rpcPropose:
-		if !c.IsLeader() {
-			return nil, ErrNotLeader
-		}
-		res, idx, err := c.batch.submit(ctx, payload)
-		if err != nil {
-			return nil, err
-		}
-		out := make([]byte, 8, 8+len(res))
-		binary.BigEndian.PutUint64(out, idx)
-		return append(out, res...), nil
-	case rpcReadIndex:
-		idx, err := c.leaderReads.get(ctx)
-		if err != nil {
-			return nil, err
-		}
-		return binary.BigEndian.AppendUint64(nil, idx), nil
-	case rpcQuery:
-		if !c.IsLeader() {
-			return nil, ErrNotLeader
-		}
-		return c.cfg.StateMachine.Query(payload)
-	case rpcRemove:
-		return nil, c.removeOnLeader(ctx, string(payload))
-	case rpcTransfer:
-		return nil, c.transferOnLeader(ctx, string(payload))
-	case rpcStatus:
-		out := binary.BigEndian.AppendUint64(nil, c.raft.LastIndex())
-		lc := int64(-1)
-		if t := c.raft.LastContact(); !t.IsZero() {
-			lc = time.Since(t).Milliseconds()
-		}
-		return binary.BigEndian.AppendUint64(out, uint64(lc)), nil
-	case rpcKeyring:
-		return c.handleKeyring(payload)
-	case rpcRemoved:
-		c.log.Warn("removed from the cluster by the leader; leaving gossip (Join to come back)")
-		if err := c.gossip.Leave(time.Second); err != nil {
-			c.log.Warn("leaving gossip after removal", "err", err)
-		}
-		return nil, nil
-	}
-	return nil, fmt.Errorf("unknown request type %q", typ)
 }
