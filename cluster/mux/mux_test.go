@@ -154,24 +154,10 @@ func TestDialVerifiesPeer(t *testing.T) {
 		"wrong IP in SAN": ca.MutualTLS(ca.Issue(t, "elsewhere", "10.9.9.9")),
 	} {
 		srv.ClientAuth = tls.RequireAnyClientCert
-		ln, err := tls.Listen("tcp", "127.0.0.1:0", srv)
-		if err != nil {
-			t.Fatal(err)
-		}
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.(*tls.Conn).Handshake()
-				c.Close()
-			}
-		}()
+		addr := testpki.HandshakeServer(t, srv)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		c, err := m.Dial(ctx, ln.Addr().String(), KindForward)
+		c, err := m.Dial(ctx, addr.String(), KindForward)
 		cancel()
-		ln.Close()
 		if err == nil {
 			c.Close()
 			t.Fatalf("%s: dial succeeded", name)

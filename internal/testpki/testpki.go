@@ -99,6 +99,29 @@ func (ca *CA) MutualTLS(cert tls.Certificate) *tls.Config {
 	}
 }
 
+// HandshakeServer listens on loopback with conf, completes each TLS
+// handshake and closes the connection: a server whose certificate a client
+// under test must judge. It is closed when the test ends.
+func HandshakeServer(t testing.TB, conf *tls.Config) net.Addr {
+	t.Helper()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", conf)
+	if err != nil {
+		t.Fatalf("testpki: listen: %v", err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.(*tls.Conn).Handshake()
+			c.Close()
+		}
+	}()
+	return ln.Addr()
+}
+
 // WriteCA writes the CA certificate as PEM into dir and returns its path.
 func (ca *CA) WriteCA(t testing.TB, dir string) string {
 	t.Helper()
