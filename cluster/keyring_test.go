@@ -113,7 +113,7 @@ func TestGossipKeyringRotation(t *testing.T) {
 }
 
 // TestKeyringWithoutEncryption: a plaintext cluster answers keyring calls
-// with ErrNoGossipEncryption on every node.
+// with gossip.ErrNoEncryption on every node.
 func TestKeyringWithoutEncryption(t *testing.T) {
 	nodes := newTestCluster(t, 1, nil)
 	rows, err := nodes[0].c.Keyring(context.Background(), KeyringList, nil)

@@ -184,7 +184,7 @@ func New(cfg Config) (*Gossip, error) {
 	mc.Delegate = delegate{g}
 	mc.Events = delegate{g}
 	mc.Logger = newStdLogger(log, "memberlist")
-	if ring := cfg.Keyring.memberlist(); ring != nil {
+	if ring := cfg.Keyring.shared(); ring != nil {
 		// Every packet and stream is sealed with the primary key; anything
 		// not sealed with a key of the ring is dropped (and logged).
 		mc.Keyring = ring

@@ -103,10 +103,10 @@ func OpenKeyring(path string, keys [][]byte, log *slog.Logger) (*Keyring, error)
 }
 
 // Enabled reports whether the ring holds keys (gossip is encrypted).
-func (k *Keyring) Enabled() bool { return k.memberlist() != nil }
+func (k *Keyring) Enabled() bool { return k.shared() != nil }
 
-// memberlist is the ring memberlist uses (and shares with k), or nil.
-func (k *Keyring) memberlist() *memberlist.Keyring {
+// shared is the ring memberlist uses (k changes it in place), or nil.
+func (k *Keyring) shared() *memberlist.Keyring {
 	if k == nil {
 		return nil
 	}
