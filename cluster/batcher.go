@@ -24,8 +24,9 @@ type proposalResult struct {
 
 // batcher implements group commit on the leader: it drains queued proposals
 // (local and forwarded) into entries of up to MaxBatch commands/MaxBatchBytes,
-// packs each with cfg.Pack and hands it to raft.Apply without waiting for the
-// previous entry, keeping up to MaxInflight entries in flight. Raft's
+// packs each with the state machine's Pack and hands it to raft.Apply
+// without waiting for the previous entry, keeping up to MaxInflight entries
+// in flight. Raft's
 // BatchApplyCh then writes several entries per fsync, so one fsync commits
 // many commands.
 type batcher struct {
@@ -43,7 +44,7 @@ type batcher struct {
 func newBatcher(r *raft.Raft, cfg Config) *batcher {
 	return &batcher{
 		r:        r,
-		pack:     cfg.Pack,
+		pack:     cfg.StateMachine.Pack,
 		maxBatch: cfg.MaxBatch,
 		maxBytes: cfg.MaxBatchBytes,
 		timeout:  cfg.WriteTimeout,
@@ -131,17 +132,11 @@ func (b *batcher) apply(batch []*proposal) {
 		<-b.inflight
 		return
 	}
-	var entry []byte
-	if b.pack != nil {
-		cmds := make([][]byte, len(live))
-		for i, p := range live {
-			cmds[i] = p.cmd
-		}
-		entry = b.pack(cmds)
-	} else {
-		entry = live[0].cmd
+	cmds := make([][]byte, len(live))
+	for i, p := range live {
+		cmds[i] = p.cmd
 	}
-	f := b.r.Apply(entry, b.timeout)
+	f := b.r.Apply(b.pack(cmds), b.timeout)
 	go func() {
 		defer func() { <-b.inflight }()
 		err := f.Error()
@@ -158,11 +153,6 @@ func (b *batcher) apply(batch []*proposal) {
 			for _, p := range live {
 				p.done <- proposalResult{err: e, index: idx}
 			}
-			return
-		}
-		if b.pack == nil {
-			r, _ := resp.([]byte)
-			live[0].done <- proposalResult{res: r, index: idx}
 			return
 		}
 		rs, ok := resp.([][]byte)

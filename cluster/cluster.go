@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,9 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/distcache-replicated/distcache/cluster/gossip"
+	"github.com/distcache-replicated/distcache/cluster/mux"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	"go.etcd.io/bbolt"
 )
 
 // Cluster is one node of a Raft-replicated state machine: it owns raft, its
@@ -33,8 +32,8 @@ type Cluster struct {
 	closeStore func() error
 	snaps      raft.SnapshotStore
 	trans      *raft.NetworkTransport
-	mux        *mux
-	gossip     *gossip
+	mux        *mux.Mux
+	gossip     *gossip.Gossip
 	batch      *batcher
 	// leaderReads and forwardedReads let concurrent linearizable reads share
 	// one read-index round: on the leader, one quorum check; on a follower,
@@ -42,11 +41,12 @@ type Cluster struct {
 	leaderReads, forwardedReads *readIndexGroup
 	server                      *rpcServer
 	client                      *rpcClient
-	keyring                     *keyringState
+	keyring                     *gossip.Keyring
 
-	ready      atomic.Pointer[leaderReady] // current leadership term's readiness
-	tombMu     sync.Mutex
-	tombstones map[string]time.Time // operator-removed ids not to re-add while alive
+	ready        atomic.Pointer[leaderReady] // current leadership term's readiness
+	reconcileNow chan struct{}               // capacity 1: reconcile without waiting for the interval
+	tombMu       sync.Mutex
+	tombstones   map[string]time.Time // operator-removed ids not to re-add while alive
 
 	closing   atomic.Bool
 	done      chan struct{}
@@ -86,7 +86,7 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	log := cfg.Logger.With("node", id)
 	c := &Cluster{cfg: cfg, id: id, log: log, tombstones: make(map[string]time.Time), done: make(chan struct{}),
-		keyring: &keyringState{}}
+		reconcileNow: make(chan struct{}, 1)}
 	c.leaderReads = &readIndexGroup{c: c, fetch: c.readIndex}
 	c.forwardedReads = &readIndexGroup{c: c, fetch: c.leaderReadIndex}
 
@@ -100,20 +100,30 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 		}
 	}()
 
+	keyringPath := ""
+	if !cfg.InMemory {
+		keyringPath = filepath.Join(cfg.DataDir, keyringFile)
+	}
+	ring, err := gossip.OpenKeyring(keyringPath, cfg.GossipKeys, log)
+	if err != nil {
+		return nil, err
+	}
+	c.keyring = ring
+
 	if err := c.openStores(); err != nil {
 		return nil, err
 	}
 	cleanups = append(cleanups, func() { c.closeStore() })
 	store, snaps := c.logs, c.snaps
 
-	m, err := newMux(cfg.RaftAddr, cfg.AdvertiseRaftAddr, cfg.TLS, log)
+	m, err := mux.Listen(cfg.RaftAddr, cfg.AdvertiseRaftAddr, cfg.TLS, log)
 	if err != nil {
 		return nil, err
 	}
 	c.mux = m
-	cleanups = append(cleanups, func() { m.close(); m.wait() })
+	cleanups = append(cleanups, func() { m.Close(); m.Wait() })
 	c.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  newRaftLayer(m),
+		Stream:  m.RaftLayer(),
 		MaxPool: 3,
 		// 1 disables raft's pipelined replication: with the default (2) its
 		// unbuffered pipeline channels can deadlock after a rejected append
@@ -125,7 +135,7 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 	})
 	cleanups = append(cleanups, func() { c.trans.Close() })
 
-	c.fsm = newAppliedFSM(cfg.FSM, snaps)
+	c.fsm = newAppliedFSM(cfg.StateMachine, snaps)
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(id)
 	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
@@ -156,26 +166,30 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 
 	c.server = newRPCServer(c.handleRPC, log)
 	c.client = newRPCClient(func(ctx context.Context, addr string) (net.Conn, error) {
-		return m.dial(ctx, addr, kindForward)
+		return m.Dial(ctx, addr, mux.KindForward)
 	}, log)
-	m.onForward = c.server.serveConn
-	m.serve()
+	m.Serve(c.server.serveConn)
 	cleanups = append(cleanups, func() { c.server.close(); c.client.close() })
 
 	meta := make(map[string]string, len(cfg.Meta)+3)
 	for k, v := range cfg.Meta {
 		meta[k] = v
 	}
-	meta[metaRaftAddr] = m.advertise.String()
+	meta[metaRaftAddr] = m.Advertise().String()
 	meta[metaExpect] = strconv.Itoa(cfg.BootstrapExpect)
 	if hasState {
 		meta[metaInCluster] = "1"
 	}
-	keyring, err := c.openKeyring()
-	if err != nil {
-		return nil, err
-	}
-	g, err := newGossip(id, cfg.GossipAddr, meta, keyring, cfg, log)
+	g, err := gossip.New(gossip.Config{
+		NodeID:        id,
+		BindAddr:      cfg.GossipAddr,
+		Meta:          meta,
+		EssentialMeta: []string{metaRaftAddr, metaExpect, metaInCluster},
+		Keyring:       ring,
+		ProbeInterval: cfg.GossipProbeInterval,
+		ProbeTimeout:  cfg.GossipProbeTimeout,
+		Logger:        log,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -188,90 +202,21 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 	go func() { defer c.wg.Done(); c.reconcileLoop() }()
 	go func() { defer c.wg.Done(); c.joinLoop(hasState) }()
 	ok = true
-	log.Info("cluster node started", "raft_addr", m.advertise.String(), "gossip_addr", g.localAddr(),
+	log.Info("cluster node started", "raft_addr", m.Advertise().String(), "gossip_addr", g.LocalAddr(),
 		"existing_state", hasState, "bootstrap_expect", cfg.BootstrapExpect,
-		"storage", storageKind(cfg), "cluster_tls", cfg.TLS != nil, "gossip_encrypted", keyring != nil)
+		"storage", storageKind(cfg), "cluster_tls", cfg.TLS != nil, "gossip_encrypted", ring.Enabled())
 	return c, nil
 }
-
-func storageKind(cfg Config) string {
-	switch {
-	case cfg.InMemory:
-		return "in-memory"
-	case len(cfg.DataKeys) > 0:
-		return "disk, sealed (key " + cfg.DataKeys[0].ID + ")"
-	}
-	return "disk, plaintext"
-}
-
-// openStores opens the log, stable and snapshot stores: in memory, or bolt
-// and files under DataDir, sealed below raft when DataKeys are set.
-func (c *Cluster) openStores() error {
-	cfg := c.cfg
-	if cfg.InMemory {
-		m := raft.NewInmemStore()
-		c.logs, c.stable, c.snaps = m, m, raft.NewInmemSnapshotStore()
-		c.closeStore = func() error { return nil }
-		return nil
-	}
-	bolt, err := raftboltdb.New(raftboltdb.Options{
-		Path:   filepath.Join(cfg.DataDir, "raft.db"),
-		NoSync: cfg.NoSync,
-		// The freelist is not written on every commit (it is rebuilt by a scan
-		// when the file is opened) and is kept as a hash map: once raft
-		// truncates its log, an array freelist written per commit grows with
-		// the number of free pages and every commit pays for it.
-		BoltOptions: &bbolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bbolt.FreelistMapType},
-	})
-	if errors.Is(err, bbolt.ErrTimeout) {
-		return fmt.Errorf("cluster: open raft.db: %w: another process holds %s (is a dcnode already running on this data dir?)", err, cfg.DataDir)
-	}
-	if err != nil {
-		return fmt.Errorf("cluster: open raft.db: %w", err)
-	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, newHCLogger(c.log, "snapshot"))
-	if err != nil {
-		bolt.Close()
-		return fmt.Errorf("cluster: open snapshot store: %w", err)
-	}
-	c.logs, c.stable, c.snaps, c.closeStore = bolt, bolt, snaps, bolt.Close
-	if len(cfg.DataKeys) > 0 {
-		s, err := newSealer(cfg.DataKeys)
-		if err != nil {
-			bolt.Close()
-			return err
-		}
-		c.logs = &sealedLogStore{LogStore: bolt, s: s}
-		c.snaps = &sealedSnapshotStore{inner: snaps, s: s, dir: cfg.DataDir}
-	}
-	// The newest entries are served from memory: replication to a follower that
-	// is a few entries behind and the read path's look at entries just applied
-	// would otherwise read them back from bolt (and unseal them). Entries are at
-	// most MaxBatchBytes, so the cache holds at most logCacheEntries of those.
-	cached, err := raft.NewLogCache(logCacheEntries, c.logs)
-	if err != nil {
-		bolt.Close()
-		return fmt.Errorf("cluster: log cache: %w", err)
-	}
-	c.logs = cached
-	return nil
-}
-
-// logCacheEntries is the number of newest log entries kept in memory.
-const logCacheEntries = 64
 
 // ID returns this node's id.
 func (c *Cluster) ID() string { return c.id }
 
 // RaftAddr returns the advertised cluster-port address.
-func (c *Cluster) RaftAddr() string { return c.mux.advertise.String() }
+func (c *Cluster) RaftAddr() string { return c.mux.Advertise().String() }
 
 // GossipAddr returns the bound gossip address (with the port memberlist
 // picked when 0 was asked for), for others' Join lists.
-func (c *Cluster) GossipAddr() string { return c.gossip.localAddr() }
-
-// Raft exposes the raft instance for metrics and diagnostics.
-func (c *Cluster) Raft() *raft.Raft { return c.raft }
+func (c *Cluster) GossipAddr() string { return c.gossip.LocalAddr() }
 
 // IsLeader reports whether this node is the Raft leader right now.
 func (c *Cluster) IsLeader() bool { return c.raft.State() == raft.Leader }
@@ -299,93 +244,6 @@ func (c *Cluster) WaitForLeader(ctx context.Context) error {
 		}
 	}
 }
-
-func (c *Cluster) writeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= c.cfg.WriteTimeout {
-		return ctx, func() {} // already bounded at least as tightly: no second timer
-	}
-	return context.WithTimeout(ctx, c.cfg.WriteTimeout)
-}
-
-// Propose replicates cmd and returns its FSM result once the entry holding it
-// has been applied on THIS node, so a local read right after sees it. Any
-// node accepts proposals; followers forward them to the leader. It fails with
-// ErrNoLeader at once when no leader is known, and with ErrTimeout (outcome
-// unknown) when the write timeout passes.
-func (c *Cluster) Propose(ctx context.Context, cmd []byte) ([]byte, error) {
-	if c.closing.Load() {
-		return nil, ErrClosed
-	}
-	ctx, cancel := c.writeCtx(ctx)
-	defer cancel()
-	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ {
-		if attempt > 0 {
-			// The leader just changed: give the new one a moment to appear.
-			select {
-			case <-time.After(20 * time.Millisecond):
-			case <-ctx.Done():
-				return nil, fmt.Errorf("%w: %w (after %w)", ErrTimeout, ctx.Err(), lastErr)
-			}
-		}
-		if c.IsLeader() {
-			res, _, err := c.batch.submit(ctx, cmd)
-			if errors.Is(err, ErrNotLeader) {
-				lastErr = err
-				continue
-			}
-			return res, err
-		}
-		lid, addr := c.Leader()
-		if addr == "" || lid == c.id {
-			return nil, ErrNoLeader
-		}
-		out, err := c.client.call(ctx, addr, rpcPropose, cmd)
-		if err != nil {
-			if errors.Is(err, ErrNotLeader) {
-				lastErr = err
-				continue
-			}
-			if errors.Is(err, errConnBroken) {
-				return nil, fmt.Errorf("%w: leader %s unreachable: %w", ErrNoLeader, lid, err)
-			}
-			return nil, err
-		}
-		if len(out) < 8 {
-			return nil, fmt.Errorf("cluster: short propose answer from %s", lid)
-		}
-		idx := binary.BigEndian.Uint64(out)
-		if err := c.waitApplied(ctx, idx); err != nil {
-			return nil, err
-		}
-		return out[8:], nil
-	}
-	return nil, lastErr
-}
-
-// waitApplied waits until the local FSM has applied idx. Entries that never
-// reach the FSM (the leader's no-op, barriers) count once raft has processed
-// them, so a read index that points at one does not wait forever.
-func (c *Cluster) waitApplied(ctx context.Context, idx uint64) error {
-	return c.fsm.waitApplied(ctx, idx, func(cur uint64) bool {
-		if idx-cur > 64 || c.raft.AppliedIndex() < idx {
-			return false
-		}
-		var l raft.Log
-		for j := cur + 1; j <= idx; j++ {
-			if err := c.logs.GetLog(j, &l); err != nil {
-				return false
-			}
-			if l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
-				return false
-			}
-		}
-		return true
-	})
-}
-
-// timeAfterPoll paces re-checks of conditions that have no change signal.
-func timeAfterPoll() <-chan time.Time { return time.After(2 * time.Millisecond) }
 
 // await waits for a raft future from one of the cluster's own loops, giving up
 // when the cluster closes: raft v1.7.3 never answers a Barrier, AddVoter,
@@ -420,84 +278,4 @@ func waitFuture(ctx context.Context, f raft.Future) error {
 	case <-ctx.Done():
 		return fmt.Errorf("%w: %w", ErrTimeout, ctx.Err())
 	}
-}
-
-// QueryLeader runs cfg.Query on the leader (locally when this node leads).
-// With no leader known it fails at once with ErrNoLeader, so a
-// leader-on-miss read degrades to a miss instead of hanging.
-func (c *Cluster) QueryLeader(ctx context.Context, q []byte) ([]byte, error) {
-	if c.cfg.Query == nil {
-		return nil, errors.New("cluster: no Query function configured")
-	}
-	if c.closing.Load() {
-		return nil, ErrClosed
-	}
-	if c.IsLeader() {
-		return c.cfg.Query(q)
-	}
-	lid, addr := c.Leader()
-	if addr == "" || lid == c.id {
-		return nil, ErrNoLeader
-	}
-	ctx, cancel := c.writeCtx(ctx)
-	defer cancel()
-	out, err := c.client.call(ctx, addr, rpcQuery, q)
-	if errors.Is(err, errConnBroken) {
-		return nil, fmt.Errorf("%w: leader %s unreachable: %w", ErrNoLeader, lid, err)
-	}
-	return out, err
-}
-
-// handleRPC serves forwarding requests from other nodes.
-func (c *Cluster) handleRPC(ctx context.Context, typ byte, payload []byte) ([]byte, error) {
-	if c.closing.Load() && typ != rpcStatus {
-		return nil, ErrClosed
-	}
-	switch typ {
-	case rpcPropose:
-		if !c.IsLeader() {
-			return nil, ErrNotLeader
-		}
-		res, idx, err := c.batch.submit(ctx, payload)
-		if err != nil {
-			return nil, err
-		}
-		out := make([]byte, 8, 8+len(res))
-		binary.BigEndian.PutUint64(out, idx)
-		return append(out, res...), nil
-	case rpcReadIndex:
-		idx, err := c.leaderReads.get(ctx)
-		if err != nil {
-			return nil, err
-		}
-		return binary.BigEndian.AppendUint64(nil, idx), nil
-	case rpcQuery:
-		if !c.IsLeader() {
-			return nil, ErrNotLeader
-		}
-		if c.cfg.Query == nil {
-			return nil, errors.New("no Query function configured")
-		}
-		return c.cfg.Query(payload)
-	case rpcRemove:
-		return nil, c.removeOnLeader(ctx, string(payload))
-	case rpcTransfer:
-		return nil, c.transferOnLeader(ctx, string(payload))
-	case rpcStatus:
-		out := binary.BigEndian.AppendUint64(nil, c.raft.LastIndex())
-		lc := int64(-1)
-		if t := c.raft.LastContact(); !t.IsZero() {
-			lc = time.Since(t).Milliseconds()
-		}
-		return binary.BigEndian.AppendUint64(out, uint64(lc)), nil
-	case rpcKeyring:
-		return c.handleKeyring(payload)
-	case rpcRemoved:
-		c.log.Warn("removed from the cluster by the leader; leaving gossip (Join to come back)")
-		if err := c.gossip.leave(time.Second); err != nil {
-			c.log.Warn("leaving gossip after removal", "err", err)
-		}
-		return nil, nil
-	}
-	return nil, fmt.Errorf("unknown request type %q", typ)
 }

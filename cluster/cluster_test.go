@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/distcache-replicated/distcache/cluster/gossip"
+	"github.com/distcache-replicated/distcache/cluster/mux"
 	"github.com/distcache-replicated/distcache/internal/testport"
 )
 
@@ -55,8 +57,7 @@ func (n *testNode) config() Config {
 		Join:                n.join,
 		BootstrapExpect:     n.expect,
 		Meta:                map[string]string{"client": "127.0.0.1:1"},
-		FSM:                 n.fsm,
-		Pack:                packCmds,
+		StateMachine:        n.fsm,
 		Logger:              testLogger(),
 		HeartbeatTimeout:    500 * time.Millisecond,
 		ElectionTimeout:     500 * time.Millisecond,
@@ -65,13 +66,6 @@ func (n *testNode) config() Config {
 		ReconcileInterval:   300 * time.Millisecond,
 		GossipProbeInterval: 200 * time.Millisecond,
 		GossipProbeTimeout:  100 * time.Millisecond,
-	}
-	cfg.Query = func(q []byte) ([]byte, error) {
-		v, ok := n.fsm.get(string(q))
-		if !ok {
-			return nil, nil
-		}
-		return []byte(v), nil
 	}
 	if n.tune != nil {
 		n.tune(&cfg)
@@ -234,7 +228,7 @@ func TestReplicationFailoverAndCatchUpFromSnapshot(t *testing.T) {
 
 	// Crash the leader: the survivors elect a new one and accept writes.
 	oldLeader := leader
-	oldLast := oldLeader.c.Raft().LastIndex()
+	oldLast := oldLeader.c.Status().LastIndex
 	oldLeader.kill()
 	leader = waitStableLeader(t, nodes, 3)
 	if leader == oldLeader {
@@ -311,7 +305,7 @@ func TestConcurrentProposeThroughFollower(t *testing.T) {
 		t.Fatalf("follower has %d keys, want %d", got, workers*per)
 	}
 	// Many commands per log entry: group commit must have packed them.
-	if last := f.c.Raft().LastIndex(); last >= workers*per {
+	if last := f.c.Status().LastIndex; last >= workers*per {
 		t.Errorf("last index %d for %d writes: no group commit", last, workers*per)
 	}
 }
@@ -471,7 +465,7 @@ func TestNoQuorumFailsFast(t *testing.T) {
 
 func configIDs(t testing.TB, n *testNode) map[string]bool {
 	t.Helper()
-	f := n.c.Raft().GetConfiguration()
+	f := n.c.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
 		t.Fatal(err)
 	}
@@ -493,9 +487,9 @@ func TestRemoveServerAndJoinBack(t *testing.T) {
 	if configIDs(t, leader)[victim.id] {
 		t.Fatal("victim still in configuration after RemoveServer returned")
 	}
-	eventually(t, 5*time.Second, "removed node leaves gossip", func() bool { return victim.c.gossip.isLeft() })
+	eventually(t, 5*time.Second, "removed node leaves gossip", func() bool { return victim.c.gossip.Left() })
 	eventually(t, 5*time.Second, "leader sees removed node as left", func() bool {
-		return leader.c.gossip.snapshot()[victim.id].status == StatusLeft
+		return leader.c.gossip.Members()[victim.id].Status == gossip.StatusLeft
 	})
 	// Several reconcile rounds later it is still out.
 	rounds := 0
@@ -528,7 +522,7 @@ func TestRemoveServerAndJoinBack(t *testing.T) {
 	}
 	leaders := 0
 	for _, m := range ms {
-		if m.Suffrage != "voter" || m.Status != StatusAlive || m.Lag < 0 || m.Meta["client"] != "127.0.0.1:1" {
+		if m.Suffrage != "voter" || m.Status != gossip.StatusAlive || m.Lag < 0 || m.Meta["client"] != "127.0.0.1:1" {
 			t.Errorf("member %+v", m)
 		}
 		if m.Leader {
@@ -634,8 +628,8 @@ func TestBadForwardingFramesCloseConnection(t *testing.T) {
 	nodes := newTestCluster(t, 1, nil)
 	n := nodes[0]
 	for _, payload := range [][]byte{
-		{kindForward, 'P', 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 3, 232, 0xff, 0xff, 0xff, 0xff}, // oversized
-		{kindForward, 'P', 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0},               // no deadline
+		{byte(mux.KindForward), 'P', 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 3, 232, 0xff, 0xff, 0xff, 0xff}, // oversized
+		{byte(mux.KindForward), 'P', 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0},               // no deadline
 		{'Z', 1, 2, 3}, // unknown kind
 	} {
 		conn, err := net.Dial("tcp", n.c.RaftAddr())

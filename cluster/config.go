@@ -7,7 +7,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/hashicorp/raft"
+	"github.com/distcache-replicated/distcache/cluster/atrest"
 )
 
 // Sentinel errors returned (wrapped with %w) by Cluster methods. Callers test
@@ -56,16 +56,9 @@ type Config struct {
 	// Meta is extra metadata gossiped with the node (client addresses etc.).
 	// The whole encoded metadata must fit in 512 bytes.
 	Meta map[string]string
-	// FSM is the replicated state machine. It is wrapped to track the applied
+	// StateMachine is what is replicated. It is wrapped to track the applied
 	// index; a raft.BatchingFSM keeps its batching.
-	FSM raft.FSM
-	// Pack builds one log entry from several commands (group commit); called
-	// only on the leader. For such an entry the FSM must return [][]byte with
-	// one result per command (or an error, failing all of them). nil means one
-	// command per entry and the FSM returns that command's []byte result.
-	Pack func(cmds [][]byte) []byte
-	// Query answers a read on the leader for followers' leader-on-miss reads.
-	Query func(q []byte) ([]byte, error)
+	StateMachine StateMachine
 	// Logger receives structured logs; raft and memberlist logs are routed
 	// into it. nil = slog.Default().
 	Logger *slog.Logger
@@ -115,8 +108,8 @@ type Config struct {
 	// DataKeys, when set, seal session values at rest: command entries of the
 	// Raft log and snapshot streams are encrypted with AES-256-GCM under the
 	// first key; every key opens data sealed under its id (key rotation).
-	// nil stores plaintext. See atrest.go.
-	DataKeys []DataKey
+	// nil stores plaintext. See package atrest.
+	DataKeys []atrest.DataKey
 	// InMemory keeps the Raft log, stable store and snapshots in memory and
 	// writes nothing under DataDir (which may be ""). Such a node cannot
 	// restart with its state: NodeID must be "" and a fresh random id is
@@ -150,8 +143,6 @@ func (c Config) withDefaults() Config {
 	def(&c.SnapshotInterval, 30*time.Second)
 	def(&c.WriteTimeout, 2*time.Second)
 	def(&c.ReconcileInterval, 5*time.Second)
-	def(&c.GossipProbeInterval, time.Second)
-	def(&c.GossipProbeTimeout, 500*time.Millisecond)
 	if c.SnapshotThreshold == 0 {
 		c.SnapshotThreshold = 16384
 	}
@@ -160,9 +151,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = 512
-	}
-	if c.Pack == nil {
-		c.MaxBatch = 1
 	}
 	if c.MaxBatchBytes <= 0 {
 		c.MaxBatchBytes = 1 << 20
@@ -188,8 +176,8 @@ func (c Config) validate() error {
 		return errors.New("cluster: RaftAddr is required")
 	case c.GossipAddr == "":
 		return errors.New("cluster: GossipAddr is required")
-	case c.FSM == nil:
-		return errors.New("cluster: FSM is required")
+	case c.StateMachine == nil:
+		return errors.New("cluster: StateMachine is required")
 	case c.BootstrapExpect < 0:
 		return fmt.Errorf("cluster: BootstrapExpect %d < 0", c.BootstrapExpect)
 	}

@@ -1,17 +1,34 @@
-// Package cluster replicates opaque commands for a raft.FSM across a set of
-// nodes. It owns hashicorp/raft with a bolt log/stable store and a file
-// snapshot store under DataDir, the cluster port, memberlist discovery,
-// bootstrap-expect, membership reconciliation, forwarding to the leader,
-// group commit and read-index reads. It knows nothing of sessions or wire
-// protocols: the node layer gives it an FSM, a Pack function and a Query
-// function.
+// Package cluster replicates opaque commands for a StateMachine across a set
+// of nodes. It owns hashicorp/raft with a bolt log/stable store and a file
+// snapshot store under DataDir, bootstrap-expect, membership reconciliation,
+// forwarding to the leader, group commit, read-index reads, snapshot backup
+// and restore, and the node's lifecycle. It knows nothing of sessions or
+// wire protocols: the node layer gives it a StateMachine (a raft.FSM that
+// also packs commands into one entry and answers leader reads).
+//
+// Three packages below it own one concern each and import nothing of it:
+// cluster/mux (the cluster port: listener, first-byte routing, mutual TLS,
+// raft's stream layer), cluster/gossip (memberlist, member states, the
+// gossip keyring) and cluster/atrest (sealed log and snapshot stores).
+//
+// # Files
+//
+// cluster.go: the Cluster and Open; config.go; stores.go: bolt, snapshots
+// and the log cache under DataDir (raft.db, snapshots/, node-id,
+// gossip-keyring); propose.go and batcher.go: the write path; fsm.go: the
+// StateMachine and the applied-index wrapper; forward.go and rpc.go: the
+// forwarding RPC; readindex.go: reads; membership.go: bootstrap,
+// reconciliation, Join/RemoveServer/TransferLeadership; meta.go: the
+// cluster's gossip metadata; status.go: Status and Members; keyring.go: the
+// cluster-wide gossip keyring; snapshot.go: SnapshotSave/SnapshotRestore;
+// lifecycle.go: Leave, Close, Kill.
 //
 // # Ports and wire format
 //
-// One TCP cluster port carries Raft and forwarding, told apart by the first
-// byte a dialer writes: 'R' hands the connection to raft's NetworkTransport
-// (through a custom StreamLayer), 'F' to the forwarding RPC server. TLS, when
-// configured, wraps both kinds in one place (mux.go) before that byte.
+// One TCP cluster port (package mux) carries Raft and forwarding, told apart
+// by the first byte a dialer writes: 'R' hands the connection to raft's
+// NetworkTransport, 'F' to the forwarding RPC server. TLS, when configured,
+// wraps both kinds in one place before that byte.
 //
 // Forwarding frames are type:u8 id:u64 aux:u32 len:u32 payload, big endian.
 // Requests carry their deadline in aux (ms); responses carry the request's
@@ -21,14 +38,14 @@
 // connection is retried once on a fresh dial (pooled connections to a
 // restarted peer are silently dead); answered errors are never retried.
 //
-// Gossip metadata (≤ 512 bytes) is a version byte followed by uvarint-
-// length-prefixed key/value pairs: the raft address, the bootstrap-expect
-// value, an in-cluster flag and the node's own Meta (client addresses).
+// Gossip metadata (package gossip encodes it, ≤ 512 bytes) carries the raft
+// address ("raft"), the bootstrap-expect value ("expect"), an in-cluster
+// flag ("incluster") and the node's own Meta (client addresses).
 //
 // # Write path
 //
 // Propose on a follower forwards the command to the leader. The leader's
-// batcher drains queued proposals into one log entry (cfg.Pack; up to
+// batcher drains queued proposals into one log entry (StateMachine.Pack; up to
 // MaxBatch commands / MaxBatchBytes), calls raft.Apply without waiting for
 // the previous entry (up to MaxInflight in flight) and raft's BatchApplyCh
 // groups entries per fsync. The FSM returns one result per packed command.
@@ -48,7 +65,7 @@
 // ReadBarrier implements ReadIndex: the leader (after committing a barrier
 // in its term) captures its commit index, confirms leadership with
 // VerifyLeader, and the asking node waits until it has applied that index.
-// QueryLeader runs cfg.Query on the leader for leader-on-miss reads.
+// QueryLeader runs StateMachine.Query on the leader for leader-on-miss reads.
 //
 // # Membership
 //
@@ -69,7 +86,7 @@
 //
 // # Security
 //
-// Config.TLS turns on mutual TLS for every cluster-port connection (mux.go).
+// Config.TLS turns on mutual TLS for every cluster-port connection (mux).
 // The dialing side verifies the peer's certificate against the cluster CA
 // and the host it dialed (an IP SAN for peers addressed by IP), so a node
 // holding some certificate of the CA cannot answer for another's address.
@@ -79,13 +96,13 @@
 // forwarding call to its cluster port succeeds (peerAuthenticated); without
 // TLS that check is skipped.
 //
-// Config.GossipKeys turn on memberlist encryption (keyring.go); Keyring
+// Config.GossipKeys turn on memberlist encryption (package gossip); Keyring
 // installs, promotes and removes keys on every live member through the
 // forwarding RPC and each node persists its ring in DataDir/gossip-keyring.
 // Answers name keys by fingerprint only.
 //
 // Config.DataKeys seal LogCommand entries and snapshot streams below raft
-// (atrest.go): AES-256-GCM, key id stored with the data for rotation,
+// (package atrest): AES-256-GCM, key id stored with the data for rotation,
 // additional data binding each entry to its index/term/type and each
 // snapshot chunk to its position and finality. Raft, the FSM and replication
 // see plaintext, so nodes may use different keys. Config.InMemory replaces
@@ -96,4 +113,11 @@
 // Raft's pipelined replication is disabled (MaxRPCsInFlight 1): its
 // unbuffered pipeline channels can deadlock after a rejected append, which
 // stops replication to that follower and hangs Shutdown.
+//
+// # What it must not know
+//
+// Sessions, wire protocols and the node's listeners: commands, queries and
+// their answers are opaque bytes of the StateMachine, and Config.Meta is
+// opaque metadata. Imports point one way: cluster uses mux, gossip and
+// atrest; none of them imports cluster.
 package cluster

@@ -9,6 +9,21 @@ import (
 	"github.com/hashicorp/raft"
 )
 
+// StateMachine is the replicated state machine: a raft.FSM (a
+// raft.BatchingFSM keeps its batching) that also packs commands into one log
+// entry and answers reads on the leader. The cluster knows nothing of what
+// the commands mean.
+type StateMachine interface {
+	raft.FSM
+	// Pack builds one log entry from several commands (group commit); it is
+	// called only on the leader. Applying such an entry must return [][]byte
+	// with one result per command, or an error, which fails all of them.
+	Pack(cmds [][]byte) []byte
+	// Query answers a read on the leader, for followers' leader-on-miss
+	// reads (QueryLeader).
+	Query(q []byte) ([]byte, error)
+}
+
 // appliedFSM wraps the user's FSM to record the index of the last entry the
 // FSM has finished applying. raft.AppliedIndex runs ahead of the FSM (it is
 // bumped when entries are handed to the FSM goroutine), so "answer after

@@ -10,9 +10,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/distcache-replicated/distcache/cluster/gossip"
 )
 
-func gossipKey(t testing.TB) []byte {
+// randomKey returns 32 random bytes: a gossip key or a data key.
+func randomKey(t testing.TB) []byte {
 	t.Helper()
 	k := make([]byte, 32)
 	if _, err := rand.Read(k); err != nil {
@@ -26,15 +29,15 @@ func gossipKey(t testing.TB) []byte {
 // to remove the primary, and a node restarted with the old key on its
 // command line rejoins thanks to the persisted ring.
 func TestGossipKeyringRotation(t *testing.T) {
-	k1, k2 := gossipKey(t), gossipKey(t)
-	fp := KeyFingerprint
+	k1, k2 := randomKey(t), randomKey(t)
+	fp := gossip.KeyFingerprint
 	nodes := newTestCluster(t, 3, func(c *Config) { c.GossipKeys = [][]byte{k1} })
 	leader, followers := leaderAndFollowers(t, nodes)
 
 	// A node with the wrong key cannot join gossip.
 	rec := newLogRecorder()
 	intruder := &testNode{t: t, dir: t.TempDir(), id: "intruder", raft: freeAddr(t), gossip: freeAddr(t),
-		join: []string{leader.gossip}, tune: func(c *Config) { c.GossipKeys = [][]byte{gossipKey(t)}; c.Logger = slog.New(rec) }}
+		join: []string{leader.gossip}, tune: func(c *Config) { c.GossipKeys = [][]byte{randomKey(t)}; c.Logger = slog.New(rec) }}
 	intruder.start()
 	t.Cleanup(func() {
 		if !intruder.stopped {
@@ -45,7 +48,7 @@ func TestGossipKeyringRotation(t *testing.T) {
 		return len(rec.find("gossip join attempt", "err=")) > 0
 	})
 	for _, n := range nodes {
-		if _, ok := n.c.gossip.snapshot()["intruder"]; ok {
+		if _, ok := n.c.gossip.Members()["intruder"]; ok {
 			t.Fatalf("%s sees the intruder in gossip", n.id)
 		}
 	}
@@ -100,9 +103,9 @@ func TestGossipKeyringRotation(t *testing.T) {
 	f.close()
 	f.start()
 	eventually(t, 20*time.Second, "the restarted node is back in gossip and Raft", func() bool {
-		m, ok := leader.c.gossip.snapshot()[f.id]
+		m, ok := leader.c.gossip.Members()[f.id]
 		lid, _ := f.c.Leader()
-		return ok && m.status == StatusAlive && configIDs(t, leader)[f.id] && lid != ""
+		return ok && m.Status == gossip.StatusAlive && configIDs(t, leader)[f.id] && lid != ""
 	})
 	if got := propose(t, f, "after-rotation", "v"); got != "ok:after-rotation" {
 		t.Fatalf("propose through the restarted node: %q", got)
@@ -110,7 +113,7 @@ func TestGossipKeyringRotation(t *testing.T) {
 }
 
 // TestKeyringWithoutEncryption: a plaintext cluster answers keyring calls
-// with ErrNoGossipEncryption on every node.
+// with gossip.ErrNoEncryption on every node.
 func TestKeyringWithoutEncryption(t *testing.T) {
 	nodes := newTestCluster(t, 1, nil)
 	rows, err := nodes[0].c.Keyring(context.Background(), KeyringList, nil)

@@ -12,7 +12,8 @@ import (
 
 // kvFSM is the tiny state machine the tests replicate: ADD-if-absent on a
 // string map. Commands: 'A' key 0x00 value. A packed entry is 'B' followed by
-// uvarint-length-prefixed commands, answered with [][]byte.
+// uvarint-length-prefixed commands, answered with [][]byte. A query is a
+// key, answered with its value (nil if absent).
 type kvFSM struct {
 	mu       sync.Mutex
 	m        map[string]string
@@ -27,7 +28,10 @@ func addCmd(key, value string) []byte {
 	return append(b, value...)
 }
 
-func packCmds(cmds [][]byte) []byte {
+var _ StateMachine = (*kvFSM)(nil)
+
+// Pack implements StateMachine.
+func (f *kvFSM) Pack(cmds [][]byte) []byte {
 	b := []byte{'B'}
 	for _, c := range cmds {
 		b = binary.AppendUvarint(b, uint64(len(c)))
@@ -71,6 +75,15 @@ func (f *kvFSM) Apply(l *raft.Log) interface{} {
 		return out
 	}
 	return f.applyOne(l.Data)
+}
+
+// Query implements StateMachine.
+func (f *kvFSM) Query(q []byte) ([]byte, error) {
+	v, ok := f.get(string(q))
+	if !ok {
+		return nil, nil
+	}
+	return []byte(v), nil
 }
 
 func (f *kvFSM) get(k string) (string, bool) {

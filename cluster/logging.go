@@ -1,10 +1,8 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
 	"io"
-	"log"
 	"log/slog"
 
 	"github.com/hashicorp/go-hclog"
@@ -38,30 +36,4 @@ func (s hclogSink) Accept(name string, level hclog.Level, msg string, args ...in
 		lv = slog.LevelDebug
 	}
 	s.l.Log(context.Background(), lv, msg, args...)
-}
-
-// newStdLogger adapts memberlist's *log.Logger ("[WARN] memberlist: ...")
-// to slog, mapping the bracketed level prefix.
-func newStdLogger(l *slog.Logger, name string) *log.Logger {
-	return log.New(stdWriter{l: l.With("sub", name)}, "", 0)
-}
-
-type stdWriter struct{ l *slog.Logger }
-
-func (w stdWriter) Write(p []byte) (int, error) {
-	msg := bytes.TrimSpace(p)
-	lv := slog.LevelInfo
-	for _, m := range []struct {
-		prefix string
-		level  slog.Level
-	}{{"[DEBUG]", slog.LevelDebug}, {"[INFO]", slog.LevelInfo}, {"[WARN]", slog.LevelWarn}, {"[ERR]", slog.LevelError}, {"[ERROR]", slog.LevelError}} {
-		if bytes.HasPrefix(msg, []byte(m.prefix)) {
-			lv = m.level
-			msg = bytes.TrimSpace(msg[len(m.prefix):])
-			break
-		}
-	}
-	// Memberlist logs a line per probe/push-pull at debug; keep them at debug.
-	w.l.Log(context.Background(), lv, string(msg))
-	return len(p), nil
 }

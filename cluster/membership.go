@@ -2,13 +2,12 @@ package cluster
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"sort"
-	"strconv"
 	"time"
 
+	"github.com/distcache-replicated/distcache/cluster/gossip"
 	"github.com/hashicorp/raft"
 )
 
@@ -33,8 +32,16 @@ func (c *Cluster) leaderLoop() {
 				continue
 			}
 			close(rd.ch)
-			c.gossip.signal()
+			c.reconcileSoon()
 		}
+	}
+}
+
+// reconcileSoon asks reconcileLoop for a round now.
+func (c *Cluster) reconcileSoon() {
+	select {
+	case c.reconcileNow <- struct{}{}:
+	default:
 	}
 }
 
@@ -48,16 +55,16 @@ func (c *Cluster) joinLoop(hasState bool) {
 	var lastJoin time.Time
 	bootstrapDone := hasState || c.cfg.BootstrapExpect == 0
 	for {
-		members := c.gossip.snapshot()
+		members := c.peers()
 		alive := 0
 		for _, m := range members {
-			if m.status == StatusAlive || m.status == StatusSuspect {
+			if m.Status == gossip.StatusAlive || m.Status == gossip.StatusSuspect {
 				alive++
 			}
 		}
-		if len(c.cfg.Join) > 0 && alive <= 1 && time.Since(lastJoin) > time.Second && !c.gossip.isLeft() {
+		if len(c.cfg.Join) > 0 && alive <= 1 && time.Since(lastJoin) > time.Second && !c.gossip.Left() {
 			lastJoin = time.Now()
-			if n, err := c.gossip.join(c.cfg.Join); err != nil {
+			if n, err := c.gossip.Join(c.cfg.Join); err != nil {
 				c.log.Debug("gossip join attempt", "contacted", n, "err", err)
 			} else {
 				c.log.Info("joined gossip", "contacted", n)
@@ -79,16 +86,16 @@ func (c *Cluster) joinLoop(hasState bool) {
 
 // tryBootstrap reports whether bootstrapping is settled (done here, or not
 // this node's job because a cluster already exists).
-func (c *Cluster) tryBootstrap(members map[string]gossipMember) bool {
+func (c *Cluster) tryBootstrap(members map[string]peer) bool {
 	if f := c.raft.GetConfiguration(); f.Error() == nil && len(f.Configuration().Servers) > 0 {
 		return true // added by a leader or bootstrapped before
 	}
-	var peers []gossipMember
+	var peers []peer
 	for _, m := range members {
-		if m.status != StatusAlive {
+		if m.Status != gossip.StatusAlive {
 			continue
 		}
-		if m.inCluster && m.id != c.id {
+		if m.inCluster && m.ID != c.id {
 			return false // a cluster exists: wait for its leader to add us
 		}
 		if m.expect == c.cfg.BootstrapExpect && m.raftAddr != "" {
@@ -98,25 +105,25 @@ func (c *Cluster) tryBootstrap(members map[string]gossipMember) bool {
 	if len(peers) < c.cfg.BootstrapExpect {
 		return false
 	}
-	sort.Slice(peers, func(i, j int) bool { return peers[i].id < peers[j].id })
-	if peers[0].id != c.id {
+	sort.Slice(peers, func(i, j int) bool { return peers[i].ID < peers[j].ID })
+	if peers[0].ID != c.id {
 		return false // the lowest id bootstraps; we wait to be contacted
 	}
 	for _, p := range peers {
-		if p.id != c.id && !c.peerAuthenticated(p.id, p.raftAddr) {
+		if p.ID != c.id && !c.peerAuthenticated(p.ID, p.raftAddr) {
 			return false // with mutual TLS, only peers that pass the handshake
 		}
 	}
 	var conf raft.Configuration
 	for _, p := range peers {
-		conf.Servers = append(conf.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.id), Address: raft.ServerAddress(p.raftAddr)})
+		conf.Servers = append(conf.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.raftAddr)})
 	}
 	if err := c.await(c.raft.BootstrapCluster(conf)); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 		c.log.Error("bootstrap failed", "err", err)
 		return false
 	}
 	c.log.Info("bootstrapped cluster", "servers", len(conf.Servers))
-	c.gossip.setMeta(metaInCluster, "1")
+	c.gossip.SetMeta(metaInCluster, "1")
 	return true
 }
 
@@ -134,7 +141,8 @@ func (c *Cluster) reconcileLoop() {
 		select {
 		case <-c.done:
 			return
-		case <-c.gossip.changed:
+		case <-c.gossip.Changed():
+		case <-c.reconcileNow:
 		case <-t.C:
 		case <-follow.C:
 		}
@@ -150,15 +158,15 @@ func (c *Cluster) reconcileLoop() {
 		}
 		switch {
 		case member:
-			wasMember, memberGen = true, c.gossip.leaveCount()
-			c.gossip.setMeta(metaInCluster, "1")
+			wasMember, memberGen = true, c.gossip.Leaves()
+			c.gossip.SetMeta(metaInCluster, "1")
 		case wasMember && len(f.Configuration().Servers) > 0:
 			wasMember = false
 			// Only if nobody left gossip meanwhile (the leader's notice, or
 			// Leave): a Join after that must not be undone here.
-			if c.gossip.leaveCount() == memberGen && !c.gossip.isLeft() {
+			if c.gossip.Leaves() == memberGen && !c.gossip.Left() {
 				c.log.Warn("this node is no longer in the raft configuration; leaving gossip (Join to come back)")
-				c.gossip.leave(time.Second)
+				c.gossip.Leave(time.Second)
 			}
 		}
 		if rd := c.ready.Load(); rd != nil && c.IsLeader() {
@@ -184,14 +192,14 @@ func (c *Cluster) reconcile(conf raft.Configuration) {
 	if c.cfg.BootstrapExpect == 0 {
 		minVoters = voters/2 + 1
 	}
-	members := c.gossip.snapshot()
+	members := c.peers()
 	for id, m := range members {
 		if id == c.id {
 			continue
 		}
 		srv, in := servers[id]
-		switch m.status {
-		case StatusAlive, StatusSuspect:
+		switch m.Status {
+		case gossip.StatusAlive, gossip.StatusSuspect:
 			if c.tombstoned(id) || m.raftAddr == "" {
 				continue
 			}
@@ -207,12 +215,12 @@ func (c *Cluster) reconcile(conf raft.Configuration) {
 			// duplicate address, so it must go first. Only when that is certain: the
 			// newcomer is alive, the old id is not itself alive in gossip at that
 			// address (both claiming it is ambiguous), and it is not this node.
-			if m.status == StatusAlive {
+			if m.Status == gossip.StatusAlive {
 				for sid, s := range servers {
 					if sid == id || sid == c.id || string(s.Address) != m.raftAddr {
 						continue
 					}
-					if old, ok := members[sid]; ok && old.raftAddr == m.raftAddr && (old.status == StatusAlive || old.status == StatusSuspect) {
+					if old, ok := members[sid]; ok && old.raftAddr == m.raftAddr && (old.Status == gossip.StatusAlive || old.Status == gossip.StatusSuspect) {
 						continue
 					}
 					c.log.Info("removing stale server whose address a new node now holds", "stale_id", sid, "new_id", id, "raft_addr", m.raftAddr)
@@ -226,7 +234,7 @@ func (c *Cluster) reconcile(conf raft.Configuration) {
 			if err := c.await(c.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(m.raftAddr), 0, c.cfg.WriteTimeout)); err != nil {
 				c.log.Warn("add voter failed", "id", id, "err", err)
 			}
-		case StatusLeft:
+		case gossip.StatusLeft:
 			c.clearTombstone(id)
 			if in {
 				c.log.Info("removing server that left gracefully", "id", id)
@@ -234,16 +242,16 @@ func (c *Cluster) reconcile(conf raft.Configuration) {
 					c.log.Warn("remove server failed", "id", id, "err", err)
 				}
 			}
-		case StatusFailed:
+		case gossip.StatusFailed:
 			c.clearTombstone(id)
-			if !in || c.cfg.DeadServerTimeout <= 0 || time.Since(m.since) < c.cfg.DeadServerTimeout {
+			if !in || c.cfg.DeadServerTimeout <= 0 || time.Since(m.Since) < c.cfg.DeadServerTimeout {
 				continue
 			}
 			if srv.Suffrage == raft.Voter && voters-1 < minVoters {
 				c.log.Warn("not removing dead server: would leave fewer voters than a majority", "id", id, "voters", voters)
 				continue
 			}
-			c.log.Info("removing server dead longer than DeadServerTimeout", "id", id, "dead_for", time.Since(m.since))
+			c.log.Info("removing server dead longer than DeadServerTimeout", "id", id, "dead_for", time.Since(m.Since))
 			if err := c.await(c.raft.RemoveServer(raft.ServerID(id), 0, c.cfg.WriteTimeout)); err != nil {
 				c.log.Warn("remove server failed", "id", id, "err", err)
 				continue
@@ -278,7 +286,7 @@ func (c *Cluster) Join(ctx context.Context, gossipAddrs []string) (int, error) {
 	if len(gossipAddrs) == 0 {
 		return 0, errors.New("cluster: join: no addresses")
 	}
-	n, err := c.gossip.join(gossipAddrs)
+	n, err := c.gossip.Join(gossipAddrs)
 	if err != nil {
 		return n, fmt.Errorf("cluster: join %v: %w", gossipAddrs, err)
 	}
@@ -298,18 +306,6 @@ func (c *Cluster) RemoveServer(ctx context.Context, id string) error {
 		return c.removeOnLeader(ctx, id)
 	}
 	return c.callLeader(ctx, rpcRemove, []byte(id))
-}
-
-func (c *Cluster) callLeader(ctx context.Context, typ byte, payload []byte) error {
-	lid, addr := c.Leader()
-	if addr == "" || lid == c.id {
-		return ErrNoLeader
-	}
-	_, err := c.client.call(ctx, addr, typ, payload)
-	if errors.Is(err, errConnBroken) {
-		return fmt.Errorf("%w: leader %s unreachable: %w", ErrNoLeader, lid, err)
-	}
-	return err
 }
 
 func (c *Cluster) removeOnLeader(ctx context.Context, id string) error {
@@ -382,163 +378,6 @@ func (c *Cluster) transferOnLeader(ctx context.Context, id string) error {
 		}
 	}
 	return fmt.Errorf("cluster: transfer to %q: not in the configuration", id)
-}
-
-// Status is a point-in-time view of this node's Raft state.
-type Status struct {
-	ID           string
-	RaftAddr     string
-	GossipAddr   string
-	State        string // Follower, Candidate, Leader, Shutdown
-	LeaderID     string
-	LeaderAddr   string
-	Term         uint64
-	LastIndex    uint64
-	CommitIndex  uint64
-	AppliedIndex uint64    // applied by the FSM (not raft's dispatch index)
-	LastContact  time.Time // last contact with a leader (zero if leader or never)
-	Voters       int
-	NumPeers     int // other servers in the configuration
-	Member       bool
-}
-
-// Status reports this node's state, for health checks and dcctl.
-func (c *Cluster) Status() Status {
-	applied, _ := c.fsm.appliedIndex()
-	lid, laddr := c.Leader()
-	st := Status{
-		ID: c.id, RaftAddr: c.RaftAddr(), GossipAddr: c.GossipAddr(),
-		State: c.raft.State().String(), LeaderID: lid, LeaderAddr: laddr,
-		LastIndex: c.raft.LastIndex(), CommitIndex: c.raft.CommitIndex(), AppliedIndex: applied,
-		LastContact: c.raft.LastContact(),
-	}
-	st.Term, _ = strconv.ParseUint(c.raft.Stats()["term"], 10, 64)
-	if f := c.raft.GetConfiguration(); f.Error() == nil {
-		for _, s := range f.Configuration().Servers {
-			if s.Suffrage == raft.Voter {
-				st.Voters++
-			}
-			if string(s.ID) == c.id {
-				st.Member = true
-			} else {
-				st.NumPeers++
-			}
-		}
-	}
-	return st
-}
-
-// Member is one node as seen through gossip joined with the Raft
-// configuration.
-type Member struct {
-	ID           string
-	GossipAddr   string
-	RaftAddr     string
-	Meta         map[string]string // user metadata (client addresses)
-	Status       MemberStatus
-	Suffrage     string // "voter", "nonvoter" or "none"
-	Leader       bool
-	LastIndex    uint64        // 0 if unreachable
-	Lag          int64         // entries behind the leader's last index; -1 unknown
-	SinceContact time.Duration // since the member last heard from a leader; -1 unknown/leader
-}
-
-// Members lists the gossip view joined with Raft suffrage, asking every
-// member for its last log index to report lag behind the leader.
-func (c *Cluster) Members(ctx context.Context) ([]Member, error) {
-	f := c.raft.GetConfiguration()
-	if err := f.Error(); err != nil {
-		return nil, mapRaftErr(err)
-	}
-	byID := map[string]*Member{}
-	for id, g := range c.gossip.snapshot() {
-		byID[id] = &Member{ID: id, GossipAddr: g.gossipAddr, RaftAddr: g.raftAddr, Meta: g.meta, Status: g.status, Suffrage: "none"}
-	}
-	for _, s := range f.Configuration().Servers {
-		m, ok := byID[string(s.ID)]
-		if !ok {
-			m = &Member{ID: string(s.ID), RaftAddr: string(s.Address), Status: StatusUnknown}
-			byID[string(s.ID)] = m
-		}
-		m.RaftAddr = string(s.Address)
-		m.Suffrage = "nonvoter"
-		if s.Suffrage == raft.Voter {
-			m.Suffrage = "voter"
-		}
-	}
-	lid, _ := c.Leader()
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	type res struct {
-		id   string
-		last uint64
-		lc   int64
-		ok   bool
-	}
-	ch := make(chan res, len(byID))
-	for id, m := range byID {
-		go func(id, addr string) {
-			if id == c.id {
-				lc := int64(-1)
-				if t := c.raft.LastContact(); !t.IsZero() && !c.IsLeader() {
-					lc = time.Since(t).Milliseconds()
-				}
-				ch <- res{id, c.raft.LastIndex(), lc, true}
-				return
-			}
-			out, err := c.client.call(ctx, addr, rpcStatus, nil)
-			if err != nil || len(out) != 16 || addr == "" {
-				ch <- res{id: id}
-				return
-			}
-			ch <- res{id, binary.BigEndian.Uint64(out), int64(binary.BigEndian.Uint64(out[8:])), true}
-		}(id, m.RaftAddr)
-	}
-	for range byID {
-		r := <-ch
-		m := byID[r.id]
-		m.Lag, m.SinceContact = -1, -1
-		if r.ok {
-			m.LastIndex = r.last
-			if r.lc >= 0 {
-				m.SinceContact = time.Duration(r.lc) * time.Millisecond
-			}
-		}
-		m.Leader = r.id == lid
-	}
-	var leaderLast uint64
-	if lm, ok := byID[lid]; ok {
-		leaderLast = lm.LastIndex
-	}
-	out := make([]Member, 0, len(byID))
-	for _, m := range byID {
-		if m.LastIndex > 0 && leaderLast > 0 {
-			m.Lag = int64(leaderLast) - int64(m.LastIndex)
-			if m.Lag < 0 {
-				m.Lag = 0
-			}
-		}
-		if m.Leader {
-			m.SinceContact = -1
-		}
-		out = append(out, *m)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out, nil
-}
-
-// LeaderMeta returns the gossip metadata of the current leader (for example its
-// admin address), or nil when no leader is known or it is not in gossip.
-func (c *Cluster) LeaderMeta() map[string]string {
-	id, _ := c.Leader()
-	if id == "" {
-		return nil
-	}
-	m, ok := c.gossip.snapshot()[id]
-	if !ok {
-		return nil
-	}
-	return m.meta
 }
 
 // peerAuthenticated is asked before a member seen in gossip is added to the

@@ -10,30 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/distcache-replicated/distcache/cluster/mux"
 	"github.com/distcache-replicated/distcache/internal/testpki"
 )
-
-// testCA is a throwaway certificate authority for TLS tests.
-type testCA struct{ *testpki.CA }
-
-func newTestCA(t testing.TB, name string) *testCA { return &testCA{testpki.NewCA(t, name)} }
-
-// issue returns a certificate for both TLS roles, valid for the given IPs.
-func (ca *testCA) issue(t testing.TB, name string, ips ...string) tls.Certificate {
-	t.Helper()
-	return ca.Issue(t, name, ips...)
-}
-
-// mutualTLS is the cluster-port configuration a node with cert would use.
-func (ca *testCA) mutualTLS(cert tls.Certificate) *tls.Config {
-	return &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		RootCAs:      ca.Pool,
-		ClientCAs:    ca.Pool,
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		MinVersion:   tls.VersionTLS13,
-	}
-}
 
 // logRecorder is a slog handler that keeps every record's message and
 // attributes as one line, for assertions on what was logged.
@@ -93,8 +72,8 @@ func (r *logRecorder) all() []string {
 // another CA, a peer without a certificate and a plaintext peer are refused
 // at the handshake and each refusal is logged with the remote address.
 func TestMutualTLSClusterRefusesStrangers(t *testing.T) {
-	ca := newTestCA(t, "cluster CA")
-	conf := ca.mutualTLS(ca.issue(t, "node", "127.0.0.1"))
+	ca := testpki.NewCA(t, "cluster CA")
+	conf := ca.MutualTLS(ca.Issue(t, "node", "127.0.0.1"))
 	recs := map[string]*logRecorder{}
 	var mu sync.Mutex
 	nodes := newTestCluster(t, 3, func(c *Config) {
@@ -118,9 +97,9 @@ func TestMutualTLSClusterRefusesStrangers(t *testing.T) {
 		return true
 	})
 
-	other := newTestCA(t, "another CA")
+	other := testpki.NewCA(t, "another CA")
 	for name, cfg := range map[string]*tls.Config{
-		"foreign certificate": other.mutualTLS(other.issue(t, "intruder", "127.0.0.1")),
+		"foreign certificate": other.MutualTLS(other.Issue(t, "intruder", "127.0.0.1")),
 		"no certificate":      {RootCAs: ca.Pool, MinVersion: tls.VersionTLS13},
 	} {
 		cfg.ServerName = "127.0.0.1"
@@ -133,7 +112,7 @@ func TestMutualTLSClusterRefusesStrangers(t *testing.T) {
 		cancel()
 		if err == nil {
 			conn.SetDeadline(time.Now().Add(5 * time.Second))
-			conn.Write([]byte{kindForward})
+			conn.Write([]byte{byte(mux.KindForward)})
 			_, err = conn.Read(make([]byte, 1))
 			local := conn.LocalAddr().String()
 			conn.Close()
@@ -152,7 +131,7 @@ func TestMutualTLSClusterRefusesStrangers(t *testing.T) {
 		t.Fatal(err)
 	}
 	local := conn.LocalAddr().String()
-	conn.Write([]byte{kindRaft, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
+	conn.Write([]byte{byte(mux.KindRaft), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
 	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := conn.Read(make([]byte, 1)); err == nil {
 		t.Fatal("plaintext connection answered")
@@ -168,62 +147,18 @@ func TestMutualTLSClusterRefusesStrangers(t *testing.T) {
 	}
 }
 
-// TestMutualTLSDialVerifiesPeer: the dialing side refuses a server whose
-// certificate is not from the cluster CA, and one from the CA that is not
-// valid for the address dialed.
-func TestMutualTLSDialVerifiesPeer(t *testing.T) {
-	ca := newTestCA(t, "cluster CA")
-	other := newTestCA(t, "another CA")
-	m, err := newMux("127.0.0.1:0", "", ca.mutualTLS(ca.issue(t, "node", "127.0.0.1")), slog.New(newLogRecorder()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.close(); m.wait() })
-	for name, srv := range map[string]*tls.Config{
-		"foreign CA":      other.mutualTLS(other.issue(t, "impostor", "127.0.0.1")),
-		"wrong IP in SAN": ca.mutualTLS(ca.issue(t, "elsewhere", "10.9.9.9")),
-	} {
-		srv.ClientAuth = tls.RequireAnyClientCert
-		ln, err := tls.Listen("tcp", "127.0.0.1:0", srv)
-		if err != nil {
-			t.Fatal(err)
-		}
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.(*tls.Conn).Handshake()
-				c.Close()
-			}
-		}()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		c, err := m.dial(ctx, ln.Addr().String(), kindForward)
-		cancel()
-		ln.Close()
-		if err == nil {
-			c.Close()
-			t.Fatalf("%s: dial succeeded", name)
-		}
-		if !strings.Contains(err.Error(), "certificate") {
-			t.Errorf("%s: error %v does not name the certificate", name, err)
-		}
-	}
-}
-
 // TestMutualTLSStrangerInGossipIsNotAdded: a node that shares gossip with the
 // cluster but whose certificate comes from another CA is never added to the
 // Raft configuration, and the leader says why.
 func TestMutualTLSStrangerInGossipIsNotAdded(t *testing.T) {
-	ca := newTestCA(t, "cluster CA")
-	conf := ca.mutualTLS(ca.issue(t, "node", "127.0.0.1"))
+	ca := testpki.NewCA(t, "cluster CA")
+	conf := ca.MutualTLS(ca.Issue(t, "node", "127.0.0.1"))
 	rec := newLogRecorder()
 	nodes := newTestCluster(t, 1, func(c *Config) { c.TLS = conf; c.Logger = slog.New(rec) })
 	leader := nodes[0]
-	other := newTestCA(t, "another CA")
+	other := testpki.NewCA(t, "another CA")
 	stranger := &testNode{t: t, dir: t.TempDir(), id: "stranger", raft: freeAddr(t), gossip: freeAddr(t),
-		join: []string{leader.gossip}, tune: func(c *Config) { c.TLS = other.mutualTLS(other.issue(t, "stranger", "127.0.0.1")) }}
+		join: []string{leader.gossip}, tune: func(c *Config) { c.TLS = other.MutualTLS(other.Issue(t, "stranger", "127.0.0.1")) }}
 	stranger.start()
 	t.Cleanup(func() {
 		if !stranger.stopped {
@@ -248,12 +183,12 @@ func TestMutualTLSStrangerInGossipIsNotAdded(t *testing.T) {
 // whose cluster port passes mutual TLS, so a stranger announcing the same
 // expected size cannot become a founding voter.
 func TestMutualTLSBootstrapSkipsStranger(t *testing.T) {
-	ca, other := newTestCA(t, "cluster CA"), newTestCA(t, "another CA")
+	ca, other := testpki.NewCA(t, "cluster CA"), testpki.NewCA(t, "another CA")
 	rec := newLogRecorder()
 	good := &testNode{t: t, dir: t.TempDir(), id: "n1", raft: freeAddr(t), gossip: freeAddr(t), expect: 2,
-		tune: func(c *Config) { c.TLS = ca.mutualTLS(ca.issue(t, "n1", "127.0.0.1")); c.Logger = slog.New(rec) }}
+		tune: func(c *Config) { c.TLS = ca.MutualTLS(ca.Issue(t, "n1", "127.0.0.1")); c.Logger = slog.New(rec) }}
 	stranger := &testNode{t: t, dir: t.TempDir(), id: "n2", raft: freeAddr(t), gossip: freeAddr(t), expect: 2,
-		tune: func(c *Config) { c.TLS = other.mutualTLS(other.issue(t, "n2", "127.0.0.1")) }}
+		tune: func(c *Config) { c.TLS = other.MutualTLS(other.Issue(t, "n2", "127.0.0.1")) }}
 	good.join, stranger.join = []string{stranger.gossip}, []string{good.gossip}
 	good.start()
 	stranger.start()
@@ -262,7 +197,7 @@ func TestMutualTLSBootstrapSkipsStranger(t *testing.T) {
 		return len(rec.find("fails mutual TLS", "id=n2")) > 0
 	})
 	for _, n := range []*testNode{good, stranger} {
-		f := n.c.Raft().GetConfiguration()
+		f := n.c.raft.GetConfiguration()
 		if err := f.Error(); err != nil || len(f.Configuration().Servers) != 0 {
 			t.Fatalf("%s has a configuration: %+v, %v", n.id, f.Configuration().Servers, err)
 		}

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/distcache-replicated/distcache/cluster"
+	"github.com/distcache-replicated/distcache/cluster/gossip"
 	"github.com/distcache-replicated/distcache/node/adminapi"
 )
 
@@ -79,7 +79,7 @@ func TestAdminAPIContract(t *testing.T) {
 		t.Fatalf("keyring list: %v, %v", err, kl.Err())
 	}
 	strictDecode(t, "keyring", kl.JSON(), new(adminapi.KeyringAnswer))
-	if fp := adminapi.KeyFingerprint(key1); fp != cluster.KeyFingerprint(key1) || len(kl.Nodes) != 1 || kl.Nodes[0].Primary != fp {
+	if fp := adminapi.KeyFingerprint(key1); fp != gossip.KeyFingerprint(key1) || len(kl.Nodes) != 1 || kl.Nodes[0].Primary != fp {
 		t.Fatalf("keyring names the primary %+v; adminapi names it %s", kl.Nodes, fp)
 	}
 	kc, err := c.KeyringChange(ctx, adminapi.KeyringInstall, key2)

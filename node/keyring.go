@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/distcache-replicated/distcache/cluster"
+	"github.com/distcache-replicated/distcache/cluster/gossip"
 	"github.com/distcache-replicated/distcache/node/adminapi"
 )
 
@@ -34,13 +35,13 @@ func (n *Node) handleKeyring(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, errors.New(`op must be "install", "use" or "remove"`))
 		return
 	}
-	key, err := cluster.ParseGossipKey(req.Key)
+	key, err := gossip.ParseKey(req.Key)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
 	rows, err := n.cluster.Keyring(r.Context(), op, key)
-	n.log.Info("operator changed the gossip keyring", "op", op, "key_fingerprint", cluster.KeyFingerprint(key), "err", err)
+	n.log.Info("operator changed the gossip keyring", "op", op, "key_fingerprint", gossip.KeyFingerprint(key), "err", err)
 	writeKeyring(w, rows, err)
 }
 

@@ -179,7 +179,6 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}
 
-	limits := fsm.Limits{MaxSessions: cfg.MaxSessions, MaxBytes: cfg.MaxBytes}
 	cc := cfg.Tune
 	cc.NodeID = cfg.NodeID
 	cc.DataDir = cfg.DataDir
@@ -187,11 +186,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	cc.GossipAddr = cfg.GossipAddr
 	cc.Join = cfg.Join
 	cc.BootstrapExpect = cfg.BootstrapExpect
-	cc.FSM = n.store
-	cc.Pack = func(cmds [][]byte) []byte {
-		return fsm.EncodeBatch(nil, time.Now().UnixMilli(), limits, cmds)
-	}
-	cc.Query = answerQuery(n.store)
+	cc.StateMachine = replica{Store: n.store, limits: fsm.Limits{MaxSessions: cfg.MaxSessions, MaxBytes: cfg.MaxBytes}}
 	cc.Logger = cfg.Logger
 	if cc.WriteTimeout == 0 {
 		cc.WriteTimeout = cfg.WriteTimeout

@@ -232,28 +232,14 @@ func TestKeyPairReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.(*tls.Conn).Handshake()
-			c.Close()
-		}
-	}()
+	addr := testpki.HandshakeServer(t, conf)
 	served := func(caFile string) string {
 		t.Helper()
 		pool, err := loadCAPool(caFile)
 		if err != nil {
 			t.Fatal(err)
 		}
-		conn, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", Certificates: []tls.Certificate{clientCert}})
+		conn, err := tls.Dial("tcp", addr.String(), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", Certificates: []tls.Certificate{clientCert}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -197,17 +197,6 @@ func (s *Service) Have(ctx context.Context, key []byte) (bool, error) {
 	return ok, err
 }
 
-// answerQuery runs on the leader for a follower's leader-on-miss read.
-func answerQuery(store *fsm.Store) func(q []byte) ([]byte, error) {
-	return func(key []byte) ([]byte, error) {
-		v, flags, exp, ok := store.Get(key, time.Now())
-		if !ok {
-			return fsm.Result{Status: fsm.ResultNotFound}.Append(nil), nil
-		}
-		return fsm.Result{Status: fsm.ResultOK, Value: v, Flags: flags, Expiry: exp.UnixMilli()}.Append(nil), nil
-	}
-}
-
 // isUnavailable tells errors that mean "the cluster cannot take writes now" from bugs.
 func isUnavailable(err error) bool {
 	return errors.Is(err, cluster.ErrNoLeader) || errors.Is(err, cluster.ErrTimeout) ||

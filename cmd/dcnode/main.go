@@ -22,7 +22,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/distcache-replicated/distcache/cluster"
+	"github.com/distcache-replicated/distcache/cluster/atrest"
+	"github.com/distcache-replicated/distcache/cluster/gossip"
 	"github.com/distcache-replicated/distcache/node"
 	"github.com/distcache-replicated/distcache/protocol"
 )
@@ -284,7 +285,7 @@ func readGossipKey(v string) ([]byte, error) {
 		}
 		v = strings.TrimSpace(string(b))
 	}
-	return cluster.ParseGossipKey(v)
+	return gossip.ParseKey(v)
 }
 
 // countSet counts the non-empty values.
@@ -405,7 +406,7 @@ func (o *options) nodeConfig(logger *slog.Logger) (node.Config, error) {
 		cfg.Tune.GossipKeys = [][]byte{key}
 	}
 	if o.dataKeyFile != "" {
-		if cfg.Tune.DataKeys, err = cluster.LoadDataKeyFile(o.dataKeyFile); err != nil {
+		if cfg.Tune.DataKeys, err = atrest.LoadDataKeyFile(o.dataKeyFile); err != nil {
 			return cfg, err
 		}
 	}

@@ -86,6 +86,42 @@ func (ca *CA) Issue(t testing.TB, name string, ips ...string) tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
 }
 
+// MutualTLS is the configuration of a peer that presents cert and trusts
+// only this CA, in both roles (as on a cluster port): TLS 1.3, client
+// certificates required and verified.
+func (ca *CA) MutualTLS(cert tls.Certificate) *tls.Config {
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		RootCAs:      ca.Pool,
+		ClientCAs:    ca.Pool,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		MinVersion:   tls.VersionTLS13,
+	}
+}
+
+// HandshakeServer listens on loopback with conf, completes each TLS
+// handshake and closes the connection: a server whose certificate a client
+// under test must judge. It is closed when the test ends.
+func HandshakeServer(t testing.TB, conf *tls.Config) net.Addr {
+	t.Helper()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", conf)
+	if err != nil {
+		t.Fatalf("testpki: listen: %v", err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.(*tls.Conn).Handshake()
+			c.Close()
+		}
+	}()
+	return ln.Addr()
+}
+
 // WriteCA writes the CA certificate as PEM into dir and returns its path.
 func (ca *CA) WriteCA(t testing.TB, dir string) string {
 	t.Helper()

@@ -1,20 +1,16 @@
-package cluster
+package atrest
 
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
@@ -27,29 +23,6 @@ func testDataKey(t testing.TB, id string) DataKey {
 		t.Fatal(err)
 	}
 	return DataKey{ID: id, Key: k}
-}
-
-// dirContains reports the files under dir whose bytes contain needle.
-func dirContains(t testing.TB, dir string, needle []byte) []string {
-	t.Helper()
-	var hits []string
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		if bytes.Contains(b, needle) {
-			hits = append(hits, path)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return hits
 }
 
 func TestParseDataKeys(t *testing.T) {
@@ -92,8 +65,8 @@ func TestSealedLogStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	k1, k2 := testDataKey(t, "k1"), testDataKey(t, "k2")
-	s1, _ := newSealer([]DataKey{k1})
-	st := &sealedLogStore{LogStore: bolt, s: s1}
+	s1, _ := NewSealer([]DataKey{k1})
+	st := s1.LogStore(bolt)
 	in := []*raft.Log{
 		{Index: 2, Term: 1, Type: raft.LogCommand, Data: secret},
 		{Index: 3, Term: 1, Type: raft.LogConfiguration, Data: []byte("conf")},
@@ -106,8 +79,8 @@ func TestSealedLogStore(t *testing.T) {
 		t.Fatal("StoreLogs modified the caller's entry")
 	}
 	// Rotate: k2 writes, k1 still reads.
-	s2, _ := newSealer([]DataKey{k2, k1})
-	st = &sealedLogStore{LogStore: bolt, s: s2}
+	s2, _ := NewSealer([]DataKey{k2, k1})
+	st = s2.LogStore(bolt)
 	if err := st.StoreLog(&raft.Log{Index: 5, Term: 2, Type: raft.LogCommand, Data: secret}); err != nil {
 		t.Fatal(err)
 	}
@@ -125,9 +98,9 @@ func TestSealedLogStore(t *testing.T) {
 		}
 	}
 	// Without k1, its entries cannot be opened (and say which key is missing).
-	s3, _ := newSealer([]DataKey{k2})
+	s3, _ := NewSealer([]DataKey{k2})
 	var l raft.Log
-	if err := (&sealedLogStore{LogStore: bolt, s: s3}).GetLog(2, &l); !errors.Is(err, errSealed) || !strings.Contains(err.Error(), `"k1"`) {
+	if err := s3.LogStore(bolt).GetLog(2, &l); !errors.Is(err, errSealed) || !strings.Contains(err.Error(), `"k1"`) {
 		t.Fatalf("GetLog without the key: %v", err)
 	}
 	// An entry copied into another slot fails authentication.
@@ -156,13 +129,15 @@ func TestSealedLogStore(t *testing.T) {
 // file, and truncation or a missing key fail.
 func TestSealedSnapshotStore(t *testing.T) {
 	dir := t.TempDir()
-	files, err := raft.NewFileSnapshotStoreWithLogger(dir, 20, newHCLogger(testLogger(), "snap"))
+	files, err := raft.NewFileSnapshotStore(dir, 20, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, _ := newSealer([]DataKey{testDataKey(t, "k1")})
-	st := &sealedSnapshotStore{inner: files, s: s, dir: dir}
+	s, _ := NewSealer([]DataKey{testDataKey(t, "k1")})
+	st := s.SnapshotStore(files)
 	marker := []byte("SECRET-MARKER-")
+	sizes := map[string]int64{} // by snapshot id
+	var ids []string            // oldest first
 	for i, size := range []int{0, 1, snapChunk - 1, snapChunk, snapChunk + 1, 3*snapChunk + 17} {
 		data := bytes.Repeat(marker, size/len(marker)+1)[:size]
 		sink, err := st.Create(raft.SnapshotVersionMax, uint64(10+i), 1, raft.Configuration{}, 1, nil)
@@ -193,15 +168,61 @@ func TestSealedSnapshotStore(t *testing.T) {
 		if err != nil || metas[0].ID != sink.ID() || metas[0].Size != int64(size) {
 			t.Fatalf("size %d: List = %+v, %v", size, metas[0], err)
 		}
+		sizes[sink.ID()] = int64(size)
+		ids = append(ids, sink.ID())
 	}
-	if hits := dirContains(t, dir, marker); len(hits) > 0 {
-		t.Fatalf("plaintext in %v", hits)
+	metas, err := files.List()
+	if err != nil || len(metas) != len(ids) {
+		t.Fatalf("inner List = %d snapshots, %v", len(metas), err)
+	}
+	for _, m := range metas {
+		_, rc, err := files.Open(m.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil || bytes.Contains(stored, marker) {
+			t.Fatalf("snapshot %s is stored in plaintext (read err %v)", m.ID, err)
+		}
 	}
 
-	// Cut the newest snapshot at a chunk boundary: the reader must fail,
+	// A store opened later (as by a restarted node) never saw those
+	// snapshots written: it reads their headers and lists the same
+	// plaintext sizes. A snapshot stored before encryption was turned on
+	// keeps its size and reads as it is.
+	plain, err := files.Create(raft.SnapshotVersionMax, 100, 1, raft.Configuration{}, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain.Write([]byte("plaintext snapshot"))
+	if err := plain.Close(); err != nil {
+		t.Fatal(err)
+	}
+	sizes[plain.ID()] = int64(len("plaintext snapshot"))
+	fresh := s.SnapshotStore(files)
+	listed, err := fresh.List()
+	if err != nil || len(listed) != len(sizes) {
+		t.Fatalf("fresh List = %d snapshots, %v", len(listed), err)
+	}
+	for _, m := range listed {
+		if m.Size != sizes[m.ID] {
+			t.Errorf("fresh List: snapshot %s has size %d, want %d", m.ID, m.Size, sizes[m.ID])
+		}
+	}
+	meta, rc, err := fresh.Open(plain.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || string(got) != "plaintext snapshot" || meta.Size != int64(len(got)) {
+		t.Fatalf("plaintext snapshot read %q (meta size %d), %v", got, meta.Size, err)
+	}
+
+	// Cut the largest snapshot at a chunk boundary: the reader must fail,
 	// not return a short stream as if complete.
-	metas, _ := files.List()
-	state := filepath.Join(dir, "snapshots", metas[0].ID, "state.bin")
+	state := filepath.Join(dir, "snapshots", ids[len(ids)-1], "state.bin")
 	b, _ := os.ReadFile(state)
 	hdr := len(snapHeader("k1", snapChunk))
 	os.WriteFile(state, b[:hdr+nonceSize+snapChunk+16], 0o600)
@@ -213,105 +234,9 @@ func TestSealedSnapshotStore(t *testing.T) {
 	}
 	r.Close()
 
-	other, _ := newSealer([]DataKey{testDataKey(t, "k9")})
-	if _, _, err := (&sealedSnapshotStore{inner: files, s: other}).Open(metas[1].ID); !errors.Is(err, errSealed) {
+	other, _ := NewSealer([]DataKey{testDataKey(t, "k9")})
+	if _, _, err := other.SnapshotStore(files).Open(ids[len(ids)-2]); !errors.Is(err, errSealed) {
 		t.Fatalf("open without the key: %v", err)
-	}
-}
-
-// TestEncryptedClusterAtRest: a three-node cluster with data keys replicates,
-// installs a snapshot on a node that fell behind, and never writes a session
-// value in plaintext to any data dir.
-func TestEncryptedClusterAtRest(t *testing.T) {
-	key := testDataKey(t, "k1")
-	nodes := newTestCluster(t, 3, func(c *Config) {
-		c.DataKeys = []DataKey{key}
-		c.SnapshotThreshold = 50
-		c.SnapshotInterval = 100 * time.Millisecond
-		c.TrailingLogs = 10
-	})
-	leader, followers := leaderAndFollowers(t, nodes)
-	const marker = "Pl41nT3xtM4sterSecret"
-	lagging := followers[1]
-	lagging.kill()
-	var wg sync.WaitGroup
-	for w := 0; w < 8; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; i < 200; i += 8 {
-				k := fmt.Sprintf("key-%d", i)
-				if got, err := followers[0].c.Propose(context.Background(), addCmd(k, marker)); err != nil || string(got) != "ok:"+k {
-					t.Errorf("propose %s = %q, %v", k, got, err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if t.Failed() {
-		t.FailNow()
-	}
-	eventually(t, 10*time.Second, "leader log compacted", func() bool {
-		first, err := leader.c.logs.FirstIndex()
-		return err == nil && first > 20
-	})
-	lagging.start()
-	eventually(t, 20*time.Second, "the lagging node caught up from a snapshot", func() bool {
-		v, ok := lagging.fsm.get("key-199")
-		return ok && v == marker && lagging.fsm.restoreCount() > 0
-	})
-	for _, n := range nodes {
-		n.close()
-		if hits := dirContains(t, n.dir, []byte(marker)); len(hits) > 0 {
-			t.Errorf("%s: plaintext session value in %v", n.id, hits)
-		}
-	}
-}
-
-// TestInMemoryNodeRejoinsAsNewMember: an in-memory node writes nothing to
-// disk, and after a crash comes back under a new id, is added, catches up,
-// and its old identity is dropped from the configuration.
-func TestInMemoryNodeRejoinsAsNewMember(t *testing.T) {
-	nodes := newTestCluster(t, 3, func(c *Config) {
-		if c.NodeID == "n3" {
-			c.InMemory, c.NodeID = true, ""
-		}
-	})
-	var mem *testNode
-	for _, n := range nodes {
-		if n.id == "n3" {
-			mem = n
-		}
-	}
-	if entries, _ := os.ReadDir(mem.dir); len(entries) != 0 {
-		t.Fatalf("in-memory node wrote %d files", len(entries))
-	}
-	oldID := mem.c.ID()
-	if oldID == "n3" || !strings.HasPrefix(oldID, "node-") {
-		t.Fatalf("in-memory node id %q", oldID)
-	}
-	leader, _ := leaderAndFollowers(t, nodes)
-	if leader == mem {
-		if err := leader.c.TransferLeadership(context.Background(), ""); err != nil {
-			t.Fatal(err)
-		}
-		leader = waitStableLeader(t, nodes, 3)
-	}
-	propose(t, leader, "before", "crash")
-	mem.kill()
-	mem.start()
-	newID := mem.c.ID()
-	if newID == oldID {
-		t.Fatal("restarted in-memory node kept its id")
-	}
-	eventually(t, 20*time.Second, "new identity is a voter, old one gone, data caught up", func() bool {
-		ids := configIDs(t, leader)
-		_, ok := mem.fsm.get("before")
-		return ids[newID] && !ids[oldID] && len(ids) == 3 && ok
-	})
-	if entries, _ := os.ReadDir(mem.dir); len(entries) != 0 {
-		t.Fatalf("in-memory node wrote %d files", len(entries))
 	}
 }
 
@@ -328,8 +253,8 @@ func BenchmarkStoreLogs(b *testing.B) {
 			defer bolt.Close()
 			var store raft.LogStore = bolt
 			if sealed {
-				s, _ := newSealer([]DataKey{testDataKey(b, "k1")})
-				store = &sealedLogStore{LogStore: bolt, s: s}
+				s, _ := NewSealer([]DataKey{testDataKey(b, "k1")})
+				store = s.LogStore(bolt)
 			}
 			data := bytes.Repeat([]byte{7}, 512)
 			logs := make([]*raft.Log, 64)
@@ -346,38 +271,5 @@ func BenchmarkStoreLogs(b *testing.B) {
 				}
 			}
 		})
-	}
-}
-
-// TestSealedSnapshotSaveRestore: an operator's backup of a sealed cluster is
-// plaintext (it restores anywhere), and restoring it goes through the sealed
-// snapshot store on every node.
-func TestSealedSnapshotSaveRestore(t *testing.T) {
-	key := testDataKey(t, "k1")
-	nodes := newTestCluster(t, 3, func(c *Config) { c.DataKeys = []DataKey{key} })
-	leader, followers := leaderAndFollowers(t, nodes)
-	propose(t, followers[0], "a", "backed-up-secret")
-	var buf bytes.Buffer
-	if err := followers[1].c.SnapshotSave(context.Background(), &buf); err != nil {
-		t.Fatalf("save: %v", err)
-	}
-	if !bytes.Contains(buf.Bytes(), []byte("backed-up-secret")) {
-		t.Fatal("the backup is not the plaintext FSM snapshot")
-	}
-	propose(t, leader, "b", "later")
-	if err := leader.c.SnapshotRestore(context.Background(), bytes.NewReader(buf.Bytes())); err != nil {
-		t.Fatalf("restore: %v", err)
-	}
-	for _, n := range nodes {
-		eventually(t, 10*time.Second, "restored state on "+n.id, func() bool {
-			_, hasB := n.fsm.get("b")
-			a, hasA := n.fsm.get("a")
-			return !hasB && hasA && a == "backed-up-secret"
-		})
-	}
-	for _, n := range nodes {
-		if hits := dirContains(t, n.dir, []byte("backed-up-secret")); len(hits) > 0 {
-			t.Errorf("%s: plaintext in %v", n.id, hits)
-		}
 	}
 }

@@ -1,4 +1,4 @@
-package cluster
+package mux
 
 import (
 	"context"
@@ -13,24 +13,31 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// Connection kinds: the first byte a dialer writes on the cluster port.
+// Kind is the first byte a dialer writes on the cluster port: it says which
+// service the connection is for.
+type Kind byte
+
+// Connection kinds.
 const (
-	kindRaft    byte = 'R'
-	kindForward byte = 'F'
+	// KindRaft connections go to raft's transport (RaftLayer).
+	KindRaft Kind = 'R'
+	// KindForward connections go to the handler given to Serve.
+	KindForward Kind = 'F'
 )
 
 // firstByteTimeout bounds how long an accepted connection may stay silent
 // (or take for its TLS handshake) before it is dropped.
 const firstByteTimeout = 5 * time.Second
 
-// mux owns the cluster listener and is the ONE place where connections are
+// Mux owns the cluster listener and is the ONE place where connections are
 // wrapped in TLS (accepted and dialed alike). It hands raft connections to
-// the raft stream layer and forwarding connections to the forward server.
-type mux struct {
+// the raft stream layer and forwarding connections to the forward handler.
+type Mux struct {
 	ln        net.Listener
 	advertise net.Addr
 	tls       *tls.Config
 	log       *slog.Logger
+	raft      *raftLayer
 
 	raftCh    chan net.Conn
 	onForward func(net.Conn)
@@ -39,7 +46,7 @@ type mux struct {
 	done      chan struct{}
 	wg        sync.WaitGroup
 
-	// Every connection in use, so close can end them: raft's transport
+	// Every connection in use, so Close can end them: raft's transport
 	// neither closes its pooled connections nor the accepted ones.
 	connMu sync.Mutex
 	conns  map[*trackedConn]struct{}
@@ -48,7 +55,7 @@ type mux struct {
 // trackedConn removes itself from the mux's set when closed.
 type trackedConn struct {
 	net.Conn
-	m    *mux
+	m    *Mux
 	once sync.Once
 }
 
@@ -62,7 +69,7 @@ func (c *trackedConn) Close() error {
 }
 
 // track registers conn; if the mux is already closed the conn is closed.
-func (m *mux) track(conn net.Conn) (net.Conn, error) {
+func (m *Mux) track(conn net.Conn) (net.Conn, error) {
 	tc := &trackedConn{Conn: conn, m: m}
 	m.connMu.Lock()
 	defer m.connMu.Unlock()
@@ -76,24 +83,29 @@ func (m *mux) track(conn net.Conn) (net.Conn, error) {
 	return tc, nil
 }
 
-func newMux(bind, advertise string, tlsConf *tls.Config, log *slog.Logger) (*mux, error) {
+// Listen binds the cluster port on bind. advertise is the address peers
+// dial ("" means the bound address, which must then not be unspecified);
+// tlsConf, when set, wraps every connection in mutual TLS (it must carry the
+// certificate, the CA pool for both roles and ClientAuth). Nothing is
+// accepted until Serve.
+func Listen(bind, advertise string, tlsConf *tls.Config, log *slog.Logger) (*Mux, error) {
 	ln, err := net.Listen("tcp", bind)
 	if err != nil {
-		return nil, fmt.Errorf("cluster: listen %s: %w", bind, err)
+		return nil, fmt.Errorf("mux: listen %s: %w", bind, err)
 	}
 	adv := ln.Addr()
 	if advertise != "" {
 		a, err := net.ResolveTCPAddr("tcp", advertise)
 		if err != nil {
 			ln.Close()
-			return nil, fmt.Errorf("cluster: advertise address %q: %w", advertise, err)
+			return nil, fmt.Errorf("mux: advertise address %q: %w", advertise, err)
 		}
 		adv = a
 	} else if ta, ok := adv.(*net.TCPAddr); ok && ta.IP.IsUnspecified() {
 		ln.Close()
-		return nil, fmt.Errorf("cluster: raft address %s is unspecified; set AdvertiseRaftAddr", bind)
+		return nil, fmt.Errorf("mux: %s is unspecified: peers need an advertise address", bind)
 	}
-	return &mux{
+	m := &Mux{
 		ln:        ln,
 		advertise: adv,
 		tls:       tlsConf,
@@ -101,11 +113,25 @@ func newMux(bind, advertise string, tlsConf *tls.Config, log *slog.Logger) (*mux
 		raftCh:    make(chan net.Conn),
 		done:      make(chan struct{}),
 		conns:     make(map[*trackedConn]struct{}),
-	}, nil
+	}
+	m.raft = &raftLayer{m: m, closed: make(chan struct{})}
+	return m, nil
 }
 
-// serve runs the accept loop; onForward must be set before.
-func (m *mux) serve() {
+// Advertise is the address peers dial, as given to Listen or bound.
+func (m *Mux) Advertise() net.Addr { return m.advertise }
+
+// RaftLayer is raft's stream layer over this port: its Accept yields the
+// connections whose kind byte was KindRaft, its Dial writes KindRaft first,
+// and its Addr is the advertised address. Closing it does not close the
+// port (Close does).
+func (m *Mux) RaftLayer() raft.StreamLayer { return m.raft }
+
+// Serve starts accepting. Each KindForward connection (TLS done, kind byte
+// read) is passed to forward in its own goroutine, which owns it; forward
+// returns when it is done with it. Serve is called once.
+func (m *Mux) Serve(forward func(net.Conn)) {
+	m.onForward = forward
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
@@ -133,7 +159,7 @@ func (m *mux) serve() {
 	}()
 }
 
-func (m *mux) handoff(conn net.Conn) {
+func (m *Mux) handoff(conn net.Conn) {
 	conn, err := m.track(conn)
 	if err != nil {
 		return
@@ -157,14 +183,14 @@ func (m *mux) handoff(conn net.Conn) {
 		return
 	}
 	conn.SetDeadline(time.Time{})
-	switch b[0] {
-	case kindRaft:
+	switch Kind(b[0]) {
+	case KindRaft:
 		select {
 		case m.raftCh <- conn:
 		case <-m.done:
 			conn.Close()
 		}
-	case kindForward:
+	case KindForward:
 		m.onForward(conn)
 	default:
 		m.log.Warn("cluster connection: unknown kind byte, closing", "remote", conn.RemoteAddr(), "kind", b[0])
@@ -172,8 +198,11 @@ func (m *mux) handoff(conn net.Conn) {
 	}
 }
 
-// dial opens a connection of the given kind to a peer's cluster port.
-func (m *mux) dial(ctx context.Context, addr string, kind byte) (net.Conn, error) {
+// Dial opens a connection of the given kind to a peer's cluster port: TCP,
+// then (when configured) the TLS handshake, verifying the peer against the
+// cluster CA and the host dialed, then the kind byte. ctx bounds all three.
+// Close ends the connection along with the mux.
+func (m *Mux) Dial(ctx context.Context, addr string, kind Kind) (net.Conn, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -190,7 +219,7 @@ func (m *mux) dial(ctx context.Context, addr string, kind byte) (net.Conn, error
 		}
 		conn = tc
 	}
-	if _, err := conn.Write([]byte{kind}); err != nil {
+	if _, err := conn.Write([]byte{byte(kind)}); err != nil {
 		conn.Close()
 		return nil, err
 	}
@@ -203,7 +232,7 @@ func (m *mux) dial(ctx context.Context, addr string, kind byte) (net.Conn, error
 // host it was dialed at (an IP SAN for peers addressed by IP), so a node
 // holding some certificate of the cluster CA cannot stand in for another's
 // address.
-func (m *mux) clientTLS(addr string) *tls.Config {
+func (m *Mux) clientTLS(addr string) *tls.Config {
 	if m.tls.ServerName != "" {
 		return m.tls
 	}
@@ -216,7 +245,9 @@ func (m *mux) clientTLS(addr string) *tls.Config {
 	return c
 }
 
-func (m *mux) close() {
+// Close stops accepting and closes every connection accepted or dialed
+// through the mux. It is idempotent; Wait then waits for the goroutines.
+func (m *Mux) Close() {
 	m.closeOnce.Do(func() {
 		m.connMu.Lock()
 		close(m.done)
@@ -230,21 +261,16 @@ func (m *mux) close() {
 	})
 }
 
-// wait blocks until the accept loop and hand-offs have finished.
-func (m *mux) wait() { m.wg.Wait() }
+// Wait blocks until the accept loop and every hand-off (including the
+// forward handlers) have returned.
+func (m *Mux) Wait() { m.wg.Wait() }
 
-// raftLayer is the raft.StreamLayer over the mux: Accept yields connections
-// whose kind byte was 'R', Dial writes 'R' first. Closing it does not close
-// the shared listener (the mux owns that).
+// raftLayer is the raft.StreamLayer over the mux.
 type raftLayer struct {
-	m         *mux
+	m         *Mux
 	closeOnce sync.Once
 	closed    chan struct{}
 }
-
-var _ raft.StreamLayer = (*raftLayer)(nil)
-
-func newRaftLayer(m *mux) *raftLayer { return &raftLayer{m: m, closed: make(chan struct{})} }
 
 // Accept implements net.Listener.
 func (l *raftLayer) Accept() (net.Conn, error) {
@@ -272,5 +298,5 @@ func (l *raftLayer) Addr() net.Addr { return l.m.advertise }
 func (l *raftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	return l.m.dial(ctx, string(address), kindRaft)
+	return l.m.Dial(ctx, string(address), KindRaft)
 }
