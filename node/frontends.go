@@ -5,26 +5,26 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/distcache-replicated/distcache/protocol"
+	"github.com/distcache-replicated/distcache/protocol/distcache"
 )
 
 // distcacheCache adapts the Service to the distcache protocol's Cache, counting every
 // request for /metrics.
 type distcacheCache struct{ n *Node }
 
-func (d distcacheCache) Add(ctx context.Context, id, data []byte, timeout time.Duration) (protocol.Status, error) {
+func (d distcacheCache) Add(ctx context.Context, id, data []byte, timeout time.Duration) (distcache.Status, error) {
 	start := time.Now()
 	ok, err := d.n.svc.Add(ctx, id, data, 0, timeout)
 	switch {
 	case err != nil:
 		d.n.writeFailed(protoDistcache, cmdAdd, start, err)
-		return protocol.StatusDisconnected, err
+		return distcache.StatusDisconnected, err
 	case !ok:
 		d.n.metrics.observe(protoDistcache, cmdAdd, resExists, start)
-		return protocol.StatusAddExists, nil
+		return distcache.StatusAddExists, nil
 	}
 	d.n.metrics.observe(protoDistcache, cmdAdd, resOK, start)
-	return protocol.StatusOK, nil
+	return distcache.StatusOK, nil
 }
 
 func (d distcacheCache) Get(ctx context.Context, id []byte) ([]byte, bool, error) {
@@ -35,7 +35,7 @@ func (d distcacheCache) Get(ctx context.Context, id []byte) ([]byte, bool, error
 }
 
 // GetNow serves GET and HAVE hits (and misses under local reads) on the
-// connection's reading goroutine: see protocol.QuickCache.
+// connection's reading goroutine: see distcache.QuickCache.
 func (d distcacheCache) GetNow(id []byte) ([]byte, bool, bool) {
 	start := time.Now()
 	e, ok, answered := d.n.svc.GetNow(id)
@@ -112,7 +112,7 @@ func (n *Node) frontEnd(b boundListener) (serve func() error, shutdown func(cont
 	switch b.proto {
 	case protoDistcache:
 		lim := n.cfg.Limits
-		srv := &protocol.Server{Handler: protocol.NewCacheHandler(distcacheCache{n}), Logger: n.log.With("protocol", "distcache"),
+		srv := &distcache.Server{Handler: distcache.NewCacheHandler(distcacheCache{n}), Logger: n.log.With("protocol", "distcache"),
 			MaxConns: lim.MaxConns, ReadTimeout: lim.ReadTimeout, IdleTimeout: lim.IdleTimeout}
 		return func() error { return srv.Serve(b.ln) }, srv.Shutdown, srv.ActiveConns
 	}

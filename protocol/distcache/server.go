@@ -1,4 +1,4 @@
-package protocol
+package distcache
 
 import (
 	"bytes"
@@ -26,7 +26,7 @@ const (
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
-var ErrServerClosed = errors.New("protocol: server closed")
+var ErrServerClosed = errors.New("distcache: server closed")
 
 // Server accepts distcache connections on any number of listeners and hands
 // each request to Handler. Fields must be set before the first Serve call.
@@ -91,7 +91,7 @@ func durationOr(d, def time.Duration) time.Duration {
 // it once per listener, each in its own goroutine.
 func (s *Server) Serve(ln net.Listener) error {
 	if s.Handler == nil {
-		return errors.New("protocol: Server.Handler is nil")
+		return errors.New("distcache: Server.Handler is nil")
 	}
 	s.mu.Lock()
 	if s.closing.Load() {
@@ -125,7 +125,7 @@ func (s *Server) Serve(ln net.Listener) error {
 				time.Sleep(backoff)
 				continue
 			}
-			return fmt.Errorf("protocol: accept on %s: %w", ln.Addr(), err)
+			return fmt.Errorf("distcache: accept on %s: %w", ln.Addr(), err)
 		}
 		backoff = 0
 		c, err := s.newConn(nc)
