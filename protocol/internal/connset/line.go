@@ -33,7 +33,7 @@ func NewLine(nc net.Conn, maxLine int, log *slog.Logger, req *reqctx.Context, re
 		Log: log, Req: req, ReadTimeout: read, IdleTimeout: idle, WriteTimeout: write,
 	}
 	if nc != nil {
-		l.Log = log.With("remote", nc.RemoteAddr().String())
+		l.Log = log.With("remote", Remote(nc))
 	}
 	return l
 }
