@@ -5,7 +5,10 @@
 //
 // It knows nothing of the replicated store or the cluster: a session store
 // reaches it through the Cache interface (NewCacheHandler), a proxy through
-// Handler.
+// Handler. Accepting connections, the connection cap with its refusal log
+// line, and Shutdown and Close are shared with the other front-ends
+// (protocol/internal/connset); what is here is the distcache framing and the
+// per-connection request pipeline.
 //
 // # Wire format
 //
