@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/distcache-replicated/distcache/protocol/internal/connset"
 	"github.com/distcache-replicated/distcache/protocol/internal/loglimit"
 )
 
@@ -68,13 +69,9 @@ type Server struct {
 	QueueLen     int           // 0: DefaultQueueLen
 
 	initOnce sync.Once
-	baseCtx  context.Context
-	cancel   context.CancelFunc
-	done     chan struct{} // closed when Serve has drained its workers
-
-	mu      sync.Mutex
-	conn    net.PacketConn
-	closing atomic.Bool
+	baseCtx  context.Context // parent of every Cache call's context
+	life     *connset.Group  // the socket, Shutdown and Close
+	serving  atomic.Bool
 
 	stats     counters
 	malformed loglimit.Limiter // malformed datagrams (UDP sources can be forged)
@@ -106,8 +103,9 @@ func (s *Server) Stats() Stats {
 
 func (s *Server) init() {
 	s.initOnce.Do(func() {
-		s.baseCtx, s.cancel = context.WithCancel(context.Background())
-		s.done = make(chan struct{})
+		var cancel context.CancelFunc
+		s.baseCtx, cancel = context.WithCancel(context.Background())
+		s.life = connset.NewGroup("sessiond", s.logger, cancel)
 	})
 }
 
@@ -141,18 +139,14 @@ func (s *Server) Serve(conn net.PacketConn) error {
 	if s.Cache == nil {
 		return errors.New("sessiond: Server.Cache is nil")
 	}
-	s.mu.Lock()
-	if s.closing.Load() {
-		s.mu.Unlock()
-		conn.Close()
-		return ErrServerClosed
-	}
-	if s.conn != nil {
-		s.mu.Unlock()
+	if s.serving.Swap(true) {
 		return errors.New("sessiond: Serve called twice")
 	}
-	s.conn = conn
-	s.mu.Unlock()
+	release, err := s.life.Open(conn)
+	if err != nil {
+		return ErrServerClosed
+	}
+	defer release() // closes conn once the queued writes are drained
 
 	queue := make(chan job, orDefault(s.QueueLen, DefaultQueueLen))
 	var wg sync.WaitGroup
@@ -165,11 +159,9 @@ func (s *Server) Serve(conn net.PacketConn) error {
 			}
 		}()
 	}
-	err := s.readLoop(conn, queue)
+	err = s.readLoop(conn, queue)
 	close(queue)
 	wg.Wait()
-	conn.Close()
-	close(s.done)
 	return err
 }
 
@@ -183,27 +175,22 @@ func (s *Server) readLoop(conn net.PacketConn, queue chan<- job) error {
 	buf := make([]byte, MaxPacketSize+1) // one spare byte detects oversized datagrams
 	reply := make([]byte, 0, MaxPacketSize)
 	key := make([]byte, 0, len(prefix)+2*IDSize)
-	var backoff time.Duration
+	var backoff connset.Backoff
 	for {
 		n, addr, err := conn.ReadFrom(buf)
 		if err != nil {
-			if s.closing.Load() {
+			switch {
+			case s.life.Closing():
 				return ErrServerClosed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			if errors.Is(err, net.ErrClosed) {
+			case errors.Is(err, net.ErrClosed):
 				return fmt.Errorf("sessiond: read: %w", err)
 			}
-			// Transient errors (ICMP-induced ECONNREFUSED, ENOBUFS): keep serving.
-			backoff = min(max(2*backoff, time.Millisecond), time.Second)
-			log.Warn("sessiond: read failed; retrying", "err", err, "delay", backoff)
-			time.Sleep(backoff)
+			// Everything else passes on a datagram socket (ICMP-induced
+			// ECONNREFUSED, ENOBUFS, a timeout): keep serving.
+			s.life.Pause(&backoff, "read", err)
 			continue
 		}
-		backoff = 0
+		backoff.Reset()
 		p, err := Decode(buf[:n])
 		if err == nil && p.Type != TypeNew && p.Type != TypeGet && p.Type != TypeRemove {
 			err = fmt.Errorf("%w: %#02x is an answer, not a request", ErrType, p.Type)
@@ -313,35 +300,12 @@ func (s *Server) apply(j job) {
 // error is returned.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
-	s.mu.Lock()
-	s.closing.Store(true)
-	conn := s.conn
-	s.mu.Unlock()
-	if conn == nil {
-		return nil
-	}
-	conn.Close()
-	select {
-	case <-s.done:
-		s.cancel()
-		return nil
-	case <-ctx.Done():
-		s.cancel()
-		<-s.done
-		return ctx.Err()
-	}
+	return s.life.Shutdown(ctx, nil, nil)
 }
 
 // Close stops reading datagrams and cancels the queued requests' Cache calls.
 func (s *Server) Close() error {
 	s.init()
-	s.mu.Lock()
-	s.closing.Store(true)
-	conn := s.conn
-	s.mu.Unlock()
-	s.cancel()
-	if conn != nil {
-		conn.Close()
-	}
+	s.life.Close(nil)
 	return nil
 }
