@@ -53,32 +53,26 @@ type Server struct {
 	MaxPipeline int
 
 	initOnce sync.Once
-	baseCtx  context.Context // parent of every connection's context
-	conns    *connset.Set[*serverConn]
-	stalls   atomic.Uint64 // times a connection stopped reading on a full pipeline
+	conns    *connset.Set[*serverConn] // listeners, connections, base context
+	stalls   atomic.Uint64             // times a connection stopped reading on a full pipeline
 }
 
-func (s *Server) init() {
+// set returns the server's listeners and connections, set up on first use so
+// that a Server with its fields set is ready.
+func (s *Server) set() *connset.Set[*serverConn] {
 	s.initOnce.Do(func() {
-		var cancel context.CancelFunc
-		s.baseCtx, cancel = context.WithCancel(context.Background())
-		s.conns = connset.New[*serverConn]("distcache", s.MaxConns, nil, s.logger, cancel)
+		s.conns = connset.New[*serverConn](connset.Config{Name: "distcache", Log: s.Logger, Closed: ErrServerClosed,
+			MaxConns: s.MaxConns})
 	})
+	return s.conns
 }
 
 // ActiveConns returns the number of open client connections, for metrics.
-func (s *Server) ActiveConns() int { s.init(); return int(s.conns.Active()) }
+func (s *Server) ActiveConns() int { return s.set().Active() }
 
 // BackpressureEvents counts how often a connection stopped reading because
 // MaxPipeline answers were outstanding, for metrics.
 func (s *Server) BackpressureEvents() uint64 { return s.stalls.Load() }
-
-func (s *Server) logger() *slog.Logger {
-	if s.Logger != nil {
-		return s.Logger
-	}
-	return slog.Default()
-}
 
 func durationOr(d, def time.Duration) time.Duration {
 	switch {
@@ -97,11 +91,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	if s.Handler == nil {
 		return errors.New("distcache: Server.Handler is nil")
 	}
-	s.init()
-	if err := s.conns.Serve(ln, s.newConn); !errors.Is(err, connset.ErrClosed) {
-		return err
-	}
-	return ErrServerClosed
+	return s.set().Serve(ln, s.newConn)
 }
 
 // Shutdown stops accepting, stops reading from every connection, waits until
@@ -109,16 +99,13 @@ func (s *Server) Serve(ln net.Listener) error {
 // closed, or until ctx is done (then it closes them forcibly and returns
 // ctx's error).
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.init()
-	return s.conns.Shutdown(ctx)
+	return s.set().Shutdown(ctx)
 }
 
 // Close closes all listeners and connections at once, cancelling in-flight
 // requests' contexts.
 func (s *Server) Close() error {
-	s.init()
-	s.conns.Close()
-	return nil
+	return s.set().Close()
 }
 
 func (s *Server) newConn(nc net.Conn) *serverConn {
@@ -126,7 +113,7 @@ func (s *Server) newConn(nc net.Conn) *serverConn {
 	if pipeline <= 0 {
 		pipeline = DefaultMaxPipeline
 	}
-	ctx, cancel := context.WithCancel(s.baseCtx)
+	ctx, cancel := context.WithCancel(s.conns.Context())
 	return &serverConn{
 		srv:    s,
 		nc:     nc,
@@ -371,7 +358,7 @@ func (c *serverConn) drop(level slog.Level, msg string, err error, attrs ...any)
 	if err != nil {
 		args = append(args, "err", err)
 	}
-	c.srv.logger().Log(context.Background(), level, "distcache: "+msg, args...)
+	c.srv.conns.Log().Log(context.Background(), level, "distcache: "+msg, args...)
 }
 
 // abort closes the connection now; outstanding answers are discarded.

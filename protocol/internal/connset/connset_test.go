@@ -46,21 +46,21 @@ func (c *lineConn) Close() { c.nc.Close() }
 
 type syncBuf = syncbuf.Buffer
 
+// errClosed stands for a front-end's ErrServerClosed.
+var errClosed = errors.New("test: server closed")
+
 type fixture struct {
-	set      *Set[*lineConn]
-	addr     string
-	logs     *syncBuf
-	served   chan error
-	canceled chan struct{}
+	set    *Set[*lineConn]
+	addr   string
+	logs   *syncBuf
+	served chan error
 }
 
 func start(t *testing.T, maxConns int) *fixture {
 	t.Helper()
-	f := &fixture{logs: &syncBuf{}, served: make(chan error, 1), canceled: make(chan struct{})}
-	logger := slog.New(slog.NewTextHandler(f.logs, nil))
-	var once sync.Once
-	f.set = New[*lineConn]("test", maxConns, func(nc net.Conn) { io.WriteString(nc, "BUSY\n") },
-		func() *slog.Logger { return logger }, func() { once.Do(func() { close(f.canceled) }) })
+	f := &fixture{logs: &syncBuf{}, served: make(chan error, 1)}
+	f.set = New[*lineConn](Config{Name: "test", Log: slog.New(slog.NewTextHandler(f.logs, nil)), Closed: errClosed,
+		MaxConns: maxConns, Refuse: func(nc net.Conn) { io.WriteString(nc, "BUSY\n") }})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +69,7 @@ func start(t *testing.T, maxConns int) *fixture {
 	go func() {
 		f.served <- f.set.Serve(ln, func(nc net.Conn) *lineConn { return &lineConn{set: f.set, nc: nc} })
 	}()
-	t.Cleanup(f.set.Close)
+	t.Cleanup(func() { f.set.Close() })
 	return f
 }
 
@@ -133,7 +133,7 @@ func TestCapRefusesAndCounts(t *testing.T) {
 }
 
 // TestShutdownWakesIdleAndWaits: Shutdown closes idle connections, waits for
-// them, cancels the base context, and Serve returns ErrClosed.
+// them, cancels the base context, and Serve returns the front-end's ErrServerClosed.
 func TestShutdownWakesIdleAndWaits(t *testing.T) {
 	f := start(t, 10)
 	nc, r := f.dial(t)
@@ -147,12 +147,12 @@ func TestShutdownWakesIdleAndWaits(t *testing.T) {
 		t.Fatalf("%d connections active after Shutdown", a)
 	}
 	select {
-	case <-f.canceled:
+	case <-f.set.Context().Done():
 	default:
 		t.Fatal("base context not canceled after Shutdown")
 	}
-	if err := <-f.served; !errors.Is(err, ErrClosed) {
-		t.Fatalf("Serve returned %v; want ErrClosed", err)
+	if err := <-f.served; !errors.Is(err, errClosed) {
+		t.Fatalf("Serve returned %v; want the front-end's ErrServerClosed", err)
 	}
 	if _, err := io.ReadAll(r); err != nil {
 		t.Fatalf("idle connection not closed cleanly: %v", err)
@@ -168,8 +168,8 @@ func TestShutdownDeadlineClosesStragglers(t *testing.T) {
 		t.Fatal(err)
 	}
 	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
-	set := New[*stuckConn]("stuck", 10, func(net.Conn) {}, func() *slog.Logger { return discard }, func() {})
-	t.Cleanup(set.Close)
+	set := New[*stuckConn](Config{Name: "stuck", Log: discard, Closed: errClosed, MaxConns: 10})
+	t.Cleanup(func() { set.Close() })
 	stuck.set = set
 	go set.Serve(ln, func(nc net.Conn) *stuckConn { stuck.nc = nc; return stuck })
 	nc, err := net.Dial("tcp", ln.Addr().String())
@@ -238,9 +238,8 @@ func TestAcceptBacksOffOnTransientErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 		logs := &syncBuf{}
-		logger := slog.New(slog.NewTextHandler(logs, nil))
-		set := New[*lineConn]("test", 0, nil, func() *slog.Logger { return logger }, func() {})
-		t.Cleanup(set.Close)
+		set := New[*lineConn](Config{Name: "test", Log: slog.New(slog.NewTextHandler(logs, nil)), Closed: errClosed})
+		t.Cleanup(func() { set.Close() })
 		fl := &flakyListener{Listener: ln, fails: 3, err: &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept", errno)}}
 		go set.Serve(fl, func(nc net.Conn) *lineConn { return &lineConn{set: set, nc: nc} })
 		nc, err := net.Dial("tcp", ln.Addr().String())
@@ -262,8 +261,8 @@ func TestAcceptBacksOffOnTransientErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
-	set := New[*lineConn]("test", 0, nil, func() *slog.Logger { return discard }, func() {})
-	t.Cleanup(set.Close)
+	set := New[*lineConn](Config{Name: "test", Log: discard, Closed: errClosed})
+	t.Cleanup(func() { set.Close() })
 	fatal := errors.New("listener broken")
 	if err := set.Serve(&flakyListener{Listener: ln, fails: 1, err: fatal}, nil); !errors.Is(err, fatal) {
 		t.Fatalf("Serve after a permanent accept error returned %v; want it wrapped", err)
@@ -301,7 +300,7 @@ func TestShutdownDuringTraffic(t *testing.T) {
 		}
 		discard := slog.New(slog.NewTextHandler(io.Discard, nil))
 		var set *Set[*echoLine]
-		set = New[*echoLine]("echo", 0, nil, func() *slog.Logger { return discard }, func() {})
+		set = New[*echoLine](Config{Name: "echo", Log: discard, Closed: errClosed})
 		go set.Serve(ln, func(nc net.Conn) *echoLine {
 			return &echoLine{Line: NewLine(nc, 64, discard, reqctx.New(context.Background(), time.Second),
 				time.Second, 0, time.Second), set: set}

@@ -12,7 +12,9 @@
 //     (distcache, memcache, RESP), the connection cap and the refusal log line
 //     (at most one a second, via loglimit).
 //   - Line and ServeStream: the connection of a line protocol (memcache, RESP):
-//     socket, buffers, timeouts, and the request loop with its close reasons.
+//     socket, buffers, timeouts, the request loop with its close reasons, and
+//     reading lines and announced values (ReadLine, AppendValue) so that a
+//     stalled client costs only what it sent.
 //
 // Each front-end keeps only what differs: how it refuses a connection, how a
 // connection reads and answers requests. connset knows nothing of any wire

@@ -1,6 +1,7 @@
 package connset
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -12,30 +13,52 @@ import (
 	"time"
 )
 
-// ErrClosed is returned once Shutdown or Close has been called; each front-end
-// wraps it in its own ErrServerClosed.
-var ErrClosed = errors.New("server closed")
-
 // Group is the lifecycle of one server: the listeners and sockets it serves,
 // the goroutines Shutdown waits for, and the base context of its backend
 // calls. The zero value is not ready: use NewGroup.
 type Group struct {
-	name   string // log prefix: "distcache", "memcache", "resp", "sessiond"
-	log    func() *slog.Logger
-	cancel context.CancelFunc // cancels the server's base context
+	name      string // log prefix: "distcache", "memcache", "resp", "sessiond"
+	log       *slog.Logger
+	errClosed error // the front-end's ErrServerClosed
+	ctx       context.Context
+	cancel    context.CancelFunc
+	started   time.Time
 
 	mu      sync.Mutex
 	sockets map[io.Closer]struct{}
-	closing atomic.Bool   // read on every request; closed mirrors it for waiting
-	closed  chan struct{} // closed when Shutdown or Close begins
+	closing atomic.Bool   // read on every request; stop mirrors it for waiting
+	stop    chan struct{} // closed when Shutdown or Close begins
 	wg      sync.WaitGroup
 }
 
-// NewGroup returns a Group whose log lines start with name. cancel cancels the
-// server's base context; it is called once everything has ended after
-// Shutdown, or at once by Close.
-func NewGroup(name string, log func() *slog.Logger, cancel context.CancelFunc) *Group {
-	return &Group{name: name, log: log, cancel: cancel, sockets: make(map[io.Closer]struct{}), closed: make(chan struct{})}
+// NewGroup returns a Group whose log lines start with name and go to log (nil:
+// slog.Default()). closed is the front-end's ErrServerClosed, returned once
+// Shutdown or Close has begun.
+func NewGroup(name string, log *slog.Logger, closed error) *Group {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Group{
+		name: name, log: cmp.Or(log, slog.Default()), errClosed: closed, ctx: ctx, cancel: cancel, started: time.Now(),
+		sockets: make(map[io.Closer]struct{}), stop: make(chan struct{}),
+	}
+}
+
+// Context is the parent of every backend call's context: Close cancels it at
+// once, Shutdown once everything has ended.
+func (g *Group) Context() context.Context { return g.ctx }
+
+// Started is when the server was set up, for uptime figures.
+func (g *Group) Started() time.Time { return g.started }
+
+// Log is the server's logger.
+func (g *Group) Log() *slog.Logger { return g.log }
+
+// Default is the rule of every front-end's numeric settings: zero (or a
+// negative value) means def.
+func Default[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
 }
 
 // Closing reports whether Shutdown or Close has begun.
@@ -43,11 +66,11 @@ func (g *Group) Closing() bool { return g.closing.Load() }
 
 // Open registers a listener or packet socket that Shutdown and Close close, and
 // counts its serving loop as running until release is called. Once Shutdown or
-// Close has begun it closes sock and returns ErrClosed.
+// Close has begun it closes sock and returns the front-end's ErrServerClosed.
 func (g *Group) Open(sock io.Closer) (release func(), err error) {
 	if !g.enter(func() { g.sockets[sock] = struct{}{} }) {
 		sock.Close()
-		return nil, ErrClosed
+		return nil, g.errClosed
 	}
 	return func() {
 		g.mu.Lock()
@@ -78,7 +101,7 @@ func (g *Group) begin(f func()) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if !g.closing.Swap(true) {
-		close(g.closed)
+		close(g.stop)
 	}
 	for sock := range g.sockets {
 		sock.Close()
@@ -130,12 +153,12 @@ func (b *Backoff) Reset() { b.delay = 0 }
 // Close begins.
 func (g *Group) Pause(b *Backoff, what string, err error, attrs ...any) {
 	b.delay = min(max(2*b.delay, 5*time.Millisecond), time.Second)
-	g.log().Warn(g.name+": "+what+" failed; retrying", append(attrs, "err", err, "delay", b.delay)...)
+	g.log.Warn(g.name+": "+what+" failed; retrying", append(attrs, "err", err, "delay", b.delay)...)
 	t := time.NewTimer(b.delay)
 	defer t.Stop()
 	select {
 	case <-t.C:
-	case <-g.closed:
+	case <-g.stop:
 	}
 }
 

@@ -40,15 +40,24 @@ type Set[C Conn] struct {
 	refusals loglimit.Limiter // refusal log lines, at most one a second
 }
 
-// New returns a Set. maxConns <= 0 means no cap. refuse, if not nil, answers a
-// connection over maxConns before it is closed. cancel cancels the server's
-// base context (see NewGroup).
-func New[C Conn](name string, maxConns int, refuse func(net.Conn), log func() *slog.Logger, cancel context.CancelFunc) *Set[C] {
-	return &Set[C]{Group: NewGroup(name, log, cancel), maxConns: maxConns, refuse: refuse, conns: make(map[C]struct{})}
+// Config is what a front-end tells its Set.
+type Config struct {
+	Name     string       // log prefix: "distcache", "memcache", "resp"
+	Log      *slog.Logger // nil: slog.Default()
+	Closed   error        // the front-end's ErrServerClosed
+	MaxConns int          // <= 0: no cap
+	// Refuse, if not nil, answers a connection over MaxConns before it is
+	// closed (the protocol's "too many connections").
+	Refuse func(net.Conn)
+}
+
+// New returns a Set.
+func New[C Conn](cfg Config) *Set[C] {
+	return &Set[C]{Group: NewGroup(cfg.Name, cfg.Log, cfg.Closed), maxConns: cfg.MaxConns, refuse: cfg.Refuse, conns: make(map[C]struct{})}
 }
 
 // Active is the number of open connections.
-func (s *Set[C]) Active() int64 { return s.active.Load() }
+func (s *Set[C]) Active() int { return int(s.active.Load()) }
 
 // Total is the number of connections accepted since start, refused ones included.
 func (s *Set[C]) Total() uint64 { return s.total.Load() }
@@ -57,8 +66,8 @@ func (s *Set[C]) Total() uint64 { return s.total.Load() }
 func (s *Set[C]) Rejected() uint64 { return s.rejected.Load() }
 
 // Serve accepts connections on ln, wraps each with newConn and serves it on its
-// own goroutine until Shutdown or Close (then ErrClosed) or an accept error
-// that is not Transient. It closes ln on return.
+// own goroutine until Shutdown or Close (then the front-end's ErrServerClosed)
+// or an accept error that is not Transient. It closes ln on return.
 func (s *Set[C]) Serve(ln net.Listener, newConn func(net.Conn) C) error {
 	release, err := s.Open(ln)
 	if err != nil {
@@ -71,7 +80,7 @@ func (s *Set[C]) Serve(ln net.Listener, newConn func(net.Conn) C) error {
 		if err != nil {
 			switch {
 			case s.Closing():
-				return ErrClosed
+				return s.errClosed
 			case Transient(err):
 				s.Pause(&backoff, "accept", err, "listener", ln.Addr().String())
 				continue
@@ -87,7 +96,7 @@ func (s *Set[C]) Serve(ln net.Listener, newConn func(net.Conn) C) error {
 		c := newConn(nc)
 		if !s.enter(func() { s.conns[c] = struct{}{} }) {
 			nc.Close()
-			return ErrClosed
+			return s.errClosed
 		}
 		s.active.Add(1)
 		go c.Serve()
@@ -100,7 +109,7 @@ func (s *Set[C]) Serve(ln net.Listener, newConn func(net.Conn) C) error {
 func (s *Set[C]) refuseConn(nc net.Conn) {
 	s.rejected.Add(1)
 	if ok, suppressed := s.refusals.Allow(time.Now()); ok {
-		s.log().Warn(s.name+": too many connections; refusing", "remote", Remote(nc),
+		s.log.Warn(s.name+": too many connections; refusing", "remote", Remote(nc),
 			"max_conns", s.maxConns, "suppressed_since_last", suppressed)
 	}
 	if s.refuse != nil {
@@ -127,8 +136,12 @@ func (s *Set[C]) Shutdown(ctx context.Context) error {
 }
 
 // Close closes the listeners and every connection immediately and cancels the
-// server's base context (and so in-flight backend calls).
-func (s *Set[C]) Close() { s.Group.Close(s.each(C.Close)) }
+// server's base context (and so in-flight backend calls). It returns nil, as
+// the front-ends' Close does.
+func (s *Set[C]) Close() error {
+	s.Group.Close(s.each(C.Close))
+	return nil
+}
 
 // each returns a function that applies f to every connection; it runs under
 // Group.mu.
