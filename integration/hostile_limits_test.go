@@ -39,7 +39,7 @@ func limitProtos(nd *testNode, fe frontEnds) []limitProto {
 	return []limitProto{
 		{name: "distcache", addr: strings.TrimPrefix(nd.clientAddr, "IP:"),
 			request: string(have), reply: string(dcAnswer(1, distcache.OpHave, distcache.StatusNotOK.Payload())),
-			refusalLog: "at MaxConns (5)", partial: string(have[:10])},
+			refusalLog: "distcache: too many connections; refusing", partial: string(have[:10])},
 		{name: "memcache", addr: fe.memcache, request: "get limit-test\r\n", reply: "END\r\n",
 			refusal: "SERVER_ERROR too many open connections\r\n", refusalLog: "memcache: too many connections; refusing",
 			partial: "get lim"},
