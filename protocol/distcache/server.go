@@ -96,8 +96,8 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // Shutdown stops accepting, stops reading from every connection, waits until
 // every request already received has been answered and the connections are
-// closed, or until ctx is done (then it closes them forcibly and returns
-// ctx's error).
+// closed, or until ctx is done (then it closes them as Close does, waits for
+// their handlers to return, and returns ctx's error).
 func (s *Server) Shutdown(ctx context.Context) error {
 	return s.set().Shutdown(ctx)
 }
@@ -109,10 +109,6 @@ func (s *Server) Close() error {
 }
 
 func (s *Server) newConn(nc net.Conn) *serverConn {
-	pipeline := s.MaxPipeline
-	if pipeline <= 0 {
-		pipeline = DefaultMaxPipeline
-	}
 	ctx, cancel := context.WithCancel(s.conns.Context())
 	return &serverConn{
 		srv:    s,
@@ -120,7 +116,7 @@ func (s *Server) newConn(nc net.Conn) *serverConn {
 		ctx:    ctx,
 		cancel: cancel,
 		remote: connset.Remote(nc),
-		slots:  make(chan struct{}, pipeline),
+		slots:  make(chan struct{}, connset.Default(s.MaxPipeline, DefaultMaxPipeline)),
 		rto:    durationOr(s.ReadTimeout, DefaultReadTimeout),
 		idle:   max(s.IdleTimeout, 0),
 		wto:    durationOr(s.WriteTimeout, DefaultWriteTimeout),

@@ -162,11 +162,11 @@ func (g *Group) Pause(b *Backoff, what string, err error, attrs ...any) {
 	}
 }
 
-// Transient reports whether an accept error passes: a timeout, a connection
+// transient reports whether an accept error passes: a timeout, a connection
 // aborted before it was accepted, or running out of file descriptors (EMFILE,
 // ENFILE) or kernel memory, which end as connections close. Any other error
 // ends the accept loop.
-func Transient(err error) bool {
+func transient(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout() ||
 		errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||

@@ -67,7 +67,7 @@ func (s *Set[C]) Rejected() uint64 { return s.rejected.Load() }
 
 // Serve accepts connections on ln, wraps each with newConn and serves it on its
 // own goroutine until Shutdown or Close (then the front-end's ErrServerClosed)
-// or an accept error that is not Transient. It closes ln on return.
+// or an accept error that is not transient. It closes ln on return.
 func (s *Set[C]) Serve(ln net.Listener, newConn func(net.Conn) C) error {
 	release, err := s.Open(ln)
 	if err != nil {
@@ -81,7 +81,7 @@ func (s *Set[C]) Serve(ln net.Listener, newConn func(net.Conn) C) error {
 			switch {
 			case s.Closing():
 				return s.errClosed
-			case Transient(err):
+			case transient(err):
 				s.Pause(&backoff, "accept", err, "listener", ln.Addr().String())
 				continue
 			}
