@@ -387,12 +387,12 @@ func (c *conn) handle() error {
 		if len(args) == 0 {
 			return c.arity("del")
 		}
-		c.del(args)
+		c.count(args, c.s.Cache.Delete)
 	case "exists":
 		if len(args) == 0 {
 			return c.arity("exists")
 		}
-		c.exists(args)
+		c.count(args, c.exists)
 	case "ping":
 		switch len(args) {
 		case 0:
@@ -617,28 +617,11 @@ func (c *conn) setnx(args [][]byte) {
 	}
 }
 
-func (c *conn) del(keys [][]byte) {
+// count answers how many keys f holds for (DEL: deleted, EXISTS: live).
+func (c *conn) count(keys [][]byte, f func(ctx context.Context, key []byte) (bool, error)) {
 	n := 0
 	for _, k := range keys {
-		ctx := c.Req.Begin()
-		deleted, err := c.s.Cache.Delete(ctx, k)
-		c.Req.End()
-		if err != nil {
-			c.cacheError(err)
-			return
-		}
-		if deleted {
-			n++
-		}
-	}
-	c.writeLen(':', n)
-}
-
-func (c *conn) exists(keys [][]byte) {
-	n := 0
-	for _, k := range keys {
-		ctx := c.Req.Begin()
-		_, ok, err := c.s.Cache.Get(ctx, k)
+		ok, err := f(c.Req.Begin(), k)
 		c.Req.End()
 		if err != nil {
 			c.cacheError(err)
@@ -649,6 +632,11 @@ func (c *conn) exists(keys [][]byte) {
 		}
 	}
 	c.writeLen(':', n)
+}
+
+func (c *conn) exists(ctx context.Context, key []byte) (bool, error) {
+	_, ok, err := c.s.Cache.Get(ctx, key)
+	return ok, err
 }
 
 // parseInt parses a signed decimal int64 without allocating.
