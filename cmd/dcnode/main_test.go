@@ -19,7 +19,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"extra"}, exitUsage, "every setting is a flag"},
 		{[]string{"-daemon"}, exitUsage, "systemd"},
 		{[]string{"-dev-cluster", "3", "-listen", "IP:127.0.0.1:1"}, exitUsage, "cannot be combined with -dev-cluster"},
-		{[]string{"-sessions", "0"}, exitUsage, "-sessions must be at least 1"},
+		{[]string{"-sessions", "0"}, exitUsage, "-sessions: must be at least 1 (for example -sessions 1000000)"},
 		{[]string{"-max-bytes", "lots"}, exitUsage, "positive size"},
 		{[]string{"-read-consistency", "eventual"}, exitUsage, "leader-on-miss"},
 		{[]string{"-bootstrap-expect", "1", "-join", "127.0.0.1:9300"}, exitUsage, "second one-node cluster"},
@@ -35,7 +35,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"-gossip-key", "@/nonexistent/gossip.key"}, exitUsage, "no such file"},
 	} {
 		var out, errb bytes.Buffer
-		code := run(tc.args, &out, &errb)
+		code := run(tc.args, nil, &out, &errb)
 		if code != tc.code {
 			t.Errorf("dcnode %v: exit %d, want %d (stderr %q)", tc.args, code, tc.code, errb.String())
 			continue
