@@ -32,6 +32,9 @@ type setting struct {
 	// secret marks a value that is itself a secret (a key given inline):
 	// -print-config does not show it.
 	secret bool
+	// secretFile marks a file of secrets (a token, a key): dcnode refuses it
+	// when its group or others may read it.
+	secretFile bool
 	// from says where the setting may be given; 0 means everywhere.
 	from from
 
@@ -355,6 +358,11 @@ func (o *options) loadFile(path string) error {
 		}
 		if s.src.kind != srcFile {
 			s.src = source{kind: srcFile, file: path, line: e.line}
+		}
+		if s.secret && e.value != "" && !strings.HasPrefix(e.value, "@") {
+			if err := checkSecretFile("config file", path); err != nil {
+				return fmt.Errorf("%w (it holds %s; or give %s = @FILE)", err, e.key, e.key)
+			}
 		}
 	}
 	return nil

@@ -101,6 +101,17 @@ func (o *options) validate() error {
 	if o.inMemory && o.nodeID != "" {
 		return fmt.Errorf("%s cannot be combined with %s: an in-memory node must rejoin under a new id at every start (it has lost its log)", l("in-memory"), l("node-id"))
 	}
+	for _, s := range o.settings {
+		path, isFile := s.value.String(), s.secretFile
+		if s.secret {
+			path, isFile = strings.CutPrefix(path, "@") // a secret given as @FILE
+		}
+		if isFile && path != "" {
+			if err := checkSecretFile(s.label(), path); err != nil {
+				return err
+			}
+		}
+	}
 	if o.gossipKey != "" {
 		if _, err := readGossipKey(o.gossipKey); err != nil {
 			return fmt.Errorf("%s: %w (make one with: head -c32 /dev/urandom | base64)", l("gossip-key"), err)
@@ -108,6 +119,19 @@ func (o *options) validate() error {
 	}
 	if o.adminAddr != "" && o.adminTokenFile == "" && !isLoopback(o.adminAddr) {
 		return fmt.Errorf("%s %s is not a loopback address: give -admin-token-file too, so that only operators can change the cluster", l("admin-addr"), o.adminAddr)
+	}
+	return nil
+}
+
+// checkSecretFile refuses a file of secrets that its group or others may read:
+// a key or token there is as good as published on a shared machine.
+func checkSecretFile(label, path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("%s: %w", label, err)
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("%s %s has mode %04o: its group or others can read the secret in it; run: chmod 600 %s", label, path, perm, path)
 	}
 	return nil
 }
