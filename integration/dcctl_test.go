@@ -71,7 +71,13 @@ func TestDcctl(t *testing.T) {
 
 	t.Run("remove-node and join", func(t *testing.T) {
 		victim := fol[1]
-		out, err := leader.dcctl("remove-node", victim.id)
+		// An unknown id, through a follower (forwarded to the leader): the
+		// operator's mistake is a 404 that says where the ids are.
+		out, err := fol[0].dcctl("remove-node", "nosuch", "--yes")
+		if err == nil || !strings.Contains(err.Error(), "HTTP 404") || !strings.Contains(err.Error(), "dcctl members") {
+			t.Fatalf("remove-node of an unknown id: %q, %v", out, err)
+		}
+		out, err = leader.dcctl("remove-node", victim.id)
 		if err == nil || !strings.Contains(err.Error(), victim.id+" is alive") || !strings.Contains(err.Error(), "--yes") {
 			t.Fatalf("remove-node of a live node without --yes: %q, %v", out, err)
 		}
