@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/distcache-replicated/distcache/cluster"
+	"github.com/distcache-replicated/distcache/internal/version"
 	"github.com/distcache-replicated/distcache/node/adminapi"
 )
 
@@ -32,15 +33,24 @@ import (
 func (n *Node) Status() adminapi.Status {
 	cs := n.cluster.Status()
 	st := n.store.Stats()
+	now := time.Now()
+	changes := []adminapi.LeaderChange{}
+	for _, ch := range n.cluster.LeaderChanges(now.Add(-leaderChangesWindow)) {
+		changes = append(changes, adminapi.LeaderChange{At: ch.At.UTC().Truncate(time.Millisecond), LeaderID: ch.LeaderID, Term: ch.Term})
+	}
 	return adminapi.Status{
 		ID: cs.ID, State: cs.State, LeaderID: cs.LeaderID, LeaderAddr: cs.LeaderAddr,
 		Term: cs.Term, LastIndex: cs.LastIndex, CommitIndex: cs.CommitIndex, AppliedIndex: cs.AppliedIndex,
 		LastContactMS: sinceMS(cs.LastContact), Sessions: st.Sessions, PayloadBytes: st.PayloadBytes,
-		ReadConsistency: string(n.cfg.ReadConsistency), Version: Version, Listeners: n.Listeners(),
+		MaxSessions: int64(n.cfg.MaxSessions), MaxBytes: n.cfg.MaxBytes,
+		ReadConsistency: string(n.cfg.ReadConsistency), Version: version.Get().Version, Listeners: n.Listeners(),
 		RaftAddr: cs.RaftAddr, GossipAddr: cs.GossipAddr, AdminAddr: n.adminAddr,
-		UptimeSeconds: time.Since(n.started).Seconds(),
+		UptimeSeconds: now.Sub(n.started).Seconds(), LeaderChanges: changes,
 	}
 }
+
+// leaderChangesWindow is how far back Status reports changes of leader.
+const leaderChangesWindow = time.Hour
 
 // sinceMS is the time since t in milliseconds, or -1 for the zero time (a leader, or
 // a node that never heard from one).
@@ -74,6 +84,9 @@ func (n *Node) bindAdmin(addr string) error {
 // serveAdmin serves the bound admin listener, once the cluster is up.
 func (n *Node) serveAdmin() {
 	ln := n.adminLn
+	peers := &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 2, IdleConnTimeout: time.Minute}
+	n.peerHTTP = &http.Client{Transport: peers}
+	n.addCloser(func(context.Context) error { peers.CloseIdleConnections(); return nil })
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+adminapi.PathStatus, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, n.Status()) })
 	mux.HandleFunc("GET "+adminapi.PathMembers, n.handleMembers)
@@ -136,15 +149,67 @@ func (n *Node) handleMembers(w http.ResponseWriter, r *http.Request) {
 		writeError(w, statusFor(err), err)
 		return
 	}
+	own := n.memberStatuses(r.Context(), ms)
 	out := make([]adminapi.Member, 0, len(ms))
-	for _, m := range ms {
-		out = append(out, adminapi.Member{
+	for i, m := range ms {
+		am := adminapi.Member{
 			ID: m.ID, GossipAddr: m.GossipAddr, RaftAddr: m.RaftAddr, Status: string(m.Status),
 			Suffrage: m.Suffrage, Leader: m.Leader, LastContactMS: durationMS(m.SinceContact),
-			Lag: m.Lag, Meta: m.Meta,
-		})
+			Lag: m.Lag, Version: m.Meta[metaVersion], Meta: m.Meta,
+		}
+		if st := own[i]; st.err == nil {
+			am.Reached = true
+			am.Sessions, am.PayloadBytes = st.Sessions, st.PayloadBytes
+			am.MaxSessions, am.MaxBytes = st.MaxSessions, st.MaxBytes
+		} else {
+			am.StatusError = st.err.Error()
+		}
+		out = append(out, am)
 	}
 	writeJSON(w, http.StatusOK, adminapi.Members{Members: out})
+}
+
+// peerStatus is a member's answer to GET PathStatus, or why there is none.
+type peerStatus struct {
+	adminapi.Status
+	err error
+}
+
+// memberStatusTimeout bounds the wait for a member's own status, as the cluster
+// bounds its ask for the member's log position.
+const memberStatusTimeout = time.Second
+
+// memberStatuses asks every member's admin endpoint (from its gossip metadata)
+// for its status, concurrently, and returns the answers in the order of ms. So
+// the figures only a member knows (its store and caps) reach every node's
+// members answer without the cluster carrying them, at the cost of one small
+// HTTP call per member per members request, and nothing when nobody asks.
+func (n *Node) memberStatuses(ctx context.Context, ms []cluster.Member) []peerStatus {
+	ctx, cancel := context.WithTimeout(ctx, memberStatusTimeout)
+	defer cancel()
+	got := make([]peerStatus, len(ms))
+	var wg sync.WaitGroup
+	for i, m := range ms {
+		addr := m.Meta[metaAdmin]
+		switch {
+		case m.ID == n.ID():
+			got[i].Status = n.Status()
+		case addr == "":
+			got[i].err = errors.New("no admin address in its gossip metadata")
+		default:
+			wg.Add(1)
+			go func(ps *peerStatus) {
+				defer wg.Done()
+				c, err := adminapi.New(adminapi.Config{Addr: addr, HTTP: n.peerHTTP})
+				if err == nil {
+					ps.Status, err = c.Status(ctx)
+				}
+				ps.err = err
+			}(&got[i])
+		}
+	}
+	wg.Wait()
+	return got
 }
 
 func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
@@ -244,7 +309,7 @@ func (n *Node) handleSnapshotRestore(w http.ResponseWriter, r *http.Request) {
 // streams the whole state into the leader's Raft) to the leader's admin endpoint,
 // so an operator may point dcctl at any node.
 func (n *Node) forwardToLeader(w http.ResponseWriter, r *http.Request) {
-	addr := n.cluster.LeaderMeta()["admin"]
+	addr := n.cluster.LeaderMeta()[metaAdmin]
 	if addr == "" {
 		writeError(w, http.StatusServiceUnavailable, errors.New("no leader with a known admin address; retry when the cluster has a leader"))
 		return
@@ -256,7 +321,7 @@ func (n *Node) forwardToLeader(w http.ResponseWriter, r *http.Request) {
 	}
 	req.Header.Set("Content-Type", r.Header.Get("Content-Type"))
 	req.Header.Set("Authorization", r.Header.Get("Authorization"))
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := n.peerHTTP.Do(req)
 	if err != nil {
 		writeError(w, http.StatusBadGateway, fmt.Errorf("forward to the leader's admin endpoint %s: %w", addr, err))
 		return
