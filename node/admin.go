@@ -158,7 +158,7 @@ func (n *Node) handleMembers(w http.ResponseWriter, r *http.Request) {
 			Lag: m.Lag, Version: m.Meta[metaVersion], Meta: m.Meta,
 		}
 		if st := own[i]; st.err == nil {
-			am.Reached = true
+			am.Reached, am.State = true, st.State
 			am.Sessions, am.PayloadBytes = st.Sessions, st.PayloadBytes
 			am.MaxSessions, am.MaxBytes = st.MaxSessions, st.MaxBytes
 		} else {

@@ -148,6 +148,8 @@ type Member struct {
 	// address), StatusError says why and the figures below are zero.
 	Reached     bool   `json:"reached"`
 	StatusError string `json:"status_error,omitempty"`
+	// State is the member's Raft role as it reports it (Status.State).
+	State string `json:"state,omitempty"`
 	// Sessions, PayloadBytes, MaxSessions and MaxBytes are the member's own, as
 	// in its Status: how full its replica is against its caps.
 	Sessions     int64 `json:"sessions"`
