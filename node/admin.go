@@ -20,14 +20,16 @@ import (
 	"github.com/distcache-replicated/distcache/cluster"
 	"github.com/distcache-replicated/distcache/internal/version"
 	"github.com/distcache-replicated/distcache/node/adminapi"
+	"github.com/distcache-replicated/distcache/node/statuspage"
 )
 
 // The admin endpoint is versioned JSON over HTTP; dcctl is its main client. Status,
-// members, metrics and health reads are open (loopback by default); every POST, the
-// snapshot download (it holds every session value) and the keyring need the bearer
-// token when one is set, and a non-loopback admin address without a token is refused
-// at start (see cmd/dcnode). The paths and JSON shapes are node/adminapi's, which
-// dcctl shares; this file maps the cluster's and the store's values onto them.
+// members, metrics, health reads and the status page are open (loopback by
+// default); every POST, the snapshot download (it holds every session value) and
+// the keyring need the bearer token when one is set, and a non-loopback admin
+// address without a token is refused at start (see cmd/dcnode). The paths and JSON
+// shapes are node/adminapi's, which dcctl shares; this file maps the cluster's and
+// the store's values onto them.
 
 // Status reports this node's view of itself and the cluster.
 func (n *Node) Status() adminapi.Status {
@@ -102,6 +104,13 @@ func (n *Node) serveAdmin() {
 	mux.Handle("GET "+adminapi.PathMetrics, promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET "+adminapi.PathHealthz, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET "+adminapi.PathReadyz, n.handleReady)
+	// The status page reads the paths above from the browser; it is open like them.
+	mux.Handle("GET "+adminapi.PathUI+"/", http.StripPrefix(adminapi.PathUI, statuspage.Handler()))
+	mux.HandleFunc("GET "+adminapi.PathUI, func(w http.ResponseWriter, r *http.Request) {
+		// Relative, so that the page also works behind a proxy that adds a prefix.
+		w.Header().Set("Location", "ui/")
+		w.WriteHeader(http.StatusFound)
+	})
 	// Profiles for finding where time and memory go on a live node. Behind the
 	// token: the command line (which may carry -gossip-key) and stacks are there.
 	mux.HandleFunc("GET /debug/pprof/", n.authorized(pprof.Index))

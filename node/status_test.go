@@ -45,7 +45,7 @@ func TestStatusForOperators(t *testing.T) {
 	}
 
 	// Sessions written through one node show in every member's row of every
-	// node's members answer, with its caps and version.
+	// node's members answer, with its role, caps and version.
 	cl := dial(t, leader)
 	for _, id := range []string{"s-one", "s-two", "s-three"} {
 		if err := cl.Add(ctx, []byte(id), []byte("a master secret"), time.Minute); err != nil {
@@ -59,7 +59,7 @@ func TestStatusForOperators(t *testing.T) {
 				return false, err
 			}
 			for _, m := range ms.Members {
-				if !m.Reached || m.Sessions != 3 || m.PayloadBytes == 0 || m.Version != want ||
+				if !m.Reached || m.State == "" || m.Sessions != 3 || m.PayloadBytes == 0 || m.Version != want ||
 					m.MaxSessions != DefaultMaxSessions || m.MaxBytes != DefaultMaxBytes {
 					return false, ms.Members
 				}
@@ -158,5 +158,31 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() (bo
 			t.Fatalf("timed out after %v waiting until %s; last: %+v", timeout, what, state)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestStatusPageIsOpen: the page is served without the token, like the reads it
+// makes, and /ui leads to it.
+func TestStatusPageIsOpen(t *testing.T) {
+	nd := startOne(t, func(c *Config) { c.AdminToken = "page-token" })
+	base := "http://" + nd.Status().AdminAddr
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noRedirect.Get(base + adminapi.PathUI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "ui/" {
+		t.Errorf("GET %s: %s, Location %q; want a redirect to ui/", adminapi.PathUI, resp.Status, resp.Header.Get("Location"))
+	}
+	for _, path := range []string{adminapi.PathUI + "/", adminapi.PathUI + "/app.js", adminapi.PathStatus, adminapi.PathMembers, adminapi.PathMetrics} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s without the token: %s", path, resp.Status)
+		}
 	}
 }
