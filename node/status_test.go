@@ -2,14 +2,17 @@ package node
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/distcache-replicated/distcache/internal/syncbuf"
 	"github.com/distcache-replicated/distcache/internal/version"
 	"github.com/distcache-replicated/distcache/node/adminapi"
 )
@@ -113,10 +116,17 @@ func TestStatusForOperators(t *testing.T) {
 	})
 }
 
-// TestCapsAndBuildInfo: the caps a node was started with are in its status,
-// and /metrics says which build runs.
+// TestCapsAndBuildInfo: the caps a node was started with are in its status, and
+// its start-up line and /metrics say which build runs.
 func TestCapsAndBuildInfo(t *testing.T) {
-	nd := startOne(t, func(c *Config) { c.MaxSessions, c.MaxBytes = 1234, 5<<20 })
+	var logs syncbuf.Buffer
+	nd := startOne(t, func(c *Config) {
+		c.MaxSessions, c.MaxBytes = 1234, 5<<20
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	if line := grepLine(logs.String(), `msg="node started"`); !strings.Contains(line, " version="+version.Get().Version+" ") {
+		t.Errorf("the start-up line does not name the version %q: %q", version.Get().Version, line)
+	}
 	if st := nd.Status(); st.MaxSessions != 1234 || st.MaxBytes != 5<<20 {
 		t.Errorf("status caps: %d sessions, %d bytes; want 1234, %d", st.MaxSessions, st.MaxBytes, 5<<20)
 	}
@@ -185,4 +195,14 @@ func TestStatusPageIsOpen(t *testing.T) {
 			t.Errorf("GET %s without the token: %s", path, resp.Status)
 		}
 	}
+}
+
+// grepLine returns the first line of s that contains sub, or "".
+func grepLine(s, sub string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			return l
+		}
+	}
+	return ""
 }
