@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/distcache-replicated/distcache/protocol"
+	"github.com/distcache-replicated/distcache/protocol/distcache"
 )
 
 // TestDcctl drives the operator's tool against a real three-node cluster, the way an
@@ -209,10 +209,10 @@ func testProxyFailover(t *testing.T, c *testCluster) {
 	})
 
 	// Short-lived connections, as applications use the proxy.
-	op := func(f func(ctx context.Context, cl *protocol.Client) error) error {
+	op := func(f func(ctx context.Context, cl *distcache.Client) error) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		cl, err := protocol.Dial(ctx, "UNIX:"+sock)
+		cl, err := distcache.Dial(ctx, "UNIX:"+sock)
 		if err != nil {
 			return err
 		}
@@ -220,17 +220,17 @@ func testProxyFailover(t *testing.T, c *testCluster) {
 		return f(ctx, cl)
 	}
 	waitFor(t, 10*time.Second, "a write through the proxy", func() (bool, string) {
-		err := op(func(ctx context.Context, cl *protocol.Client) error {
+		err := op(func(ctx context.Context, cl *distcache.Client) error {
 			return cl.Add(ctx, []byte("via-proxy"), []byte("stored through dc_client's heir"), 10*time.Minute)
 		})
-		return err == nil || errors.Is(err, protocol.ErrExists), fmt.Sprint(err)
+		return err == nil || errors.Is(err, distcache.ErrExists), fmt.Sprint(err)
 	})
 
 	// The proxy uses the first server of its list: kill that node.
 	live[0].kill()
 	waitFor(t, 20*time.Second, "the proxy to answer from another node", func() (bool, string) {
 		var got []byte
-		err := op(func(ctx context.Context, cl *protocol.Client) error {
+		err := op(func(ctx context.Context, cl *distcache.Client) error {
 			var err error
 			got, err = cl.Get(ctx, []byte("via-proxy"))
 			return err
@@ -238,7 +238,7 @@ func testProxyFailover(t *testing.T, c *testCluster) {
 		return err == nil && string(got) == "stored through dc_client's heir", fmt.Sprintf("%q %v", got, err)
 	})
 	waitFor(t, 20*time.Second, "writes through the proxy after the failover", func() (bool, string) {
-		err := op(func(ctx context.Context, cl *protocol.Client) error {
+		err := op(func(ctx context.Context, cl *distcache.Client) error {
 			return cl.Add(ctx, []byte(fmt.Sprintf("after-kill-%d", time.Now().UnixNano())), []byte("new session data"), time.Minute)
 		})
 		return err == nil, fmt.Sprint(err)

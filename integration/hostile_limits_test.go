@@ -21,7 +21,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/distcache-replicated/distcache/protocol"
+	"github.com/distcache-replicated/distcache/protocol/distcache"
 )
 
 // limitProto is how to use one stream listener in the limit tests.
@@ -35,11 +35,11 @@ type limitProto struct {
 }
 
 func limitProtos(nd *testNode, fe frontEnds) []limitProto {
-	have := dcRequest(1, protocol.OpHave, []byte("limit-test"))
+	have := dcRequest(1, distcache.OpHave, []byte("limit-test"))
 	return []limitProto{
 		{name: "distcache", addr: strings.TrimPrefix(nd.clientAddr, "IP:"),
-			request: string(have), reply: string(dcAnswer(1, protocol.OpHave, protocol.StatusNotOK.Payload())),
-			refusalLog: "at MaxConns (5)", partial: string(have[:10])},
+			request: string(have), reply: string(dcAnswer(1, distcache.OpHave, distcache.StatusNotOK.Payload())),
+			refusalLog: "distcache: too many connections; refusing", partial: string(have[:10])},
 		{name: "memcache", addr: fe.memcache, request: "get limit-test\r\n", reply: "END\r\n",
 			refusal: "SERVER_ERROR too many open connections\r\n", refusalLog: "memcache: too many connections; refusing",
 			partial: "get lim"},
@@ -272,7 +272,7 @@ func TestHostileThousandConnections(t *testing.T) {
 
 	type client struct {
 		nc  net.Conn
-		dec *protocol.Decoder
+		dec *distcache.Decoder
 	}
 	clients := make([]client, n)
 	for i := range clients {
@@ -281,14 +281,14 @@ func TestHostileThousandConnections(t *testing.T) {
 			t.Fatalf("connection %d: %v", i, err)
 		}
 		t.Cleanup(func() { nc.Close() })
-		clients[i] = client{nc, protocol.NewDecoder(nc, protocol.Responses)}
+		clients[i] = client{nc, distcache.NewDecoder(nc, distcache.Responses)}
 	}
-	roundTrip := func(cl client, uid uint32, op protocol.Op, payload []byte) ([]byte, error) {
+	roundTrip := func(cl client, uid uint32, op distcache.Op, payload []byte) ([]byte, error) {
 		cl.nc.SetDeadline(time.Now().Add(30 * time.Second))
 		if _, err := cl.nc.Write(dcRequest(uid, op, payload)); err != nil {
 			return nil, err
 		}
-		var m protocol.Message
+		var m distcache.Message
 		if err := cl.dec.Decode(&m); err != nil {
 			return nil, err
 		}
@@ -326,11 +326,11 @@ func TestHostileThousandConnections(t *testing.T) {
 		t.Logf("%s on %d concurrent connections: %v", what, n, time.Since(start).Round(time.Millisecond))
 	}
 	run("ADD+GET", func(i int, cl client) error {
-		ans, err := roundTrip(cl, 1, protocol.OpAdd, protocol.AppendAddPayload(nil, 600_000, id(i), value(i)))
-		if err != nil || !bytes.Equal(ans, protocol.StatusOK.Payload()) {
+		ans, err := roundTrip(cl, 1, distcache.OpAdd, distcache.AppendAddPayload(nil, 600_000, id(i), value(i)))
+		if err != nil || !bytes.Equal(ans, distcache.StatusOK.Payload()) {
 			return fmt.Errorf("ADD: %x, %v", ans, err)
 		}
-		ans, err = roundTrip(cl, 2, protocol.OpGet, id(i))
+		ans, err = roundTrip(cl, 2, distcache.OpGet, id(i))
 		if err != nil || !bytes.Equal(ans, value(i)) {
 			return fmt.Errorf("GET: %d bytes, %v", len(ans), err)
 		}
@@ -343,7 +343,7 @@ func TestHostileThousandConnections(t *testing.T) {
 	// Memory: n more connections, each 15 full frames (30 KiB) into a 16-frame ADD.
 	var partial []byte
 	for range 15 {
-		partial = append(partial, fullFrame(3, protocol.OpAdd)...)
+		partial = append(partial, fullFrame(3, distcache.OpAdd)...)
 	}
 	pid := nd.pid()
 	before := vmRSS(t, pid)
@@ -371,12 +371,12 @@ func TestHostileThousandConnections(t *testing.T) {
 	// What such a connection must hold: its 8 KiB read buffer and the 30 KiB
 	// reassembled so far, plus a goroutine; four times the largest message is the
 	// bound (it leaves room for garbage not yet collected).
-	if limit := int64(4 * protocol.MaxPayload); per > limit {
+	if limit := int64(4 * distcache.MaxPayload); per > limit {
 		t.Fatalf("%d bytes of resident memory per partial-message connection, more than %d", per, limit)
 	}
 
 	run("GET again (connections held to the end)", func(i int, cl client) error {
-		ans, err := roundTrip(cl, 3, protocol.OpGet, id(i))
+		ans, err := roundTrip(cl, 3, distcache.OpGet, id(i))
 		if err != nil || !bytes.Equal(ans, value(i)) {
 			return fmt.Errorf("GET: %d bytes, %v", len(ans), err)
 		}
@@ -402,17 +402,17 @@ func TestHostileUnreadAnswers(t *testing.T) {
 	// Distinct sessions, so that the pipelined GETs run concurrently and their
 	// answers are ready together.
 	id := func(i int) []byte { return []byte(fmt.Sprintf("unread-answers-%03d", i)) }
-	value := bytes.Repeat([]byte("U"), protocol.MaxPayload-8-64)
+	value := bytes.Repeat([]byte("U"), distcache.MaxPayload-8-64)
 	cl := dial(t, nd)
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var pipeline []byte
-	for i := range protocol.DefaultMaxPipeline {
+	for i := range distcache.DefaultMaxPipeline {
 		if err := cl.Add(ctx, id(i), value, 10*time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		pipeline = append(pipeline, dcRequest(uint32(i+1), protocol.OpGet, id(i))...)
+		pipeline = append(pipeline, dcRequest(uint32(i+1), distcache.OpGet, id(i))...)
 	}
 	pid := nd.pid()
 	before := vmRSS(t, pid)
@@ -456,19 +456,19 @@ func TestHostileUnreadAnswers(t *testing.T) {
 	})
 	per := (after - before) / n
 	t.Logf("VmRSS %d MiB before, %d MiB after %d connections each with %d unread 32 KiB answers: %d KiB per connection",
-		before>>20, after>>20, n, protocol.DefaultMaxPipeline, per>>10)
+		before>>20, after>>20, n, distcache.DefaultMaxPipeline, per>>10)
 	// Each outstanding request may cost a goroutine and its bookkeeping (16 KiB
 	// is generous), but its encoded answer must not stay in the node's memory:
 	// answers are written 64 KiB at a time. Encoding every ready answer at once
 	// measured 2.5 MiB per connection here; writing in chunks, under 1 MiB.
-	if limit := int64(protocol.DefaultMaxPipeline * 16 << 10); per > limit {
+	if limit := int64(distcache.DefaultMaxPipeline * 16 << 10); per > limit {
 		t.Fatalf("%d bytes of resident memory per connection with unread answers, more than %d", per, limit)
 	}
 	// The connections are still served once the client reads.
-	dec := protocol.NewDecoder(conns[0], protocol.Responses)
+	dec := distcache.NewDecoder(conns[0], distcache.Responses)
 	conns[0].SetReadDeadline(time.Now().Add(20 * time.Second))
-	for i := range protocol.DefaultMaxPipeline {
-		var m protocol.Message
+	for i := range distcache.DefaultMaxPipeline {
+		var m distcache.Message
 		if err := dec.Decode(&m); err != nil || m.UID != uint32(i+1) || !bytes.Equal(m.Payload, value) {
 			t.Fatalf("answer %d: uid %d, %d bytes, %v", i+1, m.UID, len(m.Payload), err)
 		}

@@ -25,7 +25,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/distcache-replicated/distcache/protocol"
+	"github.com/distcache-replicated/distcache/protocol/distcache"
 	"github.com/distcache-replicated/distcache/protocol/sessiond"
 )
 
@@ -62,13 +62,13 @@ func (f dcFrame) bytes() []byte {
 
 // req is a valid one-frame request header with the given op and data; callers
 // then break one field.
-func req(uid uint32, op protocol.Op, data []byte) dcFrame {
-	return dcFrame{level: protocol.ProtoLevel, uid: uid, op: byte(op), complete: 1, dataLen: -1, data: data}
+func req(uid uint32, op distcache.Op, data []byte) dcFrame {
+	return dcFrame{level: distcache.ProtoLevel, uid: uid, op: byte(op), complete: 1, dataLen: -1, data: data}
 }
 
 // dcRequest encodes a valid request message (split into frames as needed).
-func dcRequest(uid uint32, op protocol.Op, payload []byte) []byte {
-	b, err := protocol.AppendMessage(nil, &protocol.Message{UID: uid, Op: op, Payload: payload})
+func dcRequest(uid uint32, op distcache.Op, payload []byte) []byte {
+	b, err := distcache.AppendMessage(nil, &distcache.Message{UID: uid, Op: op, Payload: payload})
 	if err != nil {
 		panic(err)
 	}
@@ -76,8 +76,8 @@ func dcRequest(uid uint32, op protocol.Op, payload []byte) []byte {
 }
 
 // dcAnswer is the exact response message a node sends.
-func dcAnswer(uid uint32, op protocol.Op, payload []byte) []byte {
-	b, err := protocol.AppendMessage(nil, &protocol.Message{UID: uid, Op: op, Response: true, Payload: payload})
+func dcAnswer(uid uint32, op distcache.Op, payload []byte) []byte {
+	b, err := distcache.AppendMessage(nil, &distcache.Message{UID: uid, Op: op, Response: true, Payload: payload})
 	if err != nil {
 		panic(err)
 	}
@@ -94,9 +94,9 @@ func addPayload(timeoutMS, idLen uint32, id, data []byte) []byte {
 func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 
 // fullFrame is a non-final 2048-byte frame of a multi-frame request.
-func fullFrame(uid uint32, op protocol.Op) []byte {
-	return dcFrame{level: protocol.ProtoLevel, uid: uid, op: byte(op), complete: 0, dataLen: -1,
-		data: bytes.Repeat([]byte{'x'}, protocol.MaxFrameData)}.bytes()
+func fullFrame(uid uint32, op distcache.Op) []byte {
+	return dcFrame{level: distcache.ProtoLevel, uid: uid, op: byte(op), complete: 0, dataLen: -1,
+		data: bytes.Repeat([]byte{'x'}, distcache.MaxFrameData)}.bytes()
 }
 
 // tlsClientHello is the start of a TLS 1.2 ClientHello record, as a client
@@ -163,20 +163,20 @@ func (h *hostileEnv) addr(proto string) string {
 }
 
 func hostileCases() []hostileCase {
-	lvl := protocol.ProtoLevel
-	have := func(uid uint32) []byte { return req(uid, protocol.OpHave, []byte("abc")).bytes() }
-	status := func(uid uint32, s protocol.Status) string {
-		return string(dcAnswer(uid, protocol.OpAdd, s.Payload()))
+	lvl := distcache.ProtoLevel
+	have := func(uid uint32) []byte { return req(uid, distcache.OpHave, []byte("abc")).bytes() }
+	status := func(uid uint32, s distcache.Status) string {
+		return string(dcAnswer(uid, distcache.OpAdd, s.Payload()))
 	}
-	addReq := func(uid uint32, p []byte) []byte { return dcRequest(uid, protocol.OpAdd, p) }
+	addReq := func(uid uint32, p []byte) []byte { return dcRequest(uid, distcache.OpAdd, p) }
 	var seventeen []byte
 	for range 16 {
-		seventeen = append(seventeen, fullFrame(9, protocol.OpAdd)...)
+		seventeen = append(seventeen, fullFrame(9, distcache.OpAdd)...)
 	}
-	seventeen = append(seventeen, req(9, protocol.OpAdd, []byte("y")).bytes()...)
+	seventeen = append(seventeen, req(9, distcache.OpAdd, []byte("y")).bytes()...)
 	var partial30K []byte
 	for range 15 {
-		partial30K = append(partial30K, fullFrame(10, protocol.OpAdd)...)
+		partial30K = append(partial30K, fullFrame(10, distcache.OpAdd)...)
 	}
 
 	const malformed = "distcache: malformed request; closing connection"
@@ -194,23 +194,23 @@ func hostileCases() []hostileCase {
 		{name: "data_len 2049", proto: "distcache", send: dcFrame{level: lvl, uid: 1, op: 3, complete: 1, dataLen: 2049, data: make([]byte, 2049)}.bytes(), closed: true, log: "frame data length 2049 exceeds limit 2048"},
 		{name: "data_len 65535 lies", proto: "distcache", send: dcFrame{level: lvl, uid: 1, op: 1, complete: 1, dataLen: 65535, data: []byte("abc")}.bytes(), closed: true, log: "frame data length 65535 exceeds limit"},
 		{name: "short non-final frame", proto: "distcache", send: dcFrame{level: lvl, uid: 1, op: 3, complete: 0, dataLen: -1, data: []byte("abc")}.bytes(), closed: true, log: "non-final frame shorter than 2048 bytes"},
-		{name: "continuation other uid", proto: "distcache", send: cat(fullFrame(5, protocol.OpGet), req(6, protocol.OpGet, []byte("b")).bytes()), closed: true, log: "different request_uid"},
-		{name: "continuation other op", proto: "distcache", send: cat(fullFrame(5, protocol.OpGet), req(5, protocol.OpHave, []byte("b")).bytes()), closed: true, log: "different operation"},
+		{name: "continuation other uid", proto: "distcache", send: cat(fullFrame(5, distcache.OpGet), req(6, distcache.OpGet, []byte("b")).bytes()), closed: true, log: "different request_uid"},
+		{name: "continuation other op", proto: "distcache", send: cat(fullFrame(5, distcache.OpGet), req(5, distcache.OpHave, []byte("b")).bytes()), closed: true, log: "different operation"},
 		{name: "17 frames (oversized value)", proto: "distcache", send: seventeen, closed: true, log: "frames per message 17 exceeds limit 16"},
 		{name: "add payload 7 bytes", proto: "distcache", send: addReq(1, make([]byte, 7)), closed: true, log: "handler refused request; closing connection"},
-		{name: "add timeout over 7 days", proto: "distcache", send: addReq(11, addPayload(protocol.MaxTimeoutMS+1, 3, []byte("abc"), []byte("data"))), answer: status(11, protocol.StatusAddTimeoutRange)},
-		{name: "add id_len lies (10, 3 sent)", proto: "distcache", send: addReq(12, addPayload(1000, 10, []byte("abc"), nil)), answer: status(12, protocol.StatusAddCorrupt)},
-		{name: "add id_len 4 GiB", proto: "distcache", send: addReq(13, addPayload(1000, 0xffffffff, []byte("abc"), []byte("data"))), answer: status(13, protocol.StatusAddCorrupt)},
-		{name: "add id_len 0", proto: "distcache", send: addReq(14, addPayload(1000, 0, nil, []byte("hello"))), answer: status(14, protocol.StatusAddIDRange)},
-		{name: "add oversized id (65)", proto: "distcache", send: addReq(15, addPayload(1000, 65, bytes.Repeat([]byte("A"), 65), []byte("x"))), answer: status(15, protocol.StatusAddIDRange)},
-		{name: "get oversized id (30000)", proto: "distcache", send: dcRequest(16, protocol.OpGet, bytes.Repeat([]byte("i"), 30000)), answer: string(dcAnswer(16, protocol.OpGet, protocol.StatusNotOK.Payload()))},
-		{name: "get empty id", proto: "distcache", send: dcRequest(17, protocol.OpGet, nil), answer: string(dcAnswer(17, protocol.OpGet, protocol.StatusNotOK.Payload()))},
+		{name: "add timeout over 7 days", proto: "distcache", send: addReq(11, addPayload(distcache.MaxTimeoutMS+1, 3, []byte("abc"), []byte("data"))), answer: status(11, distcache.StatusAddTimeoutRange)},
+		{name: "add id_len lies (10, 3 sent)", proto: "distcache", send: addReq(12, addPayload(1000, 10, []byte("abc"), nil)), answer: status(12, distcache.StatusAddCorrupt)},
+		{name: "add id_len 4 GiB", proto: "distcache", send: addReq(13, addPayload(1000, 0xffffffff, []byte("abc"), []byte("data"))), answer: status(13, distcache.StatusAddCorrupt)},
+		{name: "add id_len 0", proto: "distcache", send: addReq(14, addPayload(1000, 0, nil, []byte("hello"))), answer: status(14, distcache.StatusAddIDRange)},
+		{name: "add oversized id (65)", proto: "distcache", send: addReq(15, addPayload(1000, 65, bytes.Repeat([]byte("A"), 65), []byte("x"))), answer: status(15, distcache.StatusAddIDRange)},
+		{name: "get oversized id (30000)", proto: "distcache", send: dcRequest(16, distcache.OpGet, bytes.Repeat([]byte("i"), 30000)), answer: string(dcAnswer(16, distcache.OpGet, distcache.StatusNotOK.Payload()))},
+		{name: "get empty id", proto: "distcache", send: dcRequest(17, distcache.OpGet, nil), answer: string(dcAnswer(17, distcache.OpGet, distcache.StatusNotOK.Payload()))},
 		{name: "truncated header then EOF", proto: "distcache", send: have(1)[:9], halfClose: true, closed: true, log: "peer closed connection mid-message"},
-		{name: "truncated frame then EOF", proto: "distcache", send: fullFrame(1, protocol.OpAdd)[:1000], halfClose: true, closed: true, log: "peer closed connection mid-message"},
+		{name: "truncated frame then EOF", proto: "distcache", send: fullFrame(1, distcache.OpAdd)[:1000], halfClose: true, closed: true, log: "peer closed connection mid-message"},
 		{name: "stalled partial frame", proto: "distcache", send: have(1)[:16], closed: true, log: "peer stalled mid-message longer than the read timeout"},
 		{name: "stalled partial 30 KiB message", proto: "distcache", send: partial30K, closed: true, log: "peer stalled mid-message longer than the read timeout"},
-		{name: "slowloris dribble", proto: "distcache", send: dcRequest(1, protocol.OpHave, []byte("slow-session-id-0123456789")), dribble: hostileReadTimeout / 8, closed: true, log: "peer stalled mid-message longer than the read timeout"},
-		{name: "half-open after request", proto: "distcache", send: have(21), halfClose: true, answer: string(dcAnswer(21, protocol.OpHave, protocol.StatusNotOK.Payload())), closed: true},
+		{name: "slowloris dribble", proto: "distcache", send: dcRequest(1, distcache.OpHave, []byte("slow-session-id-0123456789")), dribble: hostileReadTimeout / 8, closed: true, log: "peer stalled mid-message longer than the read timeout"},
+		{name: "half-open after request", proto: "distcache", send: have(21), halfClose: true, answer: string(dcAnswer(21, distcache.OpHave, distcache.StatusNotOK.Payload())), closed: true},
 
 		// ----- memcache -----
 		{name: "tls client hello", proto: "memcache", send: tlsClientHello(), closed: true, log: "TLS handshake sent to the plaintext memcache port"},
@@ -395,7 +395,7 @@ func (h *hostileEnv) followUp(t *testing.T, proto string, nc net.Conn, br *bufio
 	var want string
 	switch proto {
 	case "distcache":
-		send, want = req(77, protocol.OpHave, []byte("follow-up")).bytes(), string(dcAnswer(77, protocol.OpHave, protocol.StatusNotOK.Payload()))
+		send, want = req(77, distcache.OpHave, []byte("follow-up")).bytes(), string(dcAnswer(77, distcache.OpHave, distcache.StatusNotOK.Payload()))
 	case "memcache":
 		send, want = []byte("get follow-up\r\n"), "END\r\n"
 	case "resp":
@@ -462,13 +462,13 @@ func (h *hostileEnv) runDatagram(t *testing.T, tc hostileCase) {
 func (h *hostileEnv) pipelineDistcache(t *testing.T, n int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cl, err := protocol.Dial(ctx, h.victim.clientAddr)
+	cl, err := distcache.Dial(ctx, h.victim.clientAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Close()
 	id, value := []byte("pipelined-id"), bytes.Repeat([]byte("P"), 48)
-	if err := cl.Add(ctx, id, value, 10*time.Minute); err != nil && !errors.Is(err, protocol.ErrExists) {
+	if err := cl.Add(ctx, id, value, 10*time.Minute); err != nil && !errors.Is(err, distcache.ErrExists) {
 		t.Fatal(err)
 	}
 	nc, err := net.Dial("tcp", h.addr("distcache"))
@@ -478,9 +478,9 @@ func (h *hostileEnv) pipelineDistcache(t *testing.T, n int) {
 	defer nc.Close()
 	var out []byte
 	for i := range n {
-		op := protocol.OpGet
+		op := distcache.OpGet
 		if i%2 == 1 {
-			op = protocol.OpHave
+			op = distcache.OpHave
 		}
 		out = append(out, dcRequest(uint32(i+1), op, id)...)
 	}
@@ -489,15 +489,15 @@ func (h *hostileEnv) pipelineDistcache(t *testing.T, n int) {
 	if _, err := nc.Write(out); err != nil {
 		t.Fatalf("writing %d pipelined requests (%d bytes) without reading: %v", n, len(out), err)
 	}
-	dec := protocol.NewDecoder(nc, protocol.Responses)
+	dec := distcache.NewDecoder(nc, distcache.Responses)
 	for i := range n {
-		var m protocol.Message
+		var m distcache.Message
 		if err := dec.Decode(&m); err != nil {
 			t.Fatalf("answer %d of %d: %v", i+1, n, err)
 		}
 		want := value
 		if i%2 == 1 {
-			want = protocol.StatusOK.Payload()
+			want = distcache.StatusOK.Payload()
 		}
 		if m.UID != uint32(i+1) || !bytes.Equal(m.Payload, want) {
 			t.Fatalf("answer %d: uid %d payload %q, want uid %d payload %q", i+1, m.UID, m.Payload, i+1, want)
@@ -645,7 +645,7 @@ func (w *wellBehaved) stopAndVerify(t *testing.T) {
 // goodClient speaks one protocol correctly.
 type goodClient struct {
 	proto string
-	dc    *protocol.Client
+	dc    *distcache.Client
 	nc    net.Conn
 	br    *bufio.Reader
 }
@@ -655,7 +655,7 @@ func newGoodClient(h *hostileEnv, proto string) (*goodClient, error) {
 	var err error
 	switch proto {
 	case "distcache":
-		c.dc, err = protocol.Dial(context.Background(), h.victim.clientAddr, protocol.WithRequestTimeout(10*time.Second))
+		c.dc, err = distcache.Dial(context.Background(), h.victim.clientAddr, distcache.WithRequestTimeout(10*time.Second))
 	case "sessiond":
 		c.nc, err = net.Dial("udp", h.addr(proto))
 	default:

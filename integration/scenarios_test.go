@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/distcache-replicated/distcache/protocol"
+	"github.com/distcache-replicated/distcache/protocol/distcache"
 )
 
 // loadPhase is how long each load phase of a scenario lasts; DCINT_SOAK=<duration>
@@ -30,11 +30,11 @@ func loadPhase(t testing.TB) time.Duration {
 }
 
 // dial connects a test client to nd's distcache listener.
-func dial(t testing.TB, nd *testNode) *protocol.Client {
+func dial(t testing.TB, nd *testNode) *distcache.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	cl, err := protocol.Dial(ctx, nd.clientAddr)
+	cl, err := distcache.Dial(ctx, nd.clientAddr)
 	if err != nil {
 		t.Fatalf("dial %s: %v", nd.id, err)
 	}
@@ -44,7 +44,7 @@ func dial(t testing.TB, nd *testNode) *protocol.Client {
 
 // mustAdd stores a session through nd, retrying while the cluster is unavailable
 // (0x02) until timeout, and returns the call and return times of the successful try.
-func mustAdd(t testing.TB, cl *protocol.Client, key, value string, ttl time.Duration) (call, ret time.Time) {
+func mustAdd(t testing.TB, cl *distcache.Client, key, value string, ttl time.Duration) (call, ret time.Time) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -56,7 +56,7 @@ func mustAdd(t testing.TB, cl *protocol.Client, key, value string, ttl time.Dura
 		if err == nil {
 			return call, ret
 		}
-		if errors.Is(err, protocol.ErrExists) || time.Now().After(deadline) {
+		if errors.Is(err, distcache.ErrExists) || time.Now().After(deadline) {
 			t.Fatalf("ADD %s: %v", key, err)
 		}
 		pollPause()
@@ -64,7 +64,7 @@ func mustAdd(t testing.TB, cl *protocol.Client, key, value string, ttl time.Dura
 }
 
 // have asks HAVE until it gets a definite answer (an error is retried until timeout).
-func have(t testing.TB, cl *protocol.Client, key string) bool {
+func have(t testing.TB, cl *distcache.Client, key string) bool {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {

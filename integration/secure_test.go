@@ -21,7 +21,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/distcache-replicated/distcache/protocol"
+	"github.com/distcache-replicated/distcache/protocol/distcache"
 )
 
 // pki writes PEM certificates for secure-cluster tests into a directory.
@@ -182,7 +182,7 @@ func TestSecureCluster(t *testing.T) {
 
 	// Writes through every node, reads of every write through every node.
 	marker := "S3ss10nM4sterSecret-" + strings.TrimRight(randomB64(t, 9), "=")
-	clients := map[string]*protocol.Client{}
+	clients := map[string]*distcache.Client{}
 	for _, nd := range nodes {
 		clients[nd.id] = dial(t, nd)
 	}

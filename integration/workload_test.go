@@ -16,7 +16,7 @@ import (
 
 	"github.com/anishathalye/porcupine"
 
-	"github.com/distcache-replicated/distcache/protocol"
+	"github.com/distcache-replicated/distcache/protocol/distcache"
 )
 
 // opKind is a distcache operation issued by the workload.
@@ -203,7 +203,7 @@ func (w *workload) acked() int {
 // runClient is one sequential client: one operation at a time, on its current node.
 func (w *workload) runClient(ctx context.Context, id, nodeIdx int) {
 	rng := rand.New(rand.NewPCG(uint64(id), uint64(time.Now().UnixNano())))
-	clients := map[string]*protocol.Client{}
+	clients := map[string]*distcache.Client{}
 	defer func() {
 		for _, cl := range clients {
 			cl.Close()
@@ -218,7 +218,7 @@ func (w *workload) runClient(ctx context.Context, id, nodeIdx int) {
 		if cl == nil || !nd.running() {
 			dctx, cancel := context.WithTimeout(ctx, time.Second)
 			var err error
-			cl, err = protocol.Dial(dctx, nd.clientAddr)
+			cl, err = distcache.Dial(dctx, nd.clientAddr)
 			cancel()
 			if err != nil {
 				nodeIdx++ // the node is down: try the next one
@@ -280,7 +280,7 @@ func (w *workload) pickOp(rng *rand.Rand, client, seq int) opRecord {
 // do performs r on cl and fills in its times and outcome. It returns false when the
 // request was certainly never sent (the node refused the connection), or the
 // workload stopped while it was in flight.
-func (w *workload) do(ctx context.Context, cl *protocol.Client, r *opRecord) bool {
+func (w *workload) do(ctx context.Context, cl *distcache.Client, r *opRecord) bool {
 	octx, cancel := context.WithTimeout(context.Background(), w.cfg.OpTimeout)
 	defer cancel()
 	id := []byte(r.key)
@@ -290,7 +290,7 @@ func (w *workload) do(ctx context.Context, cl *protocol.Client, r *opRecord) boo
 	case opAdd:
 		err = cl.Add(octx, id, []byte(r.value), w.cfg.TTL)
 		r.out = outOK
-		if errors.Is(err, protocol.ErrExists) {
+		if errors.Is(err, distcache.ErrExists) {
 			r.out, err = outExists, nil
 		}
 	case opGet, opTake:
@@ -301,13 +301,13 @@ func (w *workload) do(ctx context.Context, cl *protocol.Client, r *opRecord) boo
 			v, err = cl.Take(octx, id)
 		}
 		r.out, r.value = outHit, string(v)
-		if errors.Is(err, protocol.ErrNotFound) {
+		if errors.Is(err, distcache.ErrNotFound) {
 			r.out, err = outMiss, nil
 		}
 	case opRemove:
 		err = cl.Remove(octx, id)
 		r.out = outOK
-		if errors.Is(err, protocol.ErrNotFound) {
+		if errors.Is(err, distcache.ErrNotFound) {
 			r.out, err = outMiss, nil
 		}
 	case opHave:
@@ -533,7 +533,7 @@ func (w *workload) verifyDurable(nodes []*testNode, durable map[string]string) {
 	sort.Strings(keys)
 	for _, nd := range nodes {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		cl, err := protocol.Dial(ctx, nd.clientAddr)
+		cl, err := distcache.Dial(ctx, nd.clientAddr)
 		if err != nil {
 			cancel()
 			t.Fatalf("dial %s: %v", nd.id, err)
@@ -573,7 +573,7 @@ func (w *workload) verifyDurable(nodes []*testNode, durable map[string]string) {
 // readBack reads an acknowledged session. A GET miss is ambiguous (a failed read is
 // answered as a miss), so a miss is confirmed with HAVE, which answers 0x02 on
 // failure: only a definite "no" counts as lost. Failures are retried until ctx ends.
-func readBack(ctx context.Context, cl *protocol.Client, key string) ([]byte, error) {
+func readBack(ctx context.Context, cl *distcache.Client, key string) ([]byte, error) {
 	var lastErr error
 	for ctx.Err() == nil {
 		octx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -582,7 +582,7 @@ func readBack(ctx context.Context, cl *protocol.Client, key string) ([]byte, err
 		if err == nil {
 			return v, nil
 		}
-		if errors.Is(err, protocol.ErrNotFound) {
+		if errors.Is(err, distcache.ErrNotFound) {
 			octx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			ok, herr := cl.Have(octx, []byte(key))
 			cancel()
@@ -604,7 +604,7 @@ func readBack(ctx context.Context, cl *protocol.Client, key string) ([]byte, err
 func (w *workload) finalReads(nd *testNode) []opRecord {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cl, err := protocol.Dial(ctx, nd.clientAddr)
+	cl, err := distcache.Dial(ctx, nd.clientAddr)
 	if err != nil {
 		w.t.Fatalf("dial %s: %v", nd.id, err)
 	}

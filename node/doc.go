@@ -5,9 +5,10 @@
 //
 // # One service for every protocol
 //
-// Every front-end adapter calls the same Service (Add, Set, Remove, Take, Get, Have),
-// so expiry, consistency and error semantics do not depend on the protocol a TLS
-// server speaks. Writes become fsm commands proposed through the cluster; the leader
+// Every front-end reaches the same Service (Add, Set, Remove, Take, Get, Have)
+// through one adapter that counts its requests under the protocol's label, so
+// expiry, consistency, error semantics and metrics do not depend on the protocol a
+// TLS server speaks. Writes become fsm commands proposed through the cluster; the leader
 // packs concurrent commands into one log entry (fsm.EncodeBatch), stamping its clock
 // and the size caps into the entry so every replica applies the same thing. A write
 // is answered once it is applied on this node, so the client's next read here sees it.

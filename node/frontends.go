@@ -5,83 +5,61 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/distcache-replicated/distcache/protocol"
+	"github.com/distcache-replicated/distcache/protocol/distcache"
+	"github.com/distcache-replicated/distcache/protocol/memcache"
+	"github.com/distcache-replicated/distcache/protocol/resp"
+	"github.com/distcache-replicated/distcache/protocol/sessiond"
 )
 
-// distcacheCache adapts the Service to the distcache protocol's Cache, counting every
-// request for /metrics.
-type distcacheCache struct{ n *Node }
-
-func (d distcacheCache) Add(ctx context.Context, id, data []byte, timeout time.Duration) (protocol.Status, error) {
-	start := time.Now()
-	ok, err := d.n.svc.Add(ctx, id, data, 0, timeout)
-	switch {
-	case err != nil:
-		d.n.writeFailed(protoDistcache, cmdAdd, start, err)
-		return protocol.StatusDisconnected, err
-	case !ok:
-		d.n.metrics.observe(protoDistcache, cmdAdd, resExists, start)
-		return protocol.StatusAddExists, nil
+// frontEnd builds the server for one bound listener: how to run it, how to stop it
+// gracefully, and how many connections it holds.
+func (n *Node) frontEnd(b boundListener) (serve func() error, shutdown func(context.Context) error, conns func() int) {
+	lim := n.cfg.Limits
+	log := n.log.With("protocol", protoNames[b.proto])
+	fc := frontCache{n: n, proto: b.proto}
+	switch b.proto {
+	case protoDistcache:
+		srv := &distcache.Server{Handler: distcache.NewCacheHandler(distcacheCache{fc}), Logger: log,
+			MaxConns: lim.MaxConns, ReadTimeout: lim.ReadTimeout, IdleTimeout: lim.IdleTimeout}
+		return func() error { return srv.Serve(b.ln) }, srv.Shutdown, srv.ActiveConns
+	case protoMemcache:
+		srv := &memcache.Server{Cache: memcacheCache{fc}, Logger: log, RequestTimeout: n.cfg.WriteTimeout,
+			MaxConns: lim.MaxConns, ReadTimeout: lim.ReadTimeout, IdleTimeout: lim.IdleTimeout, MaxValueSize: lim.MaxValueSize}
+		return func() error { return srv.Serve(b.ln) }, srv.Shutdown, srv.ActiveConns
+	case protoRESP:
+		srv := &resp.Server{Cache: fc, Logger: log, RequestTimeout: n.cfg.WriteTimeout,
+			MaxConns: lim.MaxConns, ReadTimeout: lim.ReadTimeout, IdleTimeout: lim.IdleTimeout, MaxValueSize: lim.MaxValueSize}
+		return func() error { return srv.Serve(b.ln) }, srv.Shutdown, srv.ActiveConns
+	default:
+		srv := &sessiond.Server{Cache: sessiondCache{fc}, Logger: log, KeyPrefix: "stunnel-sess:"}
+		return func() error { return srv.Serve(b.pc) }, srv.Shutdown, func() int { return 0 }
 	}
-	d.n.metrics.observe(protoDistcache, cmdAdd, resOK, start)
-	return protocol.StatusOK, nil
 }
 
-func (d distcacheCache) Get(ctx context.Context, id []byte) ([]byte, bool, error) {
-	start := time.Now()
-	e, ok, err := d.n.svc.Get(ctx, id)
-	d.n.metrics.observe(protoDistcache, cmdGet, readResult(ok, err), start)
-	return e.value, ok, err
+// frontCache adapts the Service to the front-ends' Cache interfaces for one protocol,
+// counting every request for /metrics in one place, under the protocol's label. Its
+// exported methods are RESP's Cache and most of distcache's and sessiond's; the few
+// whose signatures differ by protocol are on distcacheCache, memcacheCache and
+// sessiondCache, which embed it.
+type frontCache struct {
+	n     *Node
+	proto int
 }
 
-// GetNow serves GET and HAVE hits (and misses under local reads) on the
-// connection's reading goroutine: see protocol.QuickCache.
-func (d distcacheCache) GetNow(id []byte) ([]byte, bool, bool) {
-	start := time.Now()
-	e, ok, answered := d.n.svc.GetNow(id)
-	if answered {
-		d.n.metrics.observe(protoDistcache, cmdGet, readResult(ok, nil), start)
+func (f frontCache) observe(cmd, res int, start time.Time) {
+	f.n.metrics.observe(f.proto, cmd, res, start)
+}
+
+// writeFailed counts a write that did not commit, by reason, and logs it at debug
+// level (a node without quorum would otherwise flood the log).
+func (f frontCache) writeFailed(cmd int, start time.Time, err error) {
+	f.observe(cmd, resError, start)
+	reason := "other"
+	if isUnavailable(err) {
+		reason = "unavailable"
 	}
-	return e.value, ok, answered
-}
-
-// HaveNow is GetNow for HAVE.
-func (d distcacheCache) HaveNow(id []byte) (bool, bool) {
-	start := time.Now()
-	_, ok, answered := d.n.svc.GetNow(id)
-	if answered {
-		d.n.metrics.observe(protoDistcache, cmdHave, readResult(ok, nil), start)
-	}
-	return ok, answered
-}
-
-func (d distcacheCache) Remove(ctx context.Context, id []byte) (bool, error) {
-	start := time.Now()
-	ok, err := d.n.svc.Remove(ctx, id)
-	if err != nil {
-		d.n.writeFailed(protoDistcache, cmdRemove, start, err)
-		return false, err
-	}
-	d.n.metrics.observe(protoDistcache, cmdRemove, readResult(ok, nil), start)
-	return ok, nil
-}
-
-func (d distcacheCache) Have(ctx context.Context, id []byte) (bool, error) {
-	start := time.Now()
-	ok, err := d.n.svc.Have(ctx, id)
-	d.n.metrics.observe(protoDistcache, cmdHave, readResult(ok, err), start)
-	return ok, err
-}
-
-func (d distcacheCache) Take(ctx context.Context, id []byte) ([]byte, bool, error) {
-	start := time.Now()
-	e, ok, err := d.n.svc.Take(ctx, id)
-	if err != nil {
-		d.n.writeFailed(protoDistcache, cmdTake, start, err)
-		return nil, false, err
-	}
-	d.n.metrics.observe(protoDistcache, cmdTake, readResult(ok, nil), start)
-	return e.value, ok, nil
+	f.n.metrics.writeErr.WithLabelValues(reason).Inc()
+	f.n.log.Debug("write failed", "protocol", protoNames[f.proto], "command", cmdNames[cmd], "err", err)
 }
 
 func readResult(ok bool, err error) int {
@@ -94,97 +72,114 @@ func readResult(ok bool, err error) int {
 	return resMiss
 }
 
-// writeFailed counts a write that did not commit, by reason, and logs it at debug
-// level (a node without quorum would otherwise flood the log).
-func (n *Node) writeFailed(proto, cmd int, start time.Time, err error) {
-	n.metrics.observe(proto, cmd, resError, start)
-	reason := "other"
-	if isUnavailable(err) {
-		reason = "unavailable"
-	}
-	n.metrics.writeErr.WithLabelValues(reason).Inc()
-	n.log.Debug("write failed", "protocol", protoNames[proto], "command", cmdNames[cmd], "err", err)
-}
-
-// frontEnd builds the server for one bound listener: how to run it, how to stop it
-// gracefully, and how many connections it holds.
-func (n *Node) frontEnd(b boundListener) (serve func() error, shutdown func(context.Context) error, conns func() int) {
-	switch b.proto {
-	case protoDistcache:
-		lim := n.cfg.Limits
-		srv := &protocol.Server{Handler: protocol.NewCacheHandler(distcacheCache{n}), Logger: n.log.With("protocol", "distcache"),
-			MaxConns: lim.MaxConns, ReadTimeout: lim.ReadTimeout, IdleTimeout: lim.IdleTimeout}
-		return func() error { return srv.Serve(b.ln) }, srv.Shutdown, srv.ActiveConns
-	}
-	return n.frontEndOther(b)
-}
-
-// memcacheCache adapts the Service to the memcache front-end.
-type memcacheCache struct{ n *Node }
-
-func (m memcacheCache) Get(ctx context.Context, key []byte) ([]byte, uint32, bool, error) {
+func (f frontCache) get(ctx context.Context, key []byte) (Session, bool, error) {
 	start := time.Now()
-	e, ok, err := m.n.svc.Get(ctx, key)
-	m.n.metrics.observe(protoMemcache, cmdGet, readResult(ok, err), start)
-	return e.value, e.flags, ok, err
+	s, ok, err := f.n.svc.Get(ctx, key)
+	f.observe(cmdGet, readResult(ok, err), start)
+	return s, ok, err
 }
 
-func (m memcacheCache) Set(ctx context.Context, key, value []byte, flags uint32, ttl time.Duration) error {
-	return m.set(ctx, protoMemcache, key, value, flags, ttl)
+// Get reads a session with the node's read consistency.
+func (f frontCache) Get(ctx context.Context, key []byte) ([]byte, bool, error) {
+	s, ok, err := f.get(ctx, key)
+	return s.Value, ok, err
 }
 
-func (m memcacheCache) Add(ctx context.Context, key, value []byte, flags uint32, ttl time.Duration) (bool, error) {
-	return m.add(ctx, protoMemcache, key, value, flags, ttl)
-}
-
-func (m memcacheCache) Delete(ctx context.Context, key []byte) (bool, error) {
-	return m.delete(ctx, protoMemcache, key)
-}
-
-// set, add and delete are shared by the memcache and RESP front-ends, which differ
-// only in the protocol label and in memcache's flags word.
-func (m memcacheCache) set(ctx context.Context, proto int, key, value []byte, flags uint32, ttl time.Duration) error {
+// GetNow serves GET hits (and misses under local reads) on the connection's reading
+// goroutine: see distcache.QuickCache.
+func (f frontCache) GetNow(key []byte) ([]byte, bool, bool) {
 	start := time.Now()
-	if err := m.n.svc.Set(ctx, key, value, flags, capTTL(ttl)); err != nil {
-		m.n.writeFailed(proto, cmdSet, start, err)
+	s, ok, answered := f.n.svc.GetNow(key)
+	if answered {
+		f.observe(cmdGet, readResult(ok, nil), start)
+	}
+	return s.Value, ok, answered
+}
+
+// HaveNow is GetNow for HAVE.
+func (f frontCache) HaveNow(key []byte) (bool, bool) {
+	start := time.Now()
+	_, ok, answered := f.n.svc.GetNow(key)
+	if answered {
+		f.observe(cmdHave, readResult(ok, nil), start)
+	}
+	return ok, answered
+}
+
+// Have reports whether a live session exists.
+func (f frontCache) Have(ctx context.Context, key []byte) (bool, error) {
+	start := time.Now()
+	ok, err := f.n.svc.Have(ctx, key)
+	f.observe(cmdHave, readResult(ok, err), start)
+	return ok, err
+}
+
+// Take reads a session and removes it in one replicated step.
+func (f frontCache) Take(ctx context.Context, key []byte) ([]byte, bool, error) {
+	start := time.Now()
+	s, ok, err := f.n.svc.Take(ctx, key)
+	if err != nil {
+		f.writeFailed(cmdTake, start, err)
+		return nil, false, err
+	}
+	f.observe(cmdTake, readResult(ok, nil), start)
+	return s.Value, ok, nil
+}
+
+func (f frontCache) set(ctx context.Context, key, value []byte, flags uint32, ttl time.Duration) error {
+	start := time.Now()
+	if err := f.n.svc.Set(ctx, key, value, flags, capTTL(ttl)); err != nil {
+		f.writeFailed(cmdSet, start, err)
 		return err
 	}
-	m.n.metrics.observe(proto, cmdSet, resOK, start)
+	f.observe(cmdSet, resOK, start)
 	return nil
 }
 
-func (m memcacheCache) add(ctx context.Context, proto int, key, value []byte, flags uint32, ttl time.Duration) (bool, error) {
+// Set stores a session, replacing any previous one.
+func (f frontCache) Set(ctx context.Context, key, value []byte, ttl time.Duration) error {
+	return f.set(ctx, key, value, 0, ttl)
+}
+
+// add stores a session unless a live one exists; ttl is passed on as given.
+func (f frontCache) add(ctx context.Context, key, value []byte, flags uint32, ttl time.Duration) (bool, error) {
 	start := time.Now()
-	ok, err := m.n.svc.Add(ctx, key, value, flags, capTTL(ttl))
+	ok, err := f.n.svc.Add(ctx, key, value, flags, ttl)
 	switch {
 	case err != nil:
-		m.n.writeFailed(proto, cmdAdd, start, err)
+		f.writeFailed(cmdAdd, start, err)
 	case !ok:
-		m.n.metrics.observe(proto, cmdAdd, resExists, start)
+		f.observe(cmdAdd, resExists, start)
 	default:
-		m.n.metrics.observe(proto, cmdAdd, resOK, start)
+		f.observe(cmdAdd, resOK, start)
 	}
 	return ok, err
 }
 
-func (m memcacheCache) delete(ctx context.Context, proto int, key []byte) (bool, error) {
+// Add stores a session unless a live one exists.
+func (f frontCache) Add(ctx context.Context, key, value []byte, ttl time.Duration) (bool, error) {
+	return f.add(ctx, key, value, 0, capTTL(ttl))
+}
+
+// Delete removes a session and reports whether a live one was there.
+func (f frontCache) Delete(ctx context.Context, key []byte) (bool, error) {
 	start := time.Now()
-	ok, err := m.n.svc.Remove(ctx, key)
+	ok, err := f.n.svc.Remove(ctx, key)
 	if err != nil {
-		m.n.writeFailed(proto, cmdRemove, start, err)
+		f.writeFailed(cmdRemove, start, err)
 		return false, err
 	}
-	m.n.metrics.observe(proto, cmdRemove, readResult(ok, nil), start)
+	f.observe(cmdRemove, readResult(ok, nil), start)
 	return ok, nil
 }
 
-// Stats adds the replica's figures to memcache's stats output (status pages).
-func (m memcacheCache) Stats() map[string]string { return m.n.frontEndStats() }
+// Remove is Delete under distcache's name.
+func (f frontCache) Remove(ctx context.Context, key []byte) (bool, error) { return f.Delete(ctx, key) }
 
-// frontEndStats are the figures that memcache "stats" and Redis INFO add.
-func (n *Node) frontEndStats() map[string]string {
-	st := n.store.Stats()
-	cs := n.cluster.Status()
+// Stats adds the replica's figures to memcache's stats and Redis INFO (status pages).
+func (f frontCache) Stats() map[string]string {
+	st := f.n.store.Stats()
+	cs := f.n.cluster.Status()
 	return map[string]string{
 		"curr_items":  strconv.FormatInt(st.Sessions, 10),
 		"bytes":       strconv.FormatInt(st.PayloadBytes, 10),
@@ -203,47 +198,45 @@ func capTTL(ttl time.Duration) time.Duration {
 	return ttl
 }
 
-// respCache adapts the Service to the Redis RESP front-end.
-type respCache struct{ n *Node }
+// distcacheCache is distcache's Cache: ADD answers a protocol status, and its
+// timeout is passed to the store as the client gave it.
+type distcacheCache struct{ frontCache }
 
-func (r respCache) Get(ctx context.Context, key []byte) ([]byte, bool, error) {
-	start := time.Now()
-	e, ok, err := r.n.svc.Get(ctx, key)
-	r.n.metrics.observe(protoRESP, cmdGet, readResult(ok, err), start)
-	return e.value, ok, err
+func (d distcacheCache) Add(ctx context.Context, id, data []byte, timeout time.Duration) (distcache.Status, error) {
+	ok, err := d.add(ctx, id, data, 0, timeout)
+	switch {
+	case err != nil:
+		return distcache.StatusDisconnected, err
+	case !ok:
+		return distcache.StatusAddExists, nil
+	}
+	return distcache.StatusOK, nil
 }
 
-func (r respCache) Set(ctx context.Context, key, value []byte, ttl time.Duration) error {
-	return memcacheCache(r).set(ctx, protoRESP, key, value, 0, ttl)
+// memcacheCache is memcache's Cache, which stores memcached's flags word too.
+type memcacheCache struct{ frontCache }
+
+func (m memcacheCache) Get(ctx context.Context, key []byte) ([]byte, uint32, bool, error) {
+	s, ok, err := m.get(ctx, key)
+	return s.Value, s.Flags, ok, err
 }
 
-func (r respCache) Add(ctx context.Context, key, value []byte, ttl time.Duration) (bool, error) {
-	return memcacheCache(r).add(ctx, protoRESP, key, value, 0, ttl)
+func (m memcacheCache) Set(ctx context.Context, key, value []byte, flags uint32, ttl time.Duration) error {
+	return m.set(ctx, key, value, flags, ttl)
 }
 
-func (r respCache) Delete(ctx context.Context, key []byte) (bool, error) {
-	return memcacheCache(r).delete(ctx, protoRESP, key)
+func (m memcacheCache) Add(ctx context.Context, key, value []byte, flags uint32, ttl time.Duration) (bool, error) {
+	return m.add(ctx, key, value, flags, capTTL(ttl))
 }
 
-// Stats adds the replica's figures to INFO (status pages).
-func (r respCache) Stats() map[string]string { return r.n.frontEndStats() }
-
-// sessiondCache adapts the Service to stunnel's sessiond. stunnel waits only a few
-// milliseconds for a GET answer, so GETs are always pure local reads here, whatever
-// the node's read consistency; writes are replicated as usual.
-type sessiondCache struct{ n *Node }
+// sessiondCache is stunnel's sessiond Cache. stunnel waits only a few milliseconds
+// for a GET answer, so GETs are always pure local reads here, whatever the node's
+// read consistency; writes are replicated as usual.
+type sessiondCache struct{ frontCache }
 
 func (s sessiondCache) Get(_ context.Context, key []byte) ([]byte, bool, error) {
 	start := time.Now()
-	v, _, _, ok := s.n.store.Get(key, start)
-	s.n.metrics.observe(protoSessiond, cmdGet, readResult(ok, nil), start)
-	return v, ok, nil
-}
-
-func (s sessiondCache) Set(ctx context.Context, key, value []byte, ttl time.Duration) error {
-	return memcacheCache(s).set(ctx, protoSessiond, key, value, 0, ttl)
-}
-
-func (s sessiondCache) Delete(ctx context.Context, key []byte) (bool, error) {
-	return memcacheCache(s).delete(ctx, protoSessiond, key)
+	sess, ok := s.n.svc.GetLocal(key)
+	s.observe(cmdGet, readResult(ok, nil), start)
+	return sess.Value, ok, nil
 }

@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"github.com/distcache-replicated/distcache/internal/version"
-	"github.com/distcache-replicated/distcache/protocol"
+	"github.com/distcache-replicated/distcache/protocol/distcache"
 )
 
 // boundListener is a listener bound at start-up, waiting for the service to exist.
@@ -26,7 +26,7 @@ type pending struct{ list []boundListener }
 func (n *Node) listenAll() error {
 	n.pend = &pending{}
 	for _, a := range n.cfg.Listen {
-		ln, err := protocol.Listen(a, n.cfg.Socket)
+		ln, err := distcache.Listen(a, n.cfg.Socket)
 		if err != nil {
 			return fmt.Errorf("distcache listener %s: %w", a, err)
 		}

@@ -16,7 +16,7 @@ import (
 	"github.com/distcache-replicated/distcache/cluster"
 	"github.com/distcache-replicated/distcache/fsm"
 	"github.com/distcache-replicated/distcache/internal/version"
-	"github.com/distcache-replicated/distcache/protocol"
+	"github.com/distcache-replicated/distcache/protocol/distcache"
 )
 
 // Config is everything a node needs. The zero value of an optional field means its
@@ -37,8 +37,8 @@ type Config struct {
 	MemcacheListen []string
 	RESPListen     []string
 	SessiondListen []string
-	Socket         protocol.ListenOptions // owner, group and permissions of unix sockets
-	Limits         ClientLimits           // the same bounds on every client listener
+	Socket         distcache.ListenOptions // owner, group and permissions of unix sockets
+	Limits         ClientLimits            // the same bounds on every client listener
 	// ClientTLS, when set, wraps the TCP client listeners (distcache IP:, memcache,
 	// RESP) in TLS; unix sockets (protected by file permissions) and sessiond (UDP)
 	// stay as they are. See ClientTLS in tls.go.

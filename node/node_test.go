@@ -18,7 +18,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/distcache-replicated/distcache/internal/testport"
-	"github.com/distcache-replicated/distcache/protocol"
+	"github.com/distcache-replicated/distcache/protocol/distcache"
 )
 
 // freeAddr returns a loopback host:port for a server the test starts.
@@ -75,11 +75,11 @@ func startNodes(t *testing.T, n int, rc ReadConsistency) []*Node {
 	return nodes
 }
 
-func dial(t *testing.T, nd *Node) *protocol.Client {
+func dial(t *testing.T, nd *Node) *distcache.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := protocol.Dial(ctx, nd.Listeners()["distcache"][0])
+	c, err := distcache.Dial(ctx, nd.Listeners()["distcache"][0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +131,7 @@ func testSessionThroughAnyNode(t *testing.T, rc ReadConsistency) {
 		}
 	}
 	// Of two ADDs of the same id on different nodes, exactly the first wins.
-	if err := dial(t, nodes[2]).Add(ctx, id, []byte("other"), time.Minute); !errors.Is(err, protocol.ErrExists) {
+	if err := dial(t, nodes[2]).Add(ctx, id, []byte("other"), time.Minute); !errors.Is(err, distcache.ErrExists) {
 		t.Fatalf("second ADD of the same id: %v; want ErrExists", err)
 	}
 	if err := dial(t, nodes[0]).Remove(ctx, id); err != nil {
@@ -157,7 +157,7 @@ func testSessionThroughAnyNode(t *testing.T, rc ReadConsistency) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	if err := dial(t, nodes[1]).Remove(ctx, id); !errors.Is(err, protocol.ErrNotFound) {
+	if err := dial(t, nodes[1]).Remove(ctx, id); !errors.Is(err, distcache.ErrNotFound) {
 		t.Fatalf("REMOVE of a removed id: %v; want ErrNotFound", err)
 	}
 }
@@ -185,7 +185,7 @@ func TestTakeIsSingleUse(t *testing.T) {
 		switch err := <-got; {
 		case err == nil:
 			wins++
-		case !errors.Is(err, protocol.ErrNotFound):
+		case !errors.Is(err, distcache.ErrNotFound):
 			t.Fatalf("TAKE: %v", err)
 		}
 	}
@@ -212,7 +212,7 @@ func TestExpiryIsReplicated(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		if _, err := dial(t, nd).Get(ctx, id); !errors.Is(err, protocol.ErrNotFound) {
+		if _, err := dial(t, nd).Get(ctx, id); !errors.Is(err, distcache.ErrNotFound) {
 			t.Fatalf("GET of an expired session on %s: %v; want ErrNotFound", nd.ID(), err)
 		}
 	}
@@ -271,8 +271,8 @@ func TestNoQuorumFailsFast(t *testing.T) {
 	}
 	start := time.Now()
 	err := c.Add(ctx, []byte("lost"), []byte("session data"), time.Minute)
-	var se *protocol.StatusError
-	if !errors.As(err, &se) || se.Status != protocol.StatusDisconnected {
+	var se *distcache.StatusError
+	if !errors.As(err, &se) || se.Status != distcache.StatusDisconnected {
 		t.Fatalf("ADD without quorum: %v; want status 0x02", err)
 	}
 	if took := time.Since(start); took > DefaultWriteTimeout+time.Second {
@@ -400,7 +400,7 @@ func TestSnapshotSaveRestoreThroughAnyNode(t *testing.T) {
 		if got, err := cl.Get(ctx, []byte("kept")); err != nil || string(got) != "in the backup" {
 			t.Fatalf("%s after restore: kept = %q, %v", nd.ID(), got, err)
 		}
-		if _, err := cl.Get(ctx, []byte("later")); !errors.Is(err, protocol.ErrNotFound) {
+		if _, err := cl.Get(ctx, []byte("later")); !errors.Is(err, distcache.ErrNotFound) {
 			t.Fatalf("%s after restore: a session written after the backup survived: %v", nd.ID(), err)
 		}
 	}

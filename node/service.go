@@ -67,10 +67,12 @@ type Service struct {
 	timeout     time.Duration
 }
 
-// entry is one session as read through the service.
-type entry struct {
-	value []byte
-	flags uint32
+// Session is one session as read through the service.
+type Session struct {
+	Value []byte
+	// Flags is memcache's opaque flags word, stored with the session; the other
+	// protocols store 0.
+	Flags uint32
 }
 
 // withTimeout bounds every call that may wait on the cluster, so no client is ever
@@ -130,32 +132,32 @@ func (s *Service) Remove(ctx context.Context, key []byte) (bool, error) {
 
 // Take returns a session and removes it in one replicated step, so of two nodes asked
 // for the same single-use ticket only one ever gets it (TLS 1.3 anti-replay).
-func (s *Service) Take(ctx context.Context, key []byte) (entry, bool, error) {
+func (s *Service) Take(ctx context.Context, key []byte) (Session, bool, error) {
 	res, err := s.propose(ctx, fsm.AppendTake(nil, key))
 	if err != nil {
-		return entry{}, false, err
+		return Session{}, false, err
 	}
 	if res.Status != fsm.ResultOK {
-		return entry{}, false, nil
+		return Session{}, false, nil
 	}
-	return entry{value: res.Value, flags: res.Flags}, true, nil
+	return Session{Value: res.Value, Flags: res.Flags}, true, nil
 }
 
 // Get reads a session with the node's read consistency.
-func (s *Service) Get(ctx context.Context, key []byte) (entry, bool, error) {
+func (s *Service) Get(ctx context.Context, key []byte) (Session, bool, error) {
 	if s.consistency == ReadLinearizable {
 		ctx, cancel := s.withTimeout(ctx)
 		err := s.cluster.ReadBarrier(ctx)
 		cancel()
 		if err != nil {
-			return entry{}, false, err
+			return Session{}, false, err
 		}
 	}
-	if v, flags, _, ok := s.store.Get(key, time.Now()); ok {
-		return entry{value: v, flags: flags}, true, nil
+	if sess, ok := s.GetLocal(key); ok {
+		return sess, true, nil
 	}
 	if s.consistency != ReadLeaderOnMiss {
-		return entry{}, false, nil
+		return Session{}, false, nil
 	}
 	return s.leaderGet(ctx, key)
 }
@@ -164,31 +166,41 @@ func (s *Service) Get(ctx context.Context, key []byte) (entry, bool, error) {
 // allows it without waiting: a hit under local or leader-on-miss, a miss under
 // local. answered is false when Get must be called (linearizable reads, or a
 // miss that leader-on-miss re-asks the leader).
-func (s *Service) GetNow(key []byte) (e entry, ok, answered bool) {
+func (s *Service) GetNow(key []byte) (sess Session, ok, answered bool) {
 	if s.consistency == ReadLinearizable {
-		return entry{}, false, false
+		return Session{}, false, false
 	}
-	if v, flags, _, hit := s.store.Get(key, time.Now()); hit {
-		return entry{value: v, flags: flags}, true, true
+	if sess, ok := s.GetLocal(key); ok {
+		return sess, true, true
 	}
-	return entry{}, false, s.consistency != ReadLeaderOnMiss
+	return Session{}, false, s.consistency != ReadLeaderOnMiss
+}
+
+// GetLocal reads a session from the local replica only, whatever the node's read
+// consistency: for clients that cannot wait for anything else (stunnel's sessiond
+// waits a few milliseconds for an answer).
+func (s *Service) GetLocal(key []byte) (Session, bool) {
+	if v, flags, _, ok := s.store.Get(key, time.Now()); ok {
+		return Session{Value: v, Flags: flags}, true
+	}
+	return Session{}, false
 }
 
 // leaderGet re-asks the leader after a local miss. Having no leader, or failing to
 // reach it, is answered as a miss: a miss only costs the client a full handshake,
 // while an error or a wait could stall it.
-func (s *Service) leaderGet(ctx context.Context, key []byte) (entry, bool, error) {
+func (s *Service) leaderGet(ctx context.Context, key []byte) (Session, bool, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	raw, err := s.cluster.QueryLeader(ctx, key)
 	if err != nil {
-		return entry{}, false, nil
+		return Session{}, false, nil
 	}
 	res, err := fsm.DecodeResult(raw)
 	if err != nil || res.Status != fsm.ResultOK {
-		return entry{}, false, nil
+		return Session{}, false, nil
 	}
-	return entry{value: res.Value, flags: res.Flags}, true, nil
+	return Session{Value: res.Value, Flags: res.Flags}, true, nil
 }
 
 // Have reports whether a live session exists, with the node's read consistency.

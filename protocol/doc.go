@@ -1,66 +1,22 @@
-// Package protocol implements the distcache wire protocol: frames and their
-// reassembly, the four operations of the original C toolkit (ADD, GET, REMOVE,
-// HAVE), the original's address syntax, a connection server that hands
-// requests to a Handler, and a pipelining Go client.
+// Package protocol is the root of the client-facing wire protocols a node
+// speaks. It holds no code; each front-end is a sibling package below it:
 //
-// # Wire format
+//   - distcache: the original distcache protocol (frames, codec, the IP:/UNIX:
+//     address syntax, a pipelining connection server and a Go client), which
+//     libdistcache clients, Apache's mod_socache_dc and this project's own tools
+//     speak;
+//   - memcache: the memcached text protocol, for mod_socache_memcache;
+//   - resp: a Redis RESP2 subset, for mod_socache_redis and Redis clients;
+//   - sessiond: stunnel's sessiond UDP protocol.
 //
-// A message is one or more frames; a frame is a 14-byte header
+// What the front-ends share lives in protocol/internal: connset (the accept
+// loop, the connection cap, refusal logging, graceful and immediate shutdown,
+// the base context, and the line protocols' connection loop and reading),
+// loglimit (at most one log line a second for events a peer can repeat at
+// will), reqctx (the per-request context of the line protocols) and
+// frontendtest (what the front-ends' tests share).
 //
-//	proto_level(4) is_response(1) request_uid(4) op_class(1) operation(1) complete(1) data_len(2)
-//
-// followed by data_len (≤ 2048) bytes. Non-final frames carry exactly 2048
-// bytes; a message has at most 16 frames (32768 payload bytes). All integers
-// are big-endian. An ADD payload is timeout_ms(4) id_len(4) id data; every
-// other request payload is the session id. Answers are one status byte, except
-// a GET hit, whose payload is the session data itself.
-// The spec is ../shared/spec/distcache-protocol.md; the golden vectors of its
-// §9 are tests here, and any divergence from it is a bug.
-//
-// # Extension: TAKE (operation 4)
-//
-// This package adds one operation that the C toolkit does not have: TAKE,
-// which returns a session and removes it atomically (a single-use read for
-// TLS 1.3 anti-replay). It is answered like GET. Only this project's clients
-// send it; C peers never do, so compatibility with them is untouched. The
-// decoder accepts operation 4; a C server would close the connection.
-//
-// # Decisions (what we do instead of the C defects of spec §10)
-//
-//   - The Decoder waits for whole frames (no off-by-four phantom requests) and
-//     reports every violation as a typed error (*FrameError, *LimitError) that
-//     names the field, value and limit. Non-distcache bytes close the
-//     connection; they never abort the process.
-//   - The Server executes pipelined requests of one connection concurrently
-//     (so that replicated writes can be group-committed) but writes answers
-//     strictly in request order, coalescing ready answers into writes of up
-//     to 64 KiB (so a peer that does not read holds one chunk of encoded
-//     answers in memory, not its whole pipeline).
-//     Requests for the same session id on one connection still execute in
-//     arrival order, so a pipelined ADD-then-GET behaves as on the C server;
-//     only requests for different ids may overtake each other, which no C
-//     client can observe (none of them pipelines dependent requests). When
-//     MaxPipeline answers are outstanding it stops reading (backpressure)
-//     instead of dropping the connection. On EOF it answers every request it
-//     received completely, then closes. A request arriving on an otherwise idle
-//     connection is executed on the reading goroutine, so a sequential client
-//     pays no goroutine hand-off.
-//   - ReadTimeout bounds a whole message from the moment its first byte is
-//     awaited, not the gap between two reads: a peer dribbling a byte at a
-//     time (slowloris) is closed like one that stops.
-//   - A peer that stalls mid-message longer than ReadTimeout, sends a malformed
-//     frame or an over-limit message gets one log line and a closed
-//     connection; other connections are unaffected.
-//   - A unix listener refuses to replace a socket another process still
-//     accepts on, and removes only a stale socket (never another file type).
-//   - The Client pipelines requests from many goroutines over one connection,
-//     matches answers by request_uid, honours context deadlines, drops late
-//     answers to abandoned requests, and redials after a broken connection.
-//     It keeps the C library's "GET answer shorter than 5 bytes is a miss" rule.
-//
-// Memory: a Decoder holds an 8 KiB read buffer, plus up to 32 KiB of
-// reassembly buffer once its connection has sent a multi-frame message (kept
-// so later large messages cost one allocation, the returned payload).
-//
-// Session data are TLS master secrets: nothing in this package logs payloads.
+// Each front-end knows its wire format and a small Cache interface at its point
+// of use; none knows the replicated store, the cluster or the node that wires
+// them together, and none logs session values: they are TLS master secrets.
 package protocol

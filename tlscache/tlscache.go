@@ -27,7 +27,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/distcache-replicated/distcache/protocol"
+	"github.com/distcache-replicated/distcache/protocol/distcache"
 )
 
 // IDLen is the length of the random ticket id handed to clients.
@@ -61,8 +61,8 @@ type Cache struct {
 
 	addrs []string
 	mu    sync.Mutex
-	conns []*protocol.Client // one per address, dialled lazily
-	next  int                // index of the node currently preferred
+	conns []*distcache.Client // one per address, dialled lazily
+	next  int                 // index of the node currently preferred
 }
 
 // New returns a Cache that talks to the given nodes (distcache addresses such as
@@ -73,11 +73,11 @@ func New(addrs ...string) (*Cache, error) {
 		return nil, errors.New("tlscache: no node addresses")
 	}
 	for _, a := range addrs {
-		if _, err := protocol.ParseAddress(a); err != nil {
+		if _, err := distcache.ParseAddress(a); err != nil {
 			return nil, fmt.Errorf("tlscache: %w", err)
 		}
 	}
-	return &Cache{addrs: addrs, conns: make([]*protocol.Client, len(addrs))}, nil
+	return &Cache{addrs: addrs, conns: make([]*distcache.Client, len(addrs))}, nil
 }
 
 // Install sets cfg's WrapSession and UnwrapSession so that cfg's sessions live in
@@ -102,7 +102,7 @@ func (c *Cache) WrapSession(_ tls.ConnectionState, ss *tls.SessionState) ([]byte
 	if ttl <= 0 {
 		ttl = DefaultTTL
 	}
-	err = c.do(func(ctx context.Context, cl *protocol.Client) error {
+	err = c.do(func(ctx context.Context, cl *distcache.Client) error {
 		return cl.Add(ctx, key(id), state, ttl)
 	})
 	if err != nil {
@@ -118,7 +118,7 @@ func (c *Cache) UnwrapSession(ticket []byte, _ tls.ConnectionState) (*tls.Sessio
 		return nil, nil
 	}
 	var state []byte
-	err := c.do(func(ctx context.Context, cl *protocol.Client) error {
+	err := c.do(func(ctx context.Context, cl *distcache.Client) error {
 		var err error
 		if c.SingleUse {
 			state, err = cl.Take(ctx, key(ticket))
@@ -128,7 +128,7 @@ func (c *Cache) UnwrapSession(ticket []byte, _ tls.ConnectionState) (*tls.Sessio
 		return err
 	})
 	if err != nil {
-		if !errors.Is(err, protocol.ErrNotFound) {
+		if !errors.Is(err, distcache.ErrNotFound) {
 			c.logger().Warn("tlscache: session lookup failed; full handshake", "err", err)
 		}
 		return nil, nil
@@ -166,7 +166,7 @@ func (c *Cache) logger() *slog.Logger {
 // do runs f against the preferred node and, when the node cannot be reached or the
 // request fails in transport, against the others in turn. Answers from a node
 // (including "not found" and "exists") end the search: they are the cluster's answer.
-func (c *Cache) do(f func(context.Context, *protocol.Client) error) error {
+func (c *Cache) do(f func(context.Context, *distcache.Client) error) error {
 	timeout := c.Timeout
 	if timeout <= 0 {
 		timeout = DefaultTimeout
@@ -190,20 +190,20 @@ func (c *Cache) do(f func(context.Context, *protocol.Client) error) error {
 
 // isAnswer tells a node's definite answer from a failure to get one.
 func isAnswer(err error) bool {
-	var se *protocol.StatusError
-	return errors.Is(err, protocol.ErrNotFound) || errors.Is(err, protocol.ErrExists) ||
-		(errors.As(err, &se) && se.Status != protocol.StatusDisconnected)
+	var se *distcache.StatusError
+	return errors.Is(err, distcache.ErrNotFound) || errors.Is(err, distcache.ErrExists) ||
+		(errors.As(err, &se) && se.Status != distcache.StatusDisconnected)
 }
 
 // client returns the preferred node's client, dialling it if needed.
-func (c *Cache) client(timeout time.Duration) (int, *protocol.Client, error) {
+func (c *Cache) client(timeout time.Duration) (int, *distcache.Client, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	i := c.next
 	if c.conns[i] == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
-		cl, err := protocol.Dial(ctx, c.addrs[i])
+		cl, err := distcache.Dial(ctx, c.addrs[i])
 		if err != nil {
 			return i, nil, err
 		}

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/distcache-replicated/distcache/internal/testport"
-	"github.com/distcache-replicated/distcache/protocol"
+	"github.com/distcache-replicated/distcache/protocol/distcache"
 )
 
 // mapCache is a distcache store in a map: enough to exercise the adapter against a
@@ -26,14 +26,14 @@ type mapCache struct {
 	gets int
 }
 
-func (c *mapCache) Add(_ context.Context, id, data []byte, _ time.Duration) (protocol.Status, error) {
+func (c *mapCache) Add(_ context.Context, id, data []byte, _ time.Duration) (distcache.Status, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.m[string(id)]; ok {
-		return protocol.StatusAddExists, nil
+		return distcache.StatusAddExists, nil
 	}
 	c.m[string(id)] = append([]byte(nil), data...)
-	return protocol.StatusOK, nil
+	return distcache.StatusOK, nil
 }
 
 func (c *mapCache) Get(_ context.Context, id []byte) ([]byte, bool, error) {
@@ -77,11 +77,11 @@ func (c *mapCache) corrupt() {
 func startStore(t *testing.T) (*mapCache, string) {
 	t.Helper()
 	store := &mapCache{m: map[string][]byte{}}
-	ln, err := protocol.Listen("IP:127.0.0.1:0", protocol.ListenOptions{})
+	ln, err := distcache.Listen("IP:127.0.0.1:0", distcache.ListenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &protocol.Server{Handler: protocol.NewCacheHandler(store)}
+	srv := &distcache.Server{Handler: distcache.NewCacheHandler(store)}
 	done := make(chan struct{})
 	go func() { defer close(done); srv.Serve(ln) }()
 	t.Cleanup(func() { srv.Close(); <-done })

@@ -17,7 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/distcache-replicated/distcache/protocol"
+	"github.com/distcache-replicated/distcache/protocol/distcache"
 )
 
 // client is one connection speaking one protocol.
@@ -45,7 +45,7 @@ type result struct {
 }
 
 func main() {
-	proto := flag.String("proto", "distcache", "distcache (protocol.Client), dcsync (synchronous distcache), memcache or resp")
+	proto := flag.String("proto", "distcache", "distcache (distcache.Client), dcsync (synchronous distcache), memcache or resp")
 	addr := flag.String("addr", "", "server address (distcache syntax IP:host:port or UNIX:/path; host:port otherwise)")
 	op := flag.String("op", "get", "get or add (add: distcache ADD, memcache/resp SET)")
 	conns := flag.Int("conns", 64, "persistent connections")
@@ -257,7 +257,7 @@ func dialProto(proto, addr string, timeout time.Duration) (client, error) {
 	case "distcache":
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
-		c, err := protocol.Dial(ctx, addr)
+		c, err := distcache.Dial(ctx, addr)
 		if err != nil {
 			return nil, err
 		}
@@ -265,11 +265,11 @@ func dialProto(proto, addr string, timeout time.Duration) (client, error) {
 	case "dcsync":
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
-		nc, err := protocol.DialConn(ctx, addr)
+		nc, err := distcache.DialConn(ctx, addr)
 		if err != nil {
 			return nil, err
 		}
-		return &dcSync{nc: nc, dec: protocol.NewDecoder(nc, protocol.Responses)}, nil
+		return &dcSync{nc: nc, dec: distcache.NewDecoder(nc, distcache.Responses)}, nil
 	case "memcache", "resp":
 		nc, err := net.DialTimeout("tcp", addr, timeout)
 		if err != nil {
@@ -282,7 +282,7 @@ func dialProto(proto, addr string, timeout time.Duration) (client, error) {
 }
 
 type dcClient struct {
-	c       *protocol.Client
+	c       *distcache.Client
 	timeout time.Duration
 }
 
@@ -302,34 +302,34 @@ func (d *dcClient) set(key, val []byte) error {
 func (d *dcClient) close() error { return d.c.Close() }
 
 func ignoreMiss(err error) error {
-	if errors.Is(err, protocol.ErrNotFound) {
+	if errors.Is(err, distcache.ErrNotFound) {
 		return nil
 	}
 	return err
 }
 
 func ignoreExists(err error) error {
-	if errors.Is(err, protocol.ErrExists) {
+	if errors.Is(err, distcache.ErrExists) {
 		return nil
 	}
 	return err
 }
 
 // dcSync is a synchronous distcache client, as the original dc_test: write a
-// request, read its answer, no goroutine hand-off (protocol.Client has a
+// request, read its answer, no goroutine hand-off (distcache.Client has a
 // reader goroutine, which costs a wake-up per answer).
 type dcSync struct {
 	nc  net.Conn
-	dec *protocol.Decoder
+	dec *distcache.Decoder
 	buf []byte
 	uid uint32
-	msg protocol.Message
+	msg distcache.Message
 }
 
-func (d *dcSync) do(op protocol.Op, payload []byte) ([]byte, error) {
+func (d *dcSync) do(op distcache.Op, payload []byte) ([]byte, error) {
 	d.uid++
 	var err error
-	d.buf, err = protocol.AppendMessage(d.buf[:0], &protocol.Message{UID: d.uid, Op: op, Payload: payload})
+	d.buf, err = distcache.AppendMessage(d.buf[:0], &distcache.Message{UID: d.uid, Op: op, Payload: payload})
 	if err != nil {
 		return nil, err
 	}
@@ -347,13 +347,13 @@ func (d *dcSync) do(op protocol.Op, payload []byte) ([]byte, error) {
 }
 
 func (d *dcSync) get(key []byte) (bool, error) {
-	p, err := d.do(protocol.OpGet, key)
+	p, err := d.do(distcache.OpGet, key)
 	return len(p) >= 5, err
 }
 
 func (d *dcSync) set(key, val []byte) error {
-	p, err := d.do(protocol.OpAdd, protocol.AppendAddPayload(nil, 3600_000, key, val))
-	if err == nil && (len(p) != 1 || (p[0] != byte(protocol.StatusOK) && p[0] != byte(protocol.StatusAddExists))) {
+	p, err := d.do(distcache.OpAdd, distcache.AppendAddPayload(nil, 3600_000, key, val))
+	if err == nil && (len(p) != 1 || (p[0] != byte(distcache.StatusOK) && p[0] != byte(distcache.StatusAddExists))) {
 		err = fmt.Errorf("ADD answered %x", p)
 	}
 	return err

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/distcache-replicated/distcache/protocol"
+	"github.com/distcache-replicated/distcache/protocol/distcache"
 )
 
 // fakeClient records how it is used; the key set decides hits.
@@ -112,23 +112,23 @@ func TestRatePacing(t *testing.T) {
 func TestAgainstRealServer(t *testing.T) {
 	store := map[string][]byte{}
 	var mu sync.Mutex
-	srv := &protocol.Server{Handler: protocol.HandlerFunc(func(_ context.Context, m *protocol.Message) ([]byte, error) {
+	srv := &distcache.Server{Handler: distcache.HandlerFunc(func(_ context.Context, m *distcache.Message) ([]byte, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		switch m.Op {
-		case protocol.OpAdd:
-			a, err := protocol.ParseAddRequest(m.Payload)
+		case distcache.OpAdd:
+			a, err := distcache.ParseAddRequest(m.Payload)
 			if err != nil {
 				return nil, err
 			}
 			store[string(a.ID)] = append([]byte(nil), a.Data...)
-			return protocol.StatusOK.Payload(), nil
-		case protocol.OpGet:
+			return distcache.StatusOK.Payload(), nil
+		case distcache.OpGet:
 			if v, ok := store[string(m.Payload)]; ok {
 				return v, nil
 			}
 		}
-		return protocol.StatusNotOK.Payload(), nil
+		return distcache.StatusNotOK.Payload(), nil
 	})}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/distcache-replicated/distcache/cmd/dcctl/internal/display"
-	"github.com/distcache-replicated/distcache/protocol"
+	"github.com/distcache-replicated/distcache/protocol/distcache"
 )
 
 const (
@@ -30,7 +30,7 @@ type dataOptions struct {
 	// turns it on.
 	tlsCA, tlsCert, tlsKey, tlsServerName string
 
-	dial []protocol.ClientOption // built by target from the flags
+	dial []distcache.ClientOption // built by target from the flags
 }
 
 func (o *dataOptions) register(a *app, inv *invocation) {
@@ -83,7 +83,7 @@ func (o *dataOptions) serverList() ([]string, error) {
 		if s = strings.TrimSpace(s); s == "" {
 			continue
 		}
-		if _, err := protocol.ParseAddress(s); err != nil {
+		if _, err := distcache.ParseAddress(s); err != nil {
 			return nil, &usageError{msg: err.Error()}
 		}
 		out = append(out, s)
@@ -110,13 +110,13 @@ type opResult struct {
 // DISCONNECTED when retry is true (reads). Writes (retry false) are not repeated on
 // another server once sent, because the first may have applied them.
 func (o *dataOptions) withFailover(ctx context.Context, servers []string, retry bool,
-	op func(ctx context.Context, c *protocol.Client) error) (string, error) {
+	op func(ctx context.Context, c *distcache.Client) error) (string, error) {
 	var errs []error
 	for _, s := range servers {
 		err := func() error {
 			ctx, cancel := context.WithTimeout(ctx, o.timeout)
 			defer cancel()
-			c, err := protocol.Dial(ctx, s, o.dial...)
+			c, err := distcache.Dial(ctx, s, o.dial...)
 			if err != nil {
 				return &dialError{err}
 			}
@@ -146,11 +146,11 @@ func (e *dialError) Unwrap() error { return e.err }
 // isAnswer reports whether err is a definite answer of the cache (not found, exists,
 // an ADD validation code) rather than a failure to get one.
 func isAnswer(err error) bool {
-	if errors.Is(err, protocol.ErrNotFound) {
+	if errors.Is(err, distcache.ErrNotFound) {
 		return true
 	}
-	var se *protocol.StatusError
-	return errors.As(err, &se) && se.Status != protocol.StatusDisconnected
+	var se *distcache.StatusError
+	return errors.As(err, &se) && se.Status != distcache.StatusDisconnected
 }
 
 func dataCommands() []*command {
@@ -214,7 +214,7 @@ func (o *dataOptions) target(inv *invocation, n int) (pos, servers []string, id 
 		return nil, nil, nil, err
 	}
 	if cfg != nil {
-		o.dial = append(o.dial, protocol.WithTLS(cfg))
+		o.dial = append(o.dial, distcache.WithTLS(cfg))
 	}
 	if id, err = parseIDArg(pos[0]); err != nil {
 		return nil, nil, nil, err
@@ -236,23 +236,23 @@ func runAdd(ctx context.Context, a *app, inv *invocation) error {
 		return err
 	}
 	switch {
-	case len(id) == 0 || len(id) > protocol.MaxIDLen:
-		return usagef("id must be 1..%d bytes (got %d)", protocol.MaxIDLen, len(id))
+	case len(id) == 0 || len(id) > distcache.MaxIDLen:
+		return usagef("id must be 1..%d bytes (got %d)", distcache.MaxIDLen, len(id))
 	case len(value) == 0:
 		return usagef("value must not be empty")
-	case 8+len(id)+len(value) > protocol.MaxPayload:
-		return usagef("id and value together exceed %d bytes", protocol.MaxPayload-8)
-	case ttl < 0 || ttl > protocol.MaxTimeout:
-		return usagef("ttl must be within 0..%v", protocol.MaxTimeout)
+	case 8+len(id)+len(value) > distcache.MaxPayload:
+		return usagef("id and value together exceed %d bytes", distcache.MaxPayload-8)
+	case ttl < 0 || ttl > distcache.MaxTimeout:
+		return usagef("ttl must be within 0..%v", distcache.MaxTimeout)
 	case ttl%time.Millisecond != 0:
 		return usagef("ttl has a millisecond resolution")
 	}
-	server, err := o.withFailover(ctx, servers, false, func(ctx context.Context, c *protocol.Client) error {
+	server, err := o.withFailover(ctx, servers, false, func(ctx context.Context, c *distcache.Client) error {
 		return c.Add(ctx, id, value, ttl)
 	})
 	res := opResult{Op: "add", ID: pos[0], Server: server, Result: "ok"}
 	switch {
-	case errors.Is(err, protocol.ErrExists):
+	case errors.Is(err, distcache.ErrExists):
 		res.Result = "exists"
 		return a.reportData(&o, res, "session exists", true)
 	case err != nil:
@@ -279,7 +279,7 @@ func runGet(ctx context.Context, a *app, inv *invocation, take bool) error {
 	if take {
 		name = "take"
 	}
-	server, err := o.withFailover(ctx, servers, !take, func(ctx context.Context, c *protocol.Client) error {
+	server, err := o.withFailover(ctx, servers, !take, func(ctx context.Context, c *distcache.Client) error {
 		var err error
 		if take {
 			value, err = c.Take(ctx, id)
@@ -290,7 +290,7 @@ func runGet(ctx context.Context, a *app, inv *invocation, take bool) error {
 	})
 	res := opResult{Op: name, ID: pos[0], Server: server, Result: "found"}
 	switch {
-	case errors.Is(err, protocol.ErrNotFound):
+	case errors.Is(err, distcache.ErrNotFound):
 		res.Result = "not_found"
 		return a.reportData(&o, res, "not found", true)
 	case err != nil:
@@ -323,12 +323,12 @@ func runRemove(ctx context.Context, a *app, inv *invocation) error {
 	if err != nil {
 		return err
 	}
-	server, err := o.withFailover(ctx, servers, false, func(ctx context.Context, c *protocol.Client) error {
+	server, err := o.withFailover(ctx, servers, false, func(ctx context.Context, c *distcache.Client) error {
 		return c.Remove(ctx, id)
 	})
 	res := opResult{Op: "remove", ID: pos[0], Server: server, Result: "ok"}
 	switch {
-	case errors.Is(err, protocol.ErrNotFound):
+	case errors.Is(err, distcache.ErrNotFound):
 		res.Result = "not_found"
 		return a.reportData(&o, res, "not found", true)
 	case err != nil:
@@ -345,7 +345,7 @@ func runHave(ctx context.Context, a *app, inv *invocation) error {
 		return err
 	}
 	var yes bool
-	server, err := o.withFailover(ctx, servers, true, func(ctx context.Context, c *protocol.Client) error {
+	server, err := o.withFailover(ctx, servers, true, func(ctx context.Context, c *distcache.Client) error {
 		var err error
 		yes, err = c.Have(ctx, id)
 		return err

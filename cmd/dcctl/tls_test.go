@@ -11,7 +11,7 @@ import (
 
 	"github.com/distcache-replicated/distcache/cmd/dcctl/internal/dctest"
 	"github.com/distcache-replicated/distcache/internal/testpki"
-	"github.com/distcache-replicated/distcache/protocol"
+	"github.com/distcache-replicated/distcache/protocol/distcache"
 )
 
 // startTLSServer serves a MapCache over TLS on loopback, as a node's distcache
@@ -27,7 +27,7 @@ func startTLSServer(t *testing.T, cert tls.Certificate, clientCAs *testpki.CA) (
 		t.Fatal(err)
 	}
 	cache = dctest.NewMapCache()
-	srv := &protocol.Server{Handler: protocol.NewCacheHandler(cache), Logger: slog.New(slog.DiscardHandler)}
+	srv := &distcache.Server{Handler: distcache.NewCacheHandler(cache), Logger: slog.New(slog.DiscardHandler)}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return fmt.Sprintf("IP:127.0.0.1:%d", ln.Addr().(*net.TCPAddr).Port), cache

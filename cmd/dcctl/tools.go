@@ -15,7 +15,7 @@ import (
 	"github.com/distcache-replicated/distcache/cmd/dcctl/internal/bench"
 	"github.com/distcache-replicated/distcache/cmd/dcctl/internal/proxy"
 	"github.com/distcache-replicated/distcache/cmd/dcctl/internal/snoop"
-	"github.com/distcache-replicated/distcache/protocol"
+	"github.com/distcache-replicated/distcache/protocol/distcache"
 )
 
 func toolCommands() []*command {
@@ -100,7 +100,7 @@ func runProxy(ctx context.Context, a *app, inv *invocation) error {
 		return usagef("--servers is required")
 	}
 	for _, s := range list {
-		if _, err := protocol.ParseAddress(s); err != nil {
+		if _, err := distcache.ParseAddress(s); err != nil {
 			return &usageError{msg: err.Error()}
 		}
 	}
@@ -113,12 +113,12 @@ func runProxy(ctx context.Context, a *app, inv *invocation) error {
 	}
 	p, err := proxy.New(proxy.Config{
 		Servers: list, Timeout: *timeout, Retry: *retry, MaxInFlight: *maxInFlight,
-		Dial: protocol.DialConn, Logger: logger,
+		Dial: distcache.DialConn, Logger: logger,
 	})
 	if err != nil {
 		return &usageError{msg: err.Error()}
 	}
-	ln, err := protocol.Listen(*listen, opts)
+	ln, err := distcache.Listen(*listen, opts)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
@@ -126,7 +126,7 @@ func runProxy(ctx context.Context, a *app, inv *invocation) error {
 	return serveProxy(ctx, p, ln, *idle, *maxConns, logger)
 }
 
-// serveProxy runs the proxy's upstream manager and a protocol.Server on ln until ctx
+// serveProxy runs the proxy's upstream manager and a distcache.Server on ln until ctx
 // is cancelled, then shuts both down.
 func serveProxy(ctx context.Context, p *proxy.Proxy, ln net.Listener, idle time.Duration, maxConns int, logger *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
@@ -136,14 +136,14 @@ func serveProxy(ctx context.Context, p *proxy.Proxy, ln net.Listener, idle time.
 		defer close(runDone)
 		p.Run(ctx)
 	}()
-	srv := &protocol.Server{Handler: p, Logger: logger, IdleTimeout: idle, MaxConns: maxConns}
+	srv := &distcache.Server{Handler: p, Logger: logger, IdleTimeout: idle, MaxConns: maxConns}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-serveErr:
-		if errors.Is(err, protocol.ErrServerClosed) {
+		if errors.Is(err, distcache.ErrServerClosed) {
 			err = nil
 		}
 	}
@@ -155,8 +155,8 @@ func serveProxy(ctx context.Context, p *proxy.Proxy, ln net.Listener, idle time.
 	return err
 }
 
-func listenOptions(owner, group, perms string) (protocol.ListenOptions, error) {
-	o := protocol.ListenOptions{Owner: owner, Group: group}
+func listenOptions(owner, group, perms string) (distcache.ListenOptions, error) {
+	o := distcache.ListenOptions{Owner: owner, Group: group}
 	if perms != "" {
 		v, err := strconv.ParseUint(perms, 8, 32)
 		if err != nil || v > 0o777 {
@@ -195,16 +195,16 @@ func runSnoop(ctx context.Context, a *app, inv *invocation) error {
 	if *listen == "" || *server == "" {
 		return usagef("--listen and --server are required")
 	}
-	if _, err := protocol.ParseAddress(*server); err != nil {
+	if _, err := distcache.ParseAddress(*server); err != nil {
 		return &usageError{msg: err.Error()}
 	}
-	ln, err := protocol.Listen(*listen, protocol.ListenOptions{})
+	ln, err := distcache.Listen(*listen, distcache.ListenOptions{})
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	logger.Info("snoop listening", "listen", *listen, "server", *server)
 	s := &snoop.Snooper{
-		Dial:       func(ctx context.Context) (net.Conn, error) { return protocol.DialConn(ctx, *server) },
+		Dial:       func(ctx context.Context) (net.Conn, error) { return distcache.DialConn(ctx, *server) },
 		Out:        a.stdout,
 		JSON:       *asJSON,
 		MaxIDBytes: *maxID,
@@ -254,7 +254,7 @@ func runBench(ctx context.Context, a *app, inv *invocation) error {
 	addr := servers[0]
 	cfg := bench.Config{
 		Dial: func(ctx context.Context) (bench.Client, error) {
-			c, err := protocol.Dial(ctx, addr)
+			c, err := distcache.Dial(ctx, addr)
 			if err != nil {
 				return nil, err
 			}
@@ -322,38 +322,38 @@ func opOrder(name string) int {
 	return 99
 }
 
-// benchClient adapts protocol.Client to the bench engine's outcome-based interface.
-type benchClient struct{ c *protocol.Client }
+// benchClient adapts distcache.Client to the bench engine's outcome-based interface.
+type benchClient struct{ c *distcache.Client }
 
 func (b benchClient) Add(ctx context.Context, id, data []byte, ttl time.Duration) (bool, error) {
 	err := b.c.Add(ctx, id, data, ttl)
-	if errors.Is(err, protocol.ErrExists) {
+	if errors.Is(err, distcache.ErrExists) {
 		return false, nil
 	}
 	return err == nil, err
 }
 
 func (b benchClient) Get(ctx context.Context, id []byte) ([]byte, bool, error) {
-	return b.get(ctx, protocol.OpGet, id)
+	return b.get(ctx, distcache.OpGet, id)
 }
 
 func (b benchClient) Take(ctx context.Context, id []byte) ([]byte, bool, error) {
-	return b.get(ctx, protocol.OpTake, id)
+	return b.get(ctx, distcache.OpTake, id)
 }
 
-// get classifies a raw GET/TAKE answer more strictly than protocol.Client.Get: the
+// get classifies a raw GET/TAKE answer more strictly than distcache.Client.Get: the
 // C library's "shorter than 5 bytes ⇒ miss" rule would turn a proxy's DISCONNECTED
 // byte (02) into a miss, which a verifier must not believe. Bench sessions are at
 // least 5 bytes long, so no real session is misread.
-func (b benchClient) get(ctx context.Context, op protocol.Op, id []byte) ([]byte, bool, error) {
+func (b benchClient) get(ctx context.Context, op distcache.Op, id []byte) ([]byte, bool, error) {
 	resp, err := b.c.Do(ctx, op, id)
 	switch {
 	case err != nil:
 		return nil, false, err
 	case len(resp) == 0:
-		return nil, false, protocol.ErrEmptyResponse
-	case len(resp) == 1 && protocol.Status(resp[0]) == protocol.StatusDisconnected:
-		return nil, false, protocol.ErrDisconnected
+		return nil, false, distcache.ErrEmptyResponse
+	case len(resp) == 1 && distcache.Status(resp[0]) == distcache.StatusDisconnected:
+		return nil, false, distcache.ErrDisconnected
 	case len(resp) < 5:
 		return nil, false, nil
 	}
@@ -362,7 +362,7 @@ func (b benchClient) get(ctx context.Context, op protocol.Op, id []byte) ([]byte
 
 func (b benchClient) Remove(ctx context.Context, id []byte) (bool, error) {
 	err := b.c.Remove(ctx, id)
-	if errors.Is(err, protocol.ErrNotFound) {
+	if errors.Is(err, distcache.ErrNotFound) {
 		return false, nil
 	}
 	return err == nil, err

@@ -12,7 +12,7 @@ import (
 
 	"github.com/distcache-replicated/distcache/cmd/dcctl/internal/bench"
 	"github.com/distcache-replicated/distcache/cmd/dcctl/internal/dctest"
-	"github.com/distcache-replicated/distcache/protocol"
+	"github.com/distcache-replicated/distcache/protocol/distcache"
 )
 
 // startCLI runs a long-lived dcctl command until the test ends, then checks that it
@@ -38,12 +38,12 @@ func startCLI(t *testing.T, args ...string) *syncBuffer {
 	return &out
 }
 
-func dialWhenUp(t *testing.T, addr string) *protocol.Client {
+func dialWhenUp(t *testing.T, addr string) *distcache.Client {
 	t.Helper()
-	var c *protocol.Client
+	var c *distcache.Client
 	waitFor(t, 5*time.Second, "listener "+addr, func() bool {
 		var err error
-		c, err = protocol.Dial(context.Background(), addr, protocol.WithRequestTimeout(5*time.Second))
+		c, err = distcache.Dial(context.Background(), addr, distcache.WithRequestTimeout(5*time.Second))
 		return err == nil
 	})
 	t.Cleanup(func() { c.Close() })
@@ -114,8 +114,8 @@ func TestSnoopCommand(t *testing.T) {
 // wrong answer).
 func TestBenchThroughProxyAcrossFailover(t *testing.T) {
 	shared := dctest.NewMapCache()
-	s1 := dctest.StartServer(t, "tcp", protocol.NewCacheHandler(shared))
-	s2 := dctest.StartServer(t, "tcp", protocol.NewCacheHandler(shared))
+	s1 := dctest.StartServer(t, "tcp", distcache.NewCacheHandler(shared))
+	s2 := dctest.StartServer(t, "tcp", distcache.NewCacheHandler(shared))
 	sock := filepath.Join(t.TempDir(), "scache")
 	startCLI(t, "proxy", "-listen", "UNIX:"+sock, "-servers", s1.Addr+","+s2.Addr, "-timeout", "1s", "-retry", "20ms")
 	dialWhenUp(t, "UNIX:"+sock)

@@ -26,7 +26,7 @@ import (
 	"github.com/distcache-replicated/distcache/cluster/gossip"
 	"github.com/distcache-replicated/distcache/internal/version"
 	"github.com/distcache-replicated/distcache/node"
-	"github.com/distcache-replicated/distcache/protocol"
+	"github.com/distcache-replicated/distcache/protocol/distcache"
 )
 
 // defaultDataDir is -data-dir's default; -dev-cluster uses a temporary
@@ -256,7 +256,7 @@ func (o *options) validate(rest []string, set map[string]bool) error {
 		}
 	}
 	for _, a := range o.listen {
-		if _, err := protocol.ParseAddress(a); err != nil {
+		if _, err := distcache.ParseAddress(a); err != nil {
 			return fmt.Errorf("-listen %q: %w", a, err)
 		}
 	}
@@ -537,8 +537,8 @@ func warnInsecure(o options, cfg node.Config, logger *slog.Logger) {
 
 // socketOptions maps -sockowner, -sockgroup and -sockperms (names or numeric ids are
 // resolved by the listener).
-func socketOptions(owner, group, perms string) (protocol.ListenOptions, error) {
-	lo := protocol.ListenOptions{Owner: owner, Group: group}
+func socketOptions(owner, group, perms string) (distcache.ListenOptions, error) {
+	lo := distcache.ListenOptions{Owner: owner, Group: group}
 	if perms != "" {
 		m, err := strconv.ParseUint(perms, 8, 32)
 		if err != nil {

@@ -9,30 +9,16 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/distcache-replicated/distcache/protocol/internal/frontendtest"
 )
-
-// loopReader replays the same request bytes forever.
-type loopReader struct {
-	data []byte
-	off  int
-}
-
-func (r *loopReader) Read(p []byte) (int, error) {
-	n := 0
-	for n < len(p) {
-		k := copy(p[n:], r.data[r.off:])
-		n += k
-		r.off = (r.off + k) % len(r.data)
-	}
-	return n, nil
-}
 
 // benchConn returns a connection reading the repeated request and
 // discarding answers, to measure parse+answer without the network.
 func benchConn(b *testing.B, cache Cache, request string) *conn {
-	s := &Server{Cache: cache, Logger: testLogger(b)}
+	s := &Server{Cache: cache, Logger: frontendtest.Logger(b)}
 	c := s.newConn(nil)
-	c.BR = bufio.NewReaderSize(&loopReader{data: []byte(request)}, 4096)
+	c.BR = bufio.NewReaderSize(&frontendtest.LoopReader{Data: []byte(request)}, 4096)
 	c.BW = bufio.NewWriterSize(io.Discard, 4096)
 	b.Cleanup(c.Req.Release)
 	return c
@@ -83,18 +69,9 @@ func BenchmarkSet(b *testing.B) {
 func BenchmarkGetTCP(b *testing.B) {
 	mc := newMemCache()
 	mc.Set(context.Background(), []byte(benchKey), bytes.Repeat([]byte{0xA5}, 181), 0, time.Hour)
-	addr := startServerB(b, &Server{Cache: mc, Logger: testLogger(b)})
-	c := dialB(b, addr)
-	req := []byte("get " + benchKey + "\r\n")
+	addr := startServer(b, &Server{Cache: mc, Logger: frontendtest.Logger(b)})
 	want := len(fmt.Sprintf("VALUE %s 0 181\r\n\r\nEND\r\n", benchKey)) + 181
-	buf := make([]byte, want)
-	b.ReportAllocs()
-	for b.Loop() {
-		c.Write(req)
-		if _, err := io.ReadFull(c, buf); err != nil {
-			b.Fatal(err)
-		}
-	}
+	frontendtest.BenchmarkRoundTrip(b, addr, []byte("get "+benchKey+"\r\n"), want)
 }
 
 func FuzzHandle(f *testing.F) {
@@ -111,7 +88,7 @@ func FuzzHandle(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
-		s := &Server{Cache: newMemCache(), Logger: testLogger(t), MaxValueSize: 1024}
+		s := &Server{Cache: newMemCache(), Logger: frontendtest.Logger(t), MaxValueSize: 1024}
 		c := s.newConn(nil)
 		defer c.Req.Release()
 		var out bytes.Buffer

@@ -1,16 +1,16 @@
 package memcache
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"net"
 	"os"
-	"sort"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -108,11 +108,7 @@ type Server struct {
 	Now func() time.Time
 
 	initOnce sync.Once
-	baseCtx  context.Context
-	cancel   context.CancelFunc
-	started  time.Time
-
-	conns *connset.Set[*conn] // listeners and connections
+	conns    *connset.Set[*conn] // listeners, connections, base context
 
 	cmdGet    atomic.Uint64
 	getHits   atomic.Uint64
@@ -121,26 +117,14 @@ type Server struct {
 	cmdDelete atomic.Uint64
 }
 
-func (s *Server) init() {
+// set returns the server's listeners and connections, set up on first use so
+// that a Server with its fields set is ready.
+func (s *Server) set() *connset.Set[*conn] {
 	s.initOnce.Do(func() {
-		s.baseCtx, s.cancel = context.WithCancel(context.Background())
-		s.started = time.Now()
-		s.conns = connset.New[*conn]("memcache", orDefault(s.MaxConns, DefaultMaxConns), s.refuse, s.logger, s.cancel)
+		s.conns = connset.New[*conn](connset.Config{Name: "memcache", Log: s.Logger, Closed: ErrServerClosed,
+			MaxConns: connset.Default(s.MaxConns, DefaultMaxConns), Refuse: s.refuse})
 	})
-}
-
-func (s *Server) logger() *slog.Logger {
-	if s.Logger != nil {
-		return s.Logger
-	}
-	return slog.Default()
-}
-
-func orDefault[T int | time.Duration](v, def T) T {
-	if v <= 0 {
-		return def
-	}
-	return v
+	return s.conns
 }
 
 func (s *Server) now() time.Time {
@@ -153,14 +137,10 @@ func (s *Server) now() time.Time {
 // Serve accepts connections on ln and serves each on its own goroutine until
 // Shutdown or Close; it then returns ErrServerClosed. It closes ln on return.
 func (s *Server) Serve(ln net.Listener) error {
-	s.init()
 	if s.Cache == nil {
 		return errors.New("memcache: Server.Cache is nil")
 	}
-	if err := s.conns.Serve(ln, s.newConn); !errors.Is(err, connset.ErrClosed) {
-		return err
-	}
-	return ErrServerClosed
+	return s.set().Serve(ln, s.newConn)
 }
 
 // refuse answers a connection over MaxConns before it is closed.
@@ -173,16 +153,13 @@ func (s *Server) refuse(nc net.Conn) {
 // ends first, the remaining connections are closed and their Cache calls
 // cancelled, and ctx's error is returned.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.init()
-	return s.conns.Shutdown(ctx)
+	return s.set().Shutdown(ctx)
 }
 
 // Close closes the listeners and every connection immediately and cancels
 // in-flight Cache calls.
 func (s *Server) Close() error {
-	s.init()
-	s.conns.Close()
-	return nil
+	return s.set().Close()
 }
 
 // conn is one client connection; its buffers are reused across requests.
@@ -198,15 +175,15 @@ type conn struct {
 }
 
 func (s *Server) newConn(nc net.Conn) *conn {
-	s.init()
-	maxLine := orDefault(s.MaxLineLength, DefaultMaxLineLength)
+	set := s.set()
+	maxLine := connset.Default(s.MaxLineLength, DefaultMaxLineLength)
 	return &conn{
-		Line: connset.NewLine(nc, maxLine, s.logger(), reqctx.New(s.baseCtx, orDefault(s.RequestTimeout, DefaultRequestTimeout)),
-			orDefault(s.ReadTimeout, DefaultReadTimeout), s.IdleTimeout, orDefault(s.WriteTimeout, DefaultWriteTimeout)),
+		Line: connset.NewLine(nc, maxLine, set.Log(), reqctx.New(set.Context(), connset.Default(s.RequestTimeout, DefaultRequestTimeout)),
+			connset.Default(s.ReadTimeout, DefaultReadTimeout), s.IdleTimeout, connset.Default(s.WriteTimeout, DefaultWriteTimeout)),
 		s:        s,
 		fields:   make([][]byte, 0, 8),
 		key:      make([]byte, 0, MaxKeyLength),
-		maxValue: orDefault(s.MaxValueSize, DefaultMaxValueSize),
+		maxValue: connset.Default(s.MaxValueSize, DefaultMaxValueSize),
 		maxLine:  maxLine,
 	}
 }
@@ -230,24 +207,15 @@ func foreignProtocol(b []byte) *connset.PeerError {
 // readLine returns the next command line without its line terminator. The
 // slice aliases the read buffer and is valid until the next read.
 func (c *conn) readLine() ([]byte, error) {
-	line, err := c.BR.ReadSlice('\n')
-	if err != nil {
-		if errors.Is(err, bufio.ErrBufferFull) {
-			c.BW.WriteString("CLIENT_ERROR line too long\r\n")
-			return nil, fmt.Errorf("%w: command line longer than %d bytes", errMalformed, c.maxLine)
-		}
-		if errors.Is(err, io.EOF) && len(line) == 0 {
-			return nil, errClose
-		}
-		return nil, fmt.Errorf("reading command line: %w", err)
-	}
-	line = line[:len(line)-1]
-	if n := len(line); n > 0 && line[n-1] == '\r' {
-		line = line[:n-1]
-	}
-	if len(line) > c.maxLine {
+	line, err := c.ReadLine(c.maxLine)
+	switch {
+	case errors.Is(err, connset.ErrLineTooLong):
 		c.BW.WriteString("CLIENT_ERROR line too long\r\n")
 		return nil, fmt.Errorf("%w: command line longer than %d bytes", errMalformed, c.maxLine)
+	case errors.Is(err, io.EOF):
+		return nil, errClose
+	case err != nil:
+		return nil, fmt.Errorf("reading command line: %w", err)
 	}
 	return line, nil
 }
@@ -416,7 +384,8 @@ func (c *conn) store(f [][]byte, add bool) error {
 			c.value = nil
 		}
 	}()
-	buf, err := c.readBlock(size + 2)
+	buf, err := c.AppendValue(c.value[:0], size+2)
+	c.value = buf
 	if err != nil {
 		return fmt.Errorf("reading data block of %d bytes: %w", size, err)
 	}
@@ -468,30 +437,6 @@ func (c *conn) store(f [][]byte, add bool) error {
 		c.BW.WriteString(reply)
 	}
 	return nil
-}
-
-// readBlock reads n bytes into c.value. The buffer grows with the data that
-// has actually arrived (a chunk at a time), so a client that announces a large
-// block and stalls costs no more memory than what it sent.
-func (c *conn) readBlock(n int) ([]byte, error) {
-	const chunk = 16 << 10
-	buf := c.value[:0]
-	for len(buf) < n {
-		m := min(n-len(buf), chunk)
-		if cap(buf)-len(buf) < m {
-			grown := make([]byte, len(buf), min(n, max(2*cap(buf), len(buf)+m)))
-			copy(grown, buf)
-			buf = grown
-		}
-		k, err := io.ReadFull(c.BR, buf[len(buf):len(buf)+m])
-		buf = buf[:len(buf)+k]
-		if err != nil {
-			c.value = buf
-			return nil, err
-		}
-	}
-	c.value = buf
-	return buf, nil
 }
 
 // clip shortens client input quoted in a log line or error.
@@ -578,28 +523,8 @@ func (c *conn) serverErrorUnless(noreply bool, err error) error {
 func (c *conn) serverError(err error) {
 	c.Log.Debug("memcache: cache call failed", "err", err)
 	c.BW.WriteString("SERVER_ERROR ")
-	c.BW.WriteString(errorText(err))
+	c.BW.WriteString(connset.ErrorText(err))
 	c.BW.WriteString("\r\n")
-}
-
-// errorText renders err on one protocol line, without CR or LF.
-func errorText(err error) string {
-	if errors.Is(err, context.DeadlineExceeded) {
-		return "timeout"
-	}
-	if errors.Is(err, context.Canceled) {
-		return "server shutting down"
-	}
-	b := []byte(err.Error())
-	if len(b) > 200 {
-		b = b[:200]
-	}
-	for i, ch := range b {
-		if ch < ' ' || ch == 0x7f {
-			b[i] = ' '
-		}
-	}
-	return string(b)
 }
 
 func (c *conn) stats(args [][]byte) {
@@ -619,10 +544,10 @@ func (c *conn) stats(args [][]byte) {
 	}
 	u := func(v uint64) string { return strconv.FormatUint(v, 10) }
 	stat("pid", strconv.Itoa(os.Getpid()))
-	stat("uptime", strconv.FormatInt(int64(now.Sub(s.started)/time.Second), 10))
+	stat("uptime", strconv.FormatInt(int64(now.Sub(s.conns.Started())/time.Second), 10))
 	stat("time", strconv.FormatInt(now.Unix(), 10))
 	stat("version", cmpOr(s.Version, DefaultVersion))
-	stat("curr_connections", strconv.FormatInt(s.conns.Active(), 10))
+	stat("curr_connections", strconv.Itoa(s.conns.Active()))
 	stat("total_connections", u(s.conns.Total()))
 	stat("rejected_connections", u(s.conns.Rejected()))
 	stat("cmd_get", u(s.cmdGet.Load()))
@@ -633,28 +558,13 @@ func (c *conn) stats(args [][]byte) {
 	stat("item_size_max", strconv.Itoa(c.maxValue))
 	if sp, ok := s.Cache.(StatsProvider); ok {
 		extra := sp.Stats()
-		names := make([]string, 0, len(extra))
-		for k := range extra {
-			names = append(names, k)
-		}
-		sort.Strings(names)
-		for _, k := range names {
+		for _, k := range slices.Sorted(maps.Keys(extra)) {
 			if validKey([]byte(k)) {
-				stat(k, sanitizeStat(extra[k]))
+				stat(k, connset.OneLine(extra[k]))
 			}
 		}
 	}
 	c.BW.WriteString("END\r\n")
-}
-
-func sanitizeStat(v string) string {
-	b := []byte(v)
-	for i, ch := range b {
-		if ch < ' ' || ch == 0x7f {
-			b[i] = ' '
-		}
-	}
-	return string(b)
 }
 
 // parseUint parses a decimal number no larger than limit without allocating.
@@ -693,4 +603,4 @@ func parseInt(b []byte) (int64, bool) {
 }
 
 // ActiveConns reports how many client connections are open, for metrics.
-func (s *Server) ActiveConns() int { s.init(); return int(s.conns.Active()) }
+func (s *Server) ActiveConns() int { return s.set().Active() }

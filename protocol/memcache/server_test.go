@@ -1,218 +1,73 @@
 package memcache
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/distcache-replicated/distcache/protocol/internal/frontendtest"
 )
 
-// memCache is an in-memory Cache with expiry, standing in for the replicated
-// store (which this package may not import).
-type memCache struct {
-	mu      sync.Mutex
-	now     func() time.Time
-	entries map[string]entry
-	lastTTL time.Duration
-}
+// memCache adapts the shared in-memory test store to memcache's Cache.
+type memCache struct{ *frontendtest.Store }
 
-type entry struct {
-	value   []byte
-	flags   uint32
-	expires time.Time
-}
-
-func newMemCache() *memCache {
-	return &memCache{now: time.Now, entries: make(map[string]entry)}
-}
-
-func (m *memCache) live(key []byte) (entry, bool) {
-	e, ok := m.entries[string(key)]
-	if !ok || !m.now().Before(e.expires) {
-		return entry{}, false
-	}
-	return e, true
-}
+func newMemCache() *memCache { return &memCache{frontendtest.NewStore()} }
 
 func (m *memCache) Get(_ context.Context, key []byte) ([]byte, uint32, bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	e, ok := m.live(key)
-	return e.value, e.flags, ok, nil
-}
-
-func (m *memCache) put(key, value []byte, flags uint32, ttl time.Duration) {
-	if ttl <= 0 {
-		panic("Cache got a non-positive ttl")
-	}
-	exp := time.Unix(1<<40, 0)
-	if ttl != NoExpiry {
-		exp = m.now().Add(ttl)
-	}
-	m.lastTTL = ttl
-	m.entries[string(key)] = entry{value: bytes.Clone(value), flags: flags, expires: exp}
+	v, flags, ok := m.Store.Get(key)
+	return v, flags, ok, nil
 }
 
 func (m *memCache) Set(_ context.Context, key, value []byte, flags uint32, ttl time.Duration) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.put(key, value, flags, ttl)
+	m.Store.Set(key, value, flags, ttl)
 	return nil
 }
 
 func (m *memCache) Add(_ context.Context, key, value []byte, flags uint32, ttl time.Duration) (bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if _, ok := m.live(key); ok {
-		return false, nil
-	}
-	m.put(key, value, flags, ttl)
-	return true, nil
+	return m.Store.Add(key, value, flags, ttl), nil
 }
 
 func (m *memCache) Delete(_ context.Context, key []byte) (bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	_, ok := m.live(key)
-	delete(m.entries, string(key))
-	return ok, nil
+	return m.Store.Delete(key), nil
 }
 
 func (m *memCache) Stats() map[string]string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return map[string]string{"curr_items": fmt.Sprint(len(m.entries))}
+	return map[string]string{"curr_items": fmt.Sprint(m.Len())}
 }
 
-// failingCache fails every call with err, or blocks until ctx ends when err is nil.
-type failingCache struct{ err error }
+// failingCache fails every call (see frontendtest.Failing).
+type failingCache struct{ frontendtest.Failing }
 
-func (f failingCache) wait(ctx context.Context) error {
-	if f.err != nil {
-		return f.err
-	}
-	<-ctx.Done()
-	return ctx.Err()
-}
 func (f failingCache) Get(ctx context.Context, _ []byte) ([]byte, uint32, bool, error) {
-	return nil, 0, false, f.wait(ctx)
+	return nil, 0, false, f.Wait(ctx)
 }
 func (f failingCache) Set(ctx context.Context, _, _ []byte, _ uint32, _ time.Duration) error {
-	return f.wait(ctx)
+	return f.Wait(ctx)
 }
 func (f failingCache) Add(ctx context.Context, _, _ []byte, _ uint32, _ time.Duration) (bool, error) {
-	return false, f.wait(ctx)
+	return false, f.Wait(ctx)
 }
 func (f failingCache) Delete(ctx context.Context, _ []byte) (bool, error) {
-	return false, f.wait(ctx)
-}
-
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
+	return false, f.Wait(ctx)
 }
 
 // startServer serves s on a loopback listener and shuts it down at cleanup.
-func startServer(t *testing.T, s *Server) string {
-	t.Helper()
-	return startServerB(t, s)
-}
-
-func startServerB(t testing.TB, s *Server) string {
+func startServer(t testing.TB, s *Server) string {
 	t.Helper()
 	if s.Logger == nil {
-		s.Logger = testLogger(t)
+		s.Logger = frontendtest.Logger(t)
 	}
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- s.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := s.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		if err := <-errc; !errors.Is(err, ErrServerClosed) {
-			t.Errorf("Serve returned %v, want ErrServerClosed", err)
-		}
-	})
-	return ln.Addr().String()
-}
-
-type client struct {
-	t  *testing.T
-	nc net.Conn
-	br *bufio.Reader
-}
-
-func dial(t *testing.T, addr string) *client {
-	t.Helper()
-	nc := dialB(t, addr)
-	nc.SetDeadline(time.Now().Add(10 * time.Second))
-	return &client{t: t, nc: nc, br: bufio.NewReader(nc)}
-}
-
-func dialB(t testing.TB, addr string) net.Conn {
-	t.Helper()
-	nc, err := net.Dial("tcp4", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	return nc
-}
-
-func (c *client) send(s string) {
-	c.t.Helper()
-	if _, err := io.WriteString(c.nc, s); err != nil {
-		c.t.Fatalf("write: %v", err)
-	}
-}
-
-// expect reads exactly len(want) bytes and compares them.
-func (c *client) expect(want string) {
-	c.t.Helper()
-	got := make([]byte, len(want))
-	if _, err := io.ReadFull(c.br, got); err != nil {
-		c.t.Fatalf("reading %q: got %q, %v", want, got, err)
-	}
-	if string(got) != want {
-		c.t.Fatalf("got %q, want %q", got, want)
-	}
-}
-
-// expectClosed asserts that the server closes the connection.
-func (c *client) expectClosed() {
-	c.t.Helper()
-	b, err := c.br.ReadByte()
-	if err == nil {
-		c.t.Fatalf("expected close, read %q", b)
-	}
-	if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !strings.Contains(err.Error(), "reset") {
-		c.t.Fatalf("expected close, got %v", err)
-	}
+	return frontendtest.Start(t, s, ErrServerClosed)
 }
 
 func TestApacheByteSequences(t *testing.T) {
 	addr := startServer(t, &Server{Cache: newMemCache()})
-	c := dial(t, addr)
+	c := frontendtest.Dial(t, addr)
 	key := "mod_ssl-sess:" + strings.Repeat("0123456789abcdef", 4)
 	if len(key) != 77 {
 		t.Fatalf("key length %d", len(key))
@@ -220,30 +75,30 @@ func TestApacheByteSequences(t *testing.T) {
 	der := bytes.Repeat([]byte{0x30, 0x82, 0x00, 0xb1}, 45)
 	der = append(der, 0x04)
 
-	c.send("version\r\n")
-	c.expect("VERSION " + DefaultVersion + "\r\n")
-	c.send("get " + key + "\r\n")
-	c.expect("END\r\n")
-	c.send(fmt.Sprintf("set %s 0 299 %d \r\n%s\r\n", key, len(der), der))
-	c.expect("STORED\r\n")
-	c.send("get " + key + "\r\n")
-	c.expect(fmt.Sprintf("VALUE %s 0 %d\r\n%s\r\nEND\r\n", key, len(der), der))
-	c.send("delete " + key + " 0\r\n")
-	c.expect("DELETED\r\n")
-	c.send("delete " + key + " 0\r\n")
-	c.expect("NOT_FOUND\r\n")
-	c.send("get " + key + "\r\n")
-	c.expect("END\r\n")
-	c.send("quit\r\n")
-	c.expectClosed()
+	c.Send("version\r\n")
+	c.Expect("VERSION " + DefaultVersion + "\r\n")
+	c.Send("get " + key + "\r\n")
+	c.Expect("END\r\n")
+	c.Send(fmt.Sprintf("set %s 0 299 %d \r\n%s\r\n", key, len(der), der))
+	c.Expect("STORED\r\n")
+	c.Send("get " + key + "\r\n")
+	c.Expect(fmt.Sprintf("VALUE %s 0 %d\r\n%s\r\nEND\r\n", key, len(der), der))
+	c.Send("delete " + key + " 0\r\n")
+	c.Expect("DELETED\r\n")
+	c.Send("delete " + key + " 0\r\n")
+	c.Expect("NOT_FOUND\r\n")
+	c.Send("get " + key + "\r\n")
+	c.Expect("END\r\n")
+	c.Send("quit\r\n")
+	c.ExpectClosed()
 }
 
 func TestCommands(t *testing.T) {
 	mc := newMemCache()
 	now := time.Unix(1_700_000_000, 0)
-	mc.now = func() time.Time { return now }
-	addr := startServer(t, &Server{Cache: mc, Now: mc.now})
-	c := dial(t, addr)
+	mc.Now = func() time.Time { return now }
+	addr := startServer(t, &Server{Cache: mc, Now: mc.Now})
+	c := frontendtest.Dial(t, addr)
 
 	steps := []struct{ send, want string }{
 		{"set a 42 0 3\r\nabc\r\n", "STORED\r\n"},
@@ -276,33 +131,33 @@ func TestCommands(t *testing.T) {
 		{"stats items\r\n", "END\r\n"},
 	}
 	for _, st := range steps {
-		c.send(st.send)
+		c.Send(st.send)
 		if st.want != "" {
-			c.expect(st.want)
+			c.Expect(st.want)
 		}
 	}
 
 	// TTL conventions seen by the Cache.
-	c.send("set t0 0 0 1\r\nz\r\n")
-	c.expect("STORED\r\n")
-	if mc.lastTTL != NoExpiry {
-		t.Errorf("exptime 0: ttl %v, want NoExpiry", mc.lastTTL)
+	c.Send("set t0 0 0 1\r\nz\r\n")
+	c.Expect("STORED\r\n")
+	if mc.LastTTL() != NoExpiry {
+		t.Errorf("exptime 0: ttl %v, want NoExpiry", mc.LastTTL())
 	}
-	c.send("set t1 0 299 1\r\nz\r\n")
-	c.expect("STORED\r\n")
-	if mc.lastTTL != 299*time.Second {
-		t.Errorf("exptime 299: ttl %v", mc.lastTTL)
+	c.Send("set t1 0 299 1\r\nz\r\n")
+	c.Expect("STORED\r\n")
+	if mc.LastTTL() != 299*time.Second {
+		t.Errorf("exptime 299: ttl %v", mc.LastTTL())
 	}
-	c.send(fmt.Sprintf("set t2 0 %d 1\r\nz\r\n", now.Unix()+3600))
-	c.expect("STORED\r\n")
-	if mc.lastTTL != time.Hour {
-		t.Errorf("absolute exptime: ttl %v, want 1h", mc.lastTTL)
+	c.Send(fmt.Sprintf("set t2 0 %d 1\r\nz\r\n", now.Unix()+3600))
+	c.Expect("STORED\r\n")
+	if mc.LastTTL() != time.Hour {
+		t.Errorf("absolute exptime: ttl %v, want 1h", mc.LastTTL())
 	}
 
-	c.send("stats\r\n")
+	c.Send("stats\r\n")
 	var stats []string
 	for {
-		line, err := c.br.ReadString('\n')
+		line, err := c.BR.ReadString('\n')
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -321,7 +176,7 @@ func TestCommands(t *testing.T) {
 
 func TestPipelinedAnswersInOrder(t *testing.T) {
 	addr := startServer(t, &Server{Cache: newMemCache()})
-	c := dial(t, addr)
+	c := frontendtest.Dial(t, addr)
 	var req, want strings.Builder
 	for i := range 200 {
 		v := fmt.Sprint("value-", i)
@@ -330,23 +185,23 @@ func TestPipelinedAnswersInOrder(t *testing.T) {
 	}
 	req.WriteString("delete k0\r\n")
 	want.WriteString("DELETED\r\n")
-	go c.send(req.String()) // the server answers while we still write
-	c.expect(want.String())
+	go c.Send(req.String()) // the server answers while we still write
+	c.Expect(want.String())
 }
 
 func TestOversizedValueIsSwallowed(t *testing.T) {
 	addr := startServer(t, &Server{Cache: newMemCache(), MaxValueSize: 100})
-	c := dial(t, addr)
-	c.send("set big 0 0 101\r\n" + strings.Repeat("x", 101) + "\r\nset small 0 0 1\r\ns\r\n")
-	c.expect("SERVER_ERROR object too large for cache\r\nSTORED\r\n")
-	c.send("set huge 0 0 2000000\r\n")
-	c.expect("SERVER_ERROR object too large for cache\r\n")
-	c.expectClosed()
+	c := frontendtest.Dial(t, addr)
+	c.Send("set big 0 0 101\r\n" + strings.Repeat("x", 101) + "\r\nset small 0 0 1\r\ns\r\n")
+	c.Expect("SERVER_ERROR object too large for cache\r\nSTORED\r\n")
+	c.Send("set huge 0 0 2000000\r\n")
+	c.Expect("SERVER_ERROR object too large for cache\r\n")
+	c.ExpectClosed()
 }
 
 func TestBrokenStreamsCloseOnlyThatConnection(t *testing.T) {
 	addr := startServer(t, &Server{Cache: newMemCache(), MaxLineLength: 100})
-	good := dial(t, addr)
+	good := frontendtest.Dial(t, addr)
 	cases := map[string]struct{ send, want string }{
 		"bad data chunk": {"set a 0 0 1\r\nzzz\r\n", "CLIENT_ERROR bad data chunk\r\n"},
 		"bad byte count": {"set a 0 0 -1\r\n", "CLIENT_ERROR bad command line format\r\n"},
@@ -356,33 +211,33 @@ func TestBrokenStreamsCloseOnlyThatConnection(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			c := dial(t, addr)
-			c.send(tc.send)
-			c.expect(tc.want)
+			c := frontendtest.Dial(t, addr)
+			c.Send(tc.send)
+			c.Expect(tc.want)
 			if name != "binary garbage" {
-				c.expectClosed()
+				c.ExpectClosed()
 			}
-			good.send("set ok 0 0 2\r\nok\r\n")
-			good.expect("STORED\r\n")
+			good.Send("set ok 0 0 2\r\nok\r\n")
+			good.Expect("STORED\r\n")
 		})
 	}
 }
 
 func TestBackendFailuresAnswerServerError(t *testing.T) {
-	addr := startServer(t, &Server{Cache: failingCache{err: errors.New("no quorum\r\nbad")}})
-	c := dial(t, addr)
-	c.send("get a\r\nset a 0 0 1\r\nz\r\ndelete a\r\nadd a 0 0 1\r\nz\r\nset a 0 0 1 noreply\r\nz\r\nversion\r\n")
-	c.expect("SERVER_ERROR no quorum  bad\r\n" +
+	addr := startServer(t, &Server{Cache: failingCache{frontendtest.Failing{Err: errors.New("no quorum\r\nbad")}}})
+	c := frontendtest.Dial(t, addr)
+	c.Send("get a\r\nset a 0 0 1\r\nz\r\ndelete a\r\nadd a 0 0 1\r\nz\r\nset a 0 0 1 noreply\r\nz\r\nversion\r\n")
+	c.Expect("SERVER_ERROR no quorum  bad\r\n" +
 		"SERVER_ERROR no quorum  bad\r\n" +
 		"SERVER_ERROR no quorum  bad\r\n" +
 		"SERVER_ERROR no quorum  bad\r\n" +
 		"VERSION " + DefaultVersion + "\r\n")
 
 	blocking := startServer(t, &Server{Cache: failingCache{}, RequestTimeout: 50 * time.Millisecond})
-	b := dial(t, blocking)
+	b := frontendtest.Dial(t, blocking)
 	start := time.Now()
-	b.send("get a\r\nset a 0 0 1\r\nz\r\n")
-	b.expect("SERVER_ERROR timeout\r\nSERVER_ERROR timeout\r\n")
+	b.Send("get a\r\nset a 0 0 1\r\nz\r\n")
+	b.Expect("SERVER_ERROR timeout\r\nSERVER_ERROR timeout\r\n")
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("timeouts took %v", d)
 	}
@@ -390,24 +245,24 @@ func TestBackendFailuresAnswerServerError(t *testing.T) {
 
 func TestStalledPartialRequestIsClosed(t *testing.T) {
 	addr := startServer(t, &Server{Cache: newMemCache(), ReadTimeout: 200 * time.Millisecond})
-	idle := dial(t, addr)    // idle connections are kept (IdleTimeout 0)
-	stalled := dial(t, addr) // slowloris: a request that never completes
-	stalled.send("set a 0 0 10\r\nabc")
-	good := dial(t, addr)
+	idle := frontendtest.Dial(t, addr)    // idle connections are kept (IdleTimeout 0)
+	stalled := frontendtest.Dial(t, addr) // slowloris: a request that never completes
+	stalled.Send("set a 0 0 10\r\nabc")
+	good := frontendtest.Dial(t, addr)
 
 	closed := make(chan struct{})
 	go func() {
 		defer close(closed)
-		stalled.br.ReadByte() // returns once the server closes
+		stalled.BR.ReadByte() // returns once the server closes
 	}()
 	deadline := time.After(5 * time.Second)
 	for i := 0; ; i++ {
-		good.send("set ok 0 0 2\r\nok\r\nget ok\r\n")
-		good.expect("STORED\r\nVALUE ok 0 2\r\nok\r\nEND\r\n")
+		good.Send("set ok 0 0 2\r\nok\r\nget ok\r\n")
+		good.Expect("STORED\r\nVALUE ok 0 2\r\nok\r\nEND\r\n")
 		select {
 		case <-closed:
-			idle.send("version\r\n")
-			idle.expect("VERSION " + DefaultVersion + "\r\n")
+			idle.Send("version\r\n")
+			idle.Expect("VERSION " + DefaultVersion + "\r\n")
 			return
 		case <-deadline:
 			t.Fatal("stalled connection was not closed")
@@ -418,26 +273,26 @@ func TestStalledPartialRequestIsClosed(t *testing.T) {
 
 func TestIdleTimeout(t *testing.T) {
 	addr := startServer(t, &Server{Cache: newMemCache(), IdleTimeout: 100 * time.Millisecond})
-	c := dial(t, addr)
-	c.send("version\r\n")
-	c.expect("VERSION " + DefaultVersion + "\r\n")
-	c.expectClosed()
+	c := frontendtest.Dial(t, addr)
+	c.Send("version\r\n")
+	c.Expect("VERSION " + DefaultVersion + "\r\n")
+	c.ExpectClosed()
 }
 
 func TestMaxConns(t *testing.T) {
 	s := &Server{Cache: newMemCache(), MaxConns: 1}
 	addr := startServer(t, s)
-	first := dial(t, addr)
-	first.send("version\r\n")
-	first.expect("VERSION " + DefaultVersion + "\r\n")
+	first := frontendtest.Dial(t, addr)
+	first.Send("version\r\n")
+	first.Expect("VERSION " + DefaultVersion + "\r\n")
 	if n := s.ActiveConns(); n != 1 {
 		t.Errorf("ActiveConns = %d, want 1", n)
 	}
-	second := dial(t, addr)
-	second.expect("SERVER_ERROR too many open connections\r\n")
-	second.expectClosed()
-	first.send("quit\r\n")
-	first.expectClosed()
+	second := frontendtest.Dial(t, addr)
+	second.Expect("SERVER_ERROR too many open connections\r\n")
+	second.ExpectClosed()
+	first.Send("quit\r\n")
+	first.ExpectClosed()
 	deadline := time.Now().Add(5 * time.Second)
 	for s.ActiveConns() != 0 {
 		if time.Now().After(deadline) {
@@ -445,22 +300,22 @@ func TestMaxConns(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	third := dial(t, addr)
-	third.send("version\r\n")
-	third.expect("VERSION " + DefaultVersion + "\r\n")
+	third := frontendtest.Dial(t, addr)
+	third.Send("version\r\n")
+	third.Expect("VERSION " + DefaultVersion + "\r\n")
 }
 
 func TestShutdownClosesIdleConnections(t *testing.T) {
-	s := &Server{Cache: newMemCache(), Logger: testLogger(t)}
+	s := &Server{Cache: newMemCache(), Logger: frontendtest.Logger(t)}
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.Serve(ln) }()
-	c := dial(t, ln.Addr().String())
-	c.send("version\r\n")
-	c.expect("VERSION " + DefaultVersion + "\r\n")
+	c := frontendtest.Dial(t, ln.Addr().String())
+	c.Send("version\r\n")
+	c.Expect("VERSION " + DefaultVersion + "\r\n")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := s.Shutdown(ctx); err != nil {
@@ -469,7 +324,7 @@ func TestShutdownClosesIdleConnections(t *testing.T) {
 	if err := <-errc; !errors.Is(err, ErrServerClosed) {
 		t.Fatalf("Serve: %v", err)
 	}
-	c.expectClosed()
+	c.ExpectClosed()
 }
 
 func TestParseNumbers(t *testing.T) {

@@ -1,8 +1,9 @@
 package resp
 
 import (
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -30,9 +31,9 @@ func (c *conn) info() {
 	line("redis_mode", "standalone")
 	line("arch_bits", strconv.Itoa(32<<(^uint(0)>>63)))
 	line("process_id", strconv.Itoa(os.Getpid()))
-	line("uptime_in_seconds", strconv.FormatInt(int64(time.Since(s.started)/time.Second), 10))
+	line("uptime_in_seconds", strconv.FormatInt(int64(time.Since(s.conns.Started())/time.Second), 10))
 	b.WriteString("\r\n# Clients\r\n")
-	line("connected_clients", strconv.FormatInt(s.conns.Active(), 10))
+	line("connected_clients", strconv.Itoa(s.conns.Active()))
 	line("blocked_clients", "0")
 	b.WriteString("\r\n# Stats\r\n")
 	line("total_connections_received", u(s.conns.Total()))
@@ -47,13 +48,8 @@ func (c *conn) info() {
 	line("cluster_enabled", "0")
 	if sp, ok := s.Cache.(StatsProvider); ok {
 		extra := sp.Stats()
-		names := make([]string, 0, len(extra))
-		for k := range extra {
-			names = append(names, k)
-		}
-		sort.Strings(names)
 		b.WriteString("\r\n# Cache\r\n")
-		for _, k := range names {
+		for _, k := range slices.Sorted(maps.Keys(extra)) {
 			line(clean(k), clean(extra[k]))
 		}
 	}

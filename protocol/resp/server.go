@@ -1,7 +1,6 @@
 package resp
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -99,50 +98,30 @@ type Server struct {
 	MaxConns       int           // concurrent connections; 0: DefaultMaxConns
 
 	initOnce sync.Once
-	baseCtx  context.Context
-	cancel   context.CancelFunc
-	started  time.Time
-
-	conns *connset.Set[*conn] // listeners and connections
+	conns    *connset.Set[*conn] // listeners, connections, base context
 
 	commands atomic.Uint64
 	hits     atomic.Uint64
 	misses   atomic.Uint64
 }
 
-func (s *Server) init() {
+// set returns the server's listeners and connections, set up on first use so
+// that a Server with its fields set is ready.
+func (s *Server) set() *connset.Set[*conn] {
 	s.initOnce.Do(func() {
-		s.baseCtx, s.cancel = context.WithCancel(context.Background())
-		s.started = time.Now()
-		s.conns = connset.New[*conn]("resp", orDefault(s.MaxConns, DefaultMaxConns), s.refuse, s.logger, s.cancel)
+		s.conns = connset.New[*conn](connset.Config{Name: "resp", Log: s.Logger, Closed: ErrServerClosed,
+			MaxConns: connset.Default(s.MaxConns, DefaultMaxConns), Refuse: s.refuse})
 	})
-}
-
-func (s *Server) logger() *slog.Logger {
-	if s.Logger != nil {
-		return s.Logger
-	}
-	return slog.Default()
-}
-
-func orDefault[T int | time.Duration](v, def T) T {
-	if v <= 0 {
-		return def
-	}
-	return v
+	return s.conns
 }
 
 // Serve accepts connections on ln and serves each on its own goroutine until
 // Shutdown or Close; it then returns ErrServerClosed. It closes ln on return.
 func (s *Server) Serve(ln net.Listener) error {
-	s.init()
 	if s.Cache == nil {
 		return errors.New("resp: Server.Cache is nil")
 	}
-	if err := s.conns.Serve(ln, s.newConn); !errors.Is(err, connset.ErrClosed) {
-		return err
-	}
-	return ErrServerClosed
+	return s.set().Serve(ln, s.newConn)
 }
 
 // refuse answers a connection over MaxConns before it is closed.
@@ -153,16 +132,13 @@ func (s *Server) refuse(nc net.Conn) { io.WriteString(nc, "-ERR max number of cl
 // ends first, the remaining connections are closed and their Cache calls
 // cancelled, and ctx's error is returned.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.init()
-	return s.conns.Shutdown(ctx)
+	return s.set().Shutdown(ctx)
 }
 
 // Close closes the listeners and every connection immediately and cancels
 // in-flight Cache calls.
 func (s *Server) Close() error {
-	s.init()
-	s.conns.Close()
-	return nil
+	return s.set().Close()
 }
 
 // conn is one client connection; its buffers are reused across requests.
@@ -181,17 +157,17 @@ type conn struct {
 }
 
 func (s *Server) newConn(nc net.Conn) *conn {
-	s.init()
-	maxLine := orDefault(s.MaxLineLength, DefaultMaxLineLength)
+	set := s.set()
+	maxLine := connset.Default(s.MaxLineLength, DefaultMaxLineLength)
 	return &conn{
-		Line: connset.NewLine(nc, maxLine, s.logger(), reqctx.New(s.baseCtx, orDefault(s.RequestTimeout, DefaultRequestTimeout)),
-			orDefault(s.ReadTimeout, DefaultReadTimeout), s.IdleTimeout, orDefault(s.WriteTimeout, DefaultWriteTimeout)),
+		Line: connset.NewLine(nc, maxLine, set.Log(), reqctx.New(set.Context(), connset.Default(s.RequestTimeout, DefaultRequestTimeout)),
+			connset.Default(s.ReadTimeout, DefaultReadTimeout), s.IdleTimeout, connset.Default(s.WriteTimeout, DefaultWriteTimeout)),
 		s:        s,
 		args:     make([][]byte, 0, 8),
 		offs:     make([]int, 0, 16),
-		maxValue: orDefault(s.MaxValueSize, DefaultMaxValueSize),
+		maxValue: connset.Default(s.MaxValueSize, DefaultMaxValueSize),
 		maxLine:  maxLine,
-		maxArgs:  orDefault(s.MaxArgs, DefaultMaxArgs),
+		maxArgs:  connset.Default(s.MaxArgs, DefaultMaxArgs),
 	}
 }
 
@@ -246,22 +222,14 @@ func (c *conn) protocolError(msg string) error {
 // readLine returns the next line without its terminator; it aliases the read
 // buffer and is valid until the next read.
 func (c *conn) readLine() ([]byte, error) {
-	line, err := c.BR.ReadSlice('\n')
-	if err != nil {
-		if errors.Is(err, bufio.ErrBufferFull) {
-			return nil, c.protocolError("too big request")
-		}
-		if errors.Is(err, io.EOF) && len(line) == 0 {
-			return nil, errClose
-		}
-		return nil, fmt.Errorf("reading line: %w", err)
-	}
-	line = line[:len(line)-1]
-	if n := len(line); n > 0 && line[n-1] == '\r' {
-		line = line[:n-1]
-	}
-	if len(line) > c.maxLine {
+	line, err := c.ReadLine(c.maxLine)
+	switch {
+	case errors.Is(err, connset.ErrLineTooLong):
 		return nil, c.protocolError("too big request")
+	case errors.Is(err, io.EOF):
+		return nil, errClose
+	case err != nil:
+		return nil, fmt.Errorf("reading line: %w", err)
 	}
 	return line, nil
 }
@@ -322,10 +290,11 @@ func (c *conn) readCommand() error {
 			continue
 		}
 		start := len(c.arena)
-		buf, err := c.readBulk(int(size) + 2)
+		c.arena, err = c.AppendValue(c.arena, int(size)+2)
 		if err != nil {
 			return fmt.Errorf("reading bulk string of %d bytes: %w", size, err)
 		}
+		buf := c.arena[start:]
 		if buf[size] != '\r' || buf[size+1] != '\n' {
 			return c.protocolError("bulk string not terminated by CRLF")
 		}
@@ -336,31 +305,6 @@ func (c *conn) readCommand() error {
 		c.args = append(c.args, c.arena[c.offs[i]:c.offs[i+1]])
 	}
 	return nil
-}
-
-// readBulk appends the next n bytes of the stream to c.arena and returns them.
-// The arena grows with the data that has actually arrived (a chunk at a
-// time), so a client that announces a large bulk string and stalls costs no
-// more memory than what it sent.
-func (c *conn) readBulk(n int) ([]byte, error) {
-	const chunk = 16 << 10
-	start := len(c.arena)
-	for len(c.arena)-start < n {
-		m := min(n-(len(c.arena)-start), chunk)
-		if cap(c.arena)-len(c.arena) < m {
-			want := start + n
-			grown := make([]byte, len(c.arena), min(want, max(2*cap(c.arena), len(c.arena)+m)))
-			copy(grown, c.arena)
-			c.arena = grown
-		}
-		at := len(c.arena)
-		k, err := io.ReadFull(c.BR, c.arena[at:at+m])
-		c.arena = c.arena[:at+k]
-		if err != nil {
-			return nil, err
-		}
-	}
-	return c.arena[start : start+n], nil
 }
 
 // readInline reads a telnet-style command: words separated by spaces or tabs.
@@ -443,12 +387,12 @@ func (c *conn) handle() error {
 		if len(args) == 0 {
 			return c.arity("del")
 		}
-		c.del(args)
+		c.count(args, c.s.Cache.Delete)
 	case "exists":
 		if len(args) == 0 {
 			return c.arity("exists")
 		}
-		c.exists(args)
+		c.count(args, c.exists)
 	case "ping":
 		switch len(args) {
 		case 0:
@@ -556,27 +500,7 @@ func (c *conn) writeLen(prefix byte, n int) {
 // cacheError answers a failed Cache call; the stream stays in sync.
 func (c *conn) cacheError(err error) {
 	c.Log.Debug("resp: cache call failed", "err", err)
-	c.writeError(errorText(err))
-}
-
-// errorText renders err on one protocol line, without CR or LF.
-func errorText(err error) string {
-	if errors.Is(err, context.DeadlineExceeded) {
-		return "timeout"
-	}
-	if errors.Is(err, context.Canceled) {
-		return "server shutting down"
-	}
-	b := []byte(err.Error())
-	if len(b) > 200 {
-		b = b[:200]
-	}
-	for i, ch := range b {
-		if ch < ' ' || ch == 0x7f {
-			b[i] = ' '
-		}
-	}
-	return string(b)
+	c.writeError(connset.ErrorText(err))
 }
 
 func (c *conn) get(key []byte) {
@@ -693,28 +617,11 @@ func (c *conn) setnx(args [][]byte) {
 	}
 }
 
-func (c *conn) del(keys [][]byte) {
+// count answers how many keys f holds for (DEL: deleted, EXISTS: live).
+func (c *conn) count(keys [][]byte, f func(ctx context.Context, key []byte) (bool, error)) {
 	n := 0
 	for _, k := range keys {
-		ctx := c.Req.Begin()
-		deleted, err := c.s.Cache.Delete(ctx, k)
-		c.Req.End()
-		if err != nil {
-			c.cacheError(err)
-			return
-		}
-		if deleted {
-			n++
-		}
-	}
-	c.writeLen(':', n)
-}
-
-func (c *conn) exists(keys [][]byte) {
-	n := 0
-	for _, k := range keys {
-		ctx := c.Req.Begin()
-		_, ok, err := c.s.Cache.Get(ctx, k)
+		ok, err := f(c.Req.Begin(), k)
 		c.Req.End()
 		if err != nil {
 			c.cacheError(err)
@@ -725,6 +632,11 @@ func (c *conn) exists(keys [][]byte) {
 		}
 	}
 	c.writeLen(':', n)
+}
+
+func (c *conn) exists(ctx context.Context, key []byte) (bool, error) {
+	_, ok, err := c.s.Cache.Get(ctx, key)
+	return ok, err
 }
 
 // parseInt parses a signed decimal int64 without allocating.
@@ -771,4 +683,4 @@ func appendInt(b []byte, n int64) []byte {
 }
 
 // ActiveConns reports how many client connections are open, for metrics.
-func (s *Server) ActiveConns() int { s.init(); return int(s.conns.Active()) }
+func (s *Server) ActiveConns() int { return s.set().Active() }

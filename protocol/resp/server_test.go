@@ -1,202 +1,70 @@
 package resp
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/distcache-replicated/distcache/protocol/internal/frontendtest"
 )
 
-// memCache is an in-memory Cache with expiry, standing in for the replicated
-// store (which this package may not import).
-type memCache struct {
-	mu      sync.Mutex
-	entries map[string]entry
-	lastTTL time.Duration
-}
+// memCache adapts the shared in-memory test store to RESP's Cache.
+type memCache struct{ *frontendtest.Store }
 
-type entry struct {
-	value   []byte
-	expires time.Time
-}
-
-func newMemCache() *memCache { return &memCache{entries: make(map[string]entry)} }
-
-func (m *memCache) live(key []byte) bool {
-	e, ok := m.entries[string(key)]
-	return ok && time.Now().Before(e.expires)
-}
+func newMemCache() *memCache { return &memCache{frontendtest.NewStore()} }
 
 func (m *memCache) Get(_ context.Context, key []byte) ([]byte, bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if !m.live(key) {
-		return nil, false, nil
-	}
-	return m.entries[string(key)].value, true, nil
-}
-
-func (m *memCache) put(key, value []byte, ttl time.Duration) {
-	if ttl <= 0 {
-		panic("Cache got a non-positive ttl")
-	}
-	exp := time.Unix(1<<40, 0)
-	if ttl != NoExpiry {
-		exp = time.Now().Add(ttl)
-	}
-	m.lastTTL = ttl
-	m.entries[string(key)] = entry{value: bytes.Clone(value), expires: exp}
+	v, _, ok := m.Store.Get(key)
+	return v, ok, nil
 }
 
 func (m *memCache) Set(_ context.Context, key, value []byte, ttl time.Duration) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.put(key, value, ttl)
+	m.Store.Set(key, value, 0, ttl)
 	return nil
 }
 
 func (m *memCache) Add(_ context.Context, key, value []byte, ttl time.Duration) (bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.live(key) {
-		return false, nil
-	}
-	m.put(key, value, ttl)
-	return true, nil
+	return m.Store.Add(key, value, 0, ttl), nil
 }
 
 func (m *memCache) Delete(_ context.Context, key []byte) (bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	ok := m.live(key)
-	delete(m.entries, string(key))
-	return ok, nil
+	return m.Store.Delete(key), nil
 }
 
 func (m *memCache) Stats() map[string]string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return map[string]string{"entries": fmt.Sprint(len(m.entries))}
+	return map[string]string{"entries": fmt.Sprint(m.Len())}
 }
 
-// failingCache fails every call with err, or blocks until ctx ends when err is nil.
-type failingCache struct{ err error }
+// failingCache fails every call (see frontendtest.Failing).
+type failingCache struct{ frontendtest.Failing }
 
-func (f failingCache) wait(ctx context.Context) error {
-	if f.err != nil {
-		return f.err
-	}
-	<-ctx.Done()
-	return ctx.Err()
-}
 func (f failingCache) Get(ctx context.Context, _ []byte) ([]byte, bool, error) {
-	return nil, false, f.wait(ctx)
+	return nil, false, f.Wait(ctx)
 }
 func (f failingCache) Set(ctx context.Context, _, _ []byte, _ time.Duration) error {
-	return f.wait(ctx)
+	return f.Wait(ctx)
 }
 func (f failingCache) Add(ctx context.Context, _, _ []byte, _ time.Duration) (bool, error) {
-	return false, f.wait(ctx)
+	return false, f.Wait(ctx)
 }
 func (f failingCache) Delete(ctx context.Context, _ []byte) (bool, error) {
-	return false, f.wait(ctx)
-}
-
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
+	return false, f.Wait(ctx)
 }
 
 // startServer serves s on a loopback listener and shuts it down at cleanup.
 func startServer(t testing.TB, s *Server) string {
 	t.Helper()
 	if s.Logger == nil {
-		s.Logger = testLogger(t)
+		s.Logger = frontendtest.Logger(t)
 	}
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- s.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := s.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		if err := <-errc; !errors.Is(err, ErrServerClosed) {
-			t.Errorf("Serve returned %v, want ErrServerClosed", err)
-		}
-	})
-	return ln.Addr().String()
-}
-
-type client struct {
-	t  *testing.T
-	nc net.Conn
-	br *bufio.Reader
-}
-
-func dialB(t testing.TB, addr string) net.Conn {
-	t.Helper()
-	nc, err := net.Dial("tcp4", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	return nc
-}
-
-func dial(t *testing.T, addr string) *client {
-	t.Helper()
-	nc := dialB(t, addr)
-	nc.SetDeadline(time.Now().Add(10 * time.Second))
-	return &client{t: t, nc: nc, br: bufio.NewReader(nc)}
-}
-
-func (c *client) send(s string) {
-	c.t.Helper()
-	if _, err := io.WriteString(c.nc, s); err != nil {
-		c.t.Fatalf("write: %v", err)
-	}
-}
-
-func (c *client) expect(want string) {
-	c.t.Helper()
-	got := make([]byte, len(want))
-	if _, err := io.ReadFull(c.br, got); err != nil {
-		c.t.Fatalf("reading %q: got %q, %v", want, got, err)
-	}
-	if string(got) != want {
-		c.t.Fatalf("got %q, want %q", got, want)
-	}
-}
-
-func (c *client) expectClosed() {
-	c.t.Helper()
-	b, err := c.br.ReadByte()
-	if err == nil {
-		c.t.Fatalf("expected close, read %q", b)
-	}
-	if !errors.Is(err, io.EOF) && !strings.Contains(err.Error(), "reset") {
-		c.t.Fatalf("expected close, got %v", err)
-	}
+	return frontendtest.Start(t, s, ErrServerClosed)
 }
 
 // cmd encodes a command as apr_redis and client libraries do.
@@ -214,34 +82,34 @@ func bulk(s string) string { return fmt.Sprintf("$%d\r\n%s\r\n", len(s), s) }
 func TestApacheByteSequences(t *testing.T) {
 	mc := newMemCache()
 	addr := startServer(t, &Server{Cache: mc})
-	c := dial(t, addr)
+	c := frontendtest.Dial(t, addr)
 	key := "mod_ssl-sess:" + strings.Repeat("0123456789abcdef", 4)
 	der := string(bytes.Repeat([]byte{0x30, 0x82, 0x00, 0xb1, 0x0d, 0x0a}, 30)) // CRLF inside values is fine
 
-	c.send(cmd("PING"))
-	c.expect("+PONG\r\n")
-	c.send(cmd("GET", key))
-	c.expect("$-1\r\n")
-	c.send(cmd("SETEX", key, "299", der))
-	c.expect("+OK\r\n")
-	if mc.lastTTL != 299*time.Second {
-		t.Errorf("SETEX ttl %v", mc.lastTTL)
+	c.Send(cmd("PING"))
+	c.Expect("+PONG\r\n")
+	c.Send(cmd("GET", key))
+	c.Expect("$-1\r\n")
+	c.Send(cmd("SETEX", key, "299", der))
+	c.Expect("+OK\r\n")
+	if mc.LastTTL() != 299*time.Second {
+		t.Errorf("SETEX ttl %v", mc.LastTTL())
 	}
-	c.send(cmd("GET", key))
-	c.expect(bulk(der))
-	c.send(cmd("DEL", key))
-	c.expect(":1\r\n")
-	c.send(cmd("DEL", key))
-	c.expect(":0\r\n")
-	c.send(cmd("INFO"))
-	line, err := c.br.ReadString('\n')
+	c.Send(cmd("GET", key))
+	c.Expect(bulk(der))
+	c.Send(cmd("DEL", key))
+	c.Expect(":1\r\n")
+	c.Send(cmd("DEL", key))
+	c.Expect(":0\r\n")
+	c.Send(cmd("INFO"))
+	line, err := c.BR.ReadString('\n')
 	if err != nil || !strings.HasPrefix(line, "$") {
 		t.Fatalf("INFO header %q, %v", line, err)
 	}
 	var n int
 	fmt.Sscanf(line, "$%d\r\n", &n)
 	body := make([]byte, n+2)
-	if _, err := io.ReadFull(c.br, body); err != nil {
+	if _, err := io.ReadFull(c.BR, body); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"# Server\r\n", "redis_version:" + DefaultVersion + "\r\n", "connected_clients:1\r\n", "entries:0\r\n"} {
@@ -249,15 +117,15 @@ func TestApacheByteSequences(t *testing.T) {
 			t.Errorf("INFO lacks %q:\n%s", want, body)
 		}
 	}
-	c.send(cmd("QUIT"))
-	c.expect("+OK\r\n")
-	c.expectClosed()
+	c.Send(cmd("QUIT"))
+	c.Expect("+OK\r\n")
+	c.ExpectClosed()
 }
 
 func TestCommands(t *testing.T) {
 	mc := newMemCache()
 	addr := startServer(t, &Server{Cache: mc})
-	c := dial(t, addr)
+	c := frontendtest.Dial(t, addr)
 	steps := []struct{ send, want string }{
 		{"PING\r\n", "+PONG\r\n"},
 		{"ping hello\r\n", bulk("hello")},
@@ -293,26 +161,26 @@ func TestCommands(t *testing.T) {
 		{cmd("GET", "e"), bulk("v")},
 	}
 	for _, st := range steps {
-		c.send(st.send)
+		c.Send(st.send)
 		if st.want != "" {
-			c.expect(st.want)
+			c.Expect(st.want)
 		}
 	}
-	c.send(cmd("SET", "f", "v"))
-	c.expect("+OK\r\n")
-	if mc.lastTTL != NoExpiry {
-		t.Errorf("SET without EX: ttl %v, want NoExpiry", mc.lastTTL)
+	c.Send(cmd("SET", "f", "v"))
+	c.Expect("+OK\r\n")
+	if mc.LastTTL() != NoExpiry {
+		t.Errorf("SET without EX: ttl %v, want NoExpiry", mc.LastTTL())
 	}
-	c.send(cmd("SET", "f", "v", "PX", "1500"))
-	c.expect("+OK\r\n")
-	if mc.lastTTL != 1500*time.Millisecond {
-		t.Errorf("PX 1500: ttl %v", mc.lastTTL)
+	c.Send(cmd("SET", "f", "v", "PX", "1500"))
+	c.Expect("+OK\r\n")
+	if mc.LastTTL() != 1500*time.Millisecond {
+		t.Errorf("PX 1500: ttl %v", mc.LastTTL())
 	}
 }
 
 func TestPipelinedAnswersInOrder(t *testing.T) {
 	addr := startServer(t, &Server{Cache: newMemCache()})
-	c := dial(t, addr)
+	c := frontendtest.Dial(t, addr)
 	var req, want strings.Builder
 	for i := range 200 {
 		k, v := fmt.Sprint("k", i), fmt.Sprint("value-", i)
@@ -321,23 +189,23 @@ func TestPipelinedAnswersInOrder(t *testing.T) {
 	}
 	req.WriteString("PING\r\n")
 	want.WriteString("+PONG\r\n")
-	go c.send(req.String())
-	c.expect(want.String())
+	go c.Send(req.String())
+	c.Expect(want.String())
 }
 
 func TestOversizedValueIsSwallowed(t *testing.T) {
 	addr := startServer(t, &Server{Cache: newMemCache(), MaxValueSize: 100})
-	c := dial(t, addr)
-	c.send(cmd("SETEX", "big", "10", strings.Repeat("x", 101)) + cmd("SETEX", "small", "10", "s"))
-	c.expect("-ERR value too large for cache\r\n+OK\r\n")
-	c.send("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2000000\r\n")
-	c.expect("-ERR Protocol error: invalid bulk length\r\n")
-	c.expectClosed()
+	c := frontendtest.Dial(t, addr)
+	c.Send(cmd("SETEX", "big", "10", strings.Repeat("x", 101)) + cmd("SETEX", "small", "10", "s"))
+	c.Expect("-ERR value too large for cache\r\n+OK\r\n")
+	c.Send("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2000000\r\n")
+	c.Expect("-ERR Protocol error: invalid bulk length\r\n")
+	c.ExpectClosed()
 }
 
 func TestBrokenStreamsCloseOnlyThatConnection(t *testing.T) {
 	addr := startServer(t, &Server{Cache: newMemCache(), MaxLineLength: 100, MaxArgs: 4})
-	good := dial(t, addr)
+	good := frontendtest.Dial(t, addr)
 	cases := map[string]struct{ send, want string }{
 		"bad multibulk":  {"*x\r\n", "-ERR Protocol error: invalid multibulk length\r\n"},
 		"too many args":  {"*5\r\n", "-ERR Protocol error: invalid multibulk length\r\n"},
@@ -350,47 +218,47 @@ func TestBrokenStreamsCloseOnlyThatConnection(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			c := dial(t, addr)
-			c.send(tc.send)
-			c.expect(tc.want)
-			c.expectClosed()
-			good.send(cmd("SETEX", "ok", "10", "ok") + cmd("GET", "ok"))
-			good.expect("+OK\r\n" + bulk("ok"))
+			c := frontendtest.Dial(t, addr)
+			c.Send(tc.send)
+			c.Expect(tc.want)
+			c.ExpectClosed()
+			good.Send(cmd("SETEX", "ok", "10", "ok") + cmd("GET", "ok"))
+			good.Expect("+OK\r\n" + bulk("ok"))
 		})
 	}
 }
 
 func TestBackendFailuresAnswerError(t *testing.T) {
-	addr := startServer(t, &Server{Cache: failingCache{err: errors.New("no quorum\r\n")}})
-	c := dial(t, addr)
-	c.send(cmd("GET", "a") + cmd("SETEX", "a", "1", "v") + cmd("SET", "a", "v", "NX") + cmd("DEL", "a") + cmd("EXISTS", "a") + "PING\r\n")
-	c.expect(strings.Repeat("-ERR no quorum  \r\n", 5) + "+PONG\r\n")
+	addr := startServer(t, &Server{Cache: failingCache{frontendtest.Failing{Err: errors.New("no quorum\r\n")}}})
+	c := frontendtest.Dial(t, addr)
+	c.Send(cmd("GET", "a") + cmd("SETEX", "a", "1", "v") + cmd("SET", "a", "v", "NX") + cmd("DEL", "a") + cmd("EXISTS", "a") + "PING\r\n")
+	c.Expect(strings.Repeat("-ERR no quorum  \r\n", 5) + "+PONG\r\n")
 
 	blocking := startServer(t, &Server{Cache: failingCache{}, RequestTimeout: 50 * time.Millisecond})
-	b := dial(t, blocking)
-	b.send(cmd("GET", "a") + cmd("SETEX", "a", "1", "v"))
-	b.expect("-ERR timeout\r\n-ERR timeout\r\n")
+	b := frontendtest.Dial(t, blocking)
+	b.Send(cmd("GET", "a") + cmd("SETEX", "a", "1", "v"))
+	b.Expect("-ERR timeout\r\n-ERR timeout\r\n")
 }
 
 func TestStalledPartialRequestIsClosed(t *testing.T) {
 	addr := startServer(t, &Server{Cache: newMemCache(), ReadTimeout: 200 * time.Millisecond})
-	idle := dial(t, addr)
-	stalled := dial(t, addr)
-	stalled.send("*3\r\n$5\r\nSETEX\r\n$1\r\nk")
-	good := dial(t, addr)
+	idle := frontendtest.Dial(t, addr)
+	stalled := frontendtest.Dial(t, addr)
+	stalled.Send("*3\r\n$5\r\nSETEX\r\n$1\r\nk")
+	good := frontendtest.Dial(t, addr)
 	closed := make(chan struct{})
 	go func() {
 		defer close(closed)
-		stalled.br.ReadByte()
+		stalled.BR.ReadByte()
 	}()
 	deadline := time.After(5 * time.Second)
 	for {
-		good.send(cmd("SETEX", "ok", "10", "ok") + cmd("GET", "ok"))
-		good.expect("+OK\r\n" + bulk("ok"))
+		good.Send(cmd("SETEX", "ok", "10", "ok") + cmd("GET", "ok"))
+		good.Expect("+OK\r\n" + bulk("ok"))
 		select {
 		case <-closed:
-			idle.send("PING\r\n")
-			idle.expect("+PONG\r\n")
+			idle.Send("PING\r\n")
+			idle.Expect("+PONG\r\n")
 			return
 		case <-deadline:
 			t.Fatal("stalled connection was not closed")
@@ -400,22 +268,22 @@ func TestStalledPartialRequestIsClosed(t *testing.T) {
 }
 
 func TestMaxConnsAndShutdown(t *testing.T) {
-	s := &Server{Cache: newMemCache(), MaxConns: 1, Logger: testLogger(t)}
+	s := &Server{Cache: newMemCache(), MaxConns: 1, Logger: frontendtest.Logger(t)}
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.Serve(ln) }()
-	first := dial(t, ln.Addr().String())
-	first.send("PING\r\n")
-	first.expect("+PONG\r\n")
+	first := frontendtest.Dial(t, ln.Addr().String())
+	first.Send("PING\r\n")
+	first.Expect("+PONG\r\n")
 	if n := s.ActiveConns(); n != 1 {
 		t.Errorf("ActiveConns = %d, want 1", n)
 	}
-	second := dial(t, ln.Addr().String())
-	second.expect("-ERR max number of clients reached\r\n")
-	second.expectClosed()
+	second := frontendtest.Dial(t, ln.Addr().String())
+	second.Expect("-ERR max number of clients reached\r\n")
+	second.ExpectClosed()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -425,7 +293,7 @@ func TestMaxConnsAndShutdown(t *testing.T) {
 	if err := <-errc; !errors.Is(err, ErrServerClosed) {
 		t.Fatalf("Serve: %v", err)
 	}
-	first.expectClosed()
+	first.ExpectClosed()
 }
 
 func TestRedisCLI(t *testing.T) {

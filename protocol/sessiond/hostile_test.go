@@ -2,24 +2,20 @@ package sessiond
 
 import (
 	"bytes"
-	"log/slog"
 	"strings"
 	"testing"
 
-	"github.com/distcache-replicated/distcache/internal/syncbuf"
+	"github.com/distcache-replicated/distcache/protocol/internal/frontendtest"
 )
-
-// logBuffer collects a server's log lines.
-type logBuffer = syncbuf.Buffer
 
 // TestWriteFloodDoesNotFloodTheLog floods NEW datagrams at a server whose writes
 // are stuck: most are dropped, yet the log gets about one line per second for them
 // (UDP needs no handshake and its source can be forged, so every datagram would
 // otherwise cost a line).
 func TestWriteFloodDoesNotFloodTheLog(t *testing.T) {
-	logs := &logBuffer{}
+	logs, log := frontendtest.LogBuffer()
 	bc := blockingCache{memCache: newMemCache(), release: make(chan struct{})}
-	s := &Server{Cache: bc, Workers: 1, QueueLen: 1, Logger: slog.New(slog.NewTextHandler(logs, nil))}
+	s := &Server{Cache: bc, Workers: 1, QueueLen: 1, Logger: log}
 	srv := startServer(t, s)
 	defer close(bc.release)
 	id := bytes.Repeat([]byte{7}, 32)

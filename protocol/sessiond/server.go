@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/distcache-replicated/distcache/protocol/internal/connset"
 	"github.com/distcache-replicated/distcache/protocol/internal/loglimit"
 )
 
@@ -68,13 +69,8 @@ type Server struct {
 	QueueLen     int           // 0: DefaultQueueLen
 
 	initOnce sync.Once
-	baseCtx  context.Context
-	cancel   context.CancelFunc
-	done     chan struct{} // closed when Serve has drained its workers
-
-	mu      sync.Mutex
-	conn    net.PacketConn
-	closing atomic.Bool
+	life     *connset.Group // the socket, Shutdown, Close, base context
+	serving  atomic.Bool
 
 	stats     counters
 	malformed loglimit.Limiter // malformed datagrams (UDP sources can be forged)
@@ -104,25 +100,11 @@ func (s *Server) Stats() Stats {
 	}
 }
 
-func (s *Server) init() {
-	s.initOnce.Do(func() {
-		s.baseCtx, s.cancel = context.WithCancel(context.Background())
-		s.done = make(chan struct{})
-	})
-}
-
-func (s *Server) logger() *slog.Logger {
-	if s.Logger != nil {
-		return s.Logger
-	}
-	return slog.Default()
-}
-
-func orDefault[T int | time.Duration](v, def T) T {
-	if v <= 0 {
-		return def
-	}
-	return v
+// lifecycle returns the server's socket, Shutdown and Close, and base context,
+// set up on first use so that a Server with its fields set is ready.
+func (s *Server) lifecycle() *connset.Group {
+	s.initOnce.Do(func() { s.life = connset.NewGroup("sessiond", s.Logger, ErrServerClosed) })
+	return s.life
 }
 
 // job is a NEW or REMOVE waiting for a worker; key and value are its own copies.
@@ -137,26 +119,21 @@ type job struct {
 // inline and queueing NEW/REMOVE for the workers. It closes conn and returns
 // ErrServerClosed once the queued writes are drained (or cancelled).
 func (s *Server) Serve(conn net.PacketConn) error {
-	s.init()
 	if s.Cache == nil {
 		return errors.New("sessiond: Server.Cache is nil")
 	}
-	s.mu.Lock()
-	if s.closing.Load() {
-		s.mu.Unlock()
-		conn.Close()
-		return ErrServerClosed
-	}
-	if s.conn != nil {
-		s.mu.Unlock()
+	if s.serving.Swap(true) {
 		return errors.New("sessiond: Serve called twice")
 	}
-	s.conn = conn
-	s.mu.Unlock()
+	release, err := s.lifecycle().Open(conn)
+	if err != nil {
+		return err
+	}
+	defer release() // closes conn once the queued writes are drained
 
-	queue := make(chan job, orDefault(s.QueueLen, DefaultQueueLen))
+	queue := make(chan job, connset.Default(s.QueueLen, DefaultQueueLen))
 	var wg sync.WaitGroup
-	for range orDefault(s.Workers, DefaultWorkers) {
+	for range connset.Default(s.Workers, DefaultWorkers) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -165,45 +142,38 @@ func (s *Server) Serve(conn net.PacketConn) error {
 			}
 		}()
 	}
-	err := s.readLoop(conn, queue)
+	err = s.readLoop(conn, queue)
 	close(queue)
 	wg.Wait()
-	conn.Close()
-	close(s.done)
 	return err
 }
 
 func (s *Server) readLoop(conn net.PacketConn, queue chan<- job) error {
-	log := s.logger()
+	log := s.life.Log()
 	prefix := s.KeyPrefix
 	if prefix == "" {
 		prefix = DefaultKeyPrefix
 	}
-	getTimeout := orDefault(s.GetTimeout, DefaultGetTimeout)
+	getTimeout := connset.Default(s.GetTimeout, DefaultGetTimeout)
 	buf := make([]byte, MaxPacketSize+1) // one spare byte detects oversized datagrams
 	reply := make([]byte, 0, MaxPacketSize)
 	key := make([]byte, 0, len(prefix)+2*IDSize)
-	var backoff time.Duration
+	var backoff connset.Backoff
 	for {
 		n, addr, err := conn.ReadFrom(buf)
 		if err != nil {
-			if s.closing.Load() {
+			switch {
+			case s.life.Closing():
 				return ErrServerClosed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			if errors.Is(err, net.ErrClosed) {
+			case errors.Is(err, net.ErrClosed):
 				return fmt.Errorf("sessiond: read: %w", err)
 			}
-			// Transient errors (ICMP-induced ECONNREFUSED, ENOBUFS): keep serving.
-			backoff = min(max(2*backoff, time.Millisecond), time.Second)
-			log.Warn("sessiond: read failed; retrying", "err", err, "delay", backoff)
-			time.Sleep(backoff)
+			// Everything else passes on a datagram socket (ICMP-induced
+			// ECONNREFUSED, ENOBUFS, a timeout): keep serving.
+			s.life.Pause(&backoff, "read", err)
 			continue
 		}
-		backoff = 0
+		backoff.Reset()
 		p, err := Decode(buf[:n])
 		if err == nil && p.Type != TypeNew && p.Type != TypeGet && p.Type != TypeRemove {
 			err = fmt.Errorf("%w: %#02x is an answer, not a request", ErrType, p.Type)
@@ -264,17 +234,17 @@ func ttlOf(timeout uint16) time.Duration {
 // an error, a timeout or a value stunnel could not receive.
 func (s *Server) get(conn net.PacketConn, addr net.Addr, p *Packet, key, reply []byte, timeout time.Duration) []byte {
 	s.stats.gets.Add(1)
-	ctx, cancel := context.WithTimeout(s.baseCtx, timeout)
+	ctx, cancel := context.WithTimeout(s.life.Context(), timeout)
 	value, ok, err := s.Cache.Get(ctx, key)
 	cancel()
 	ans := Packet{Type: TypeNotFound, Timeout: p.Timeout, ID: p.ID}
 	switch {
 	case err != nil:
 		s.stats.failed.Add(1)
-		s.logger().Debug("sessiond: lookup failed; answering not found", "key", string(key), "err", err)
+		s.life.Log().Debug("sessiond: lookup failed; answering not found", "key", string(key), "err", err)
 	case !ok:
 	case len(value) == 0 || len(value) > MaxValueSize:
-		s.logger().Warn("sessiond: stored session does not fit a datagram; answering not found",
+		s.life.Log().Warn("sessiond: stored session does not fit a datagram; answering not found",
 			"key", string(key), "bytes", len(value))
 	default:
 		ans.Type, ans.Value = TypeFound, value
@@ -286,13 +256,13 @@ func (s *Server) get(conn net.PacketConn, addr net.Addr, p *Packet, key, reply [
 	}
 	reply = ans.Append(reply)
 	if _, err := conn.WriteTo(reply, addr); err != nil {
-		s.logger().Debug("sessiond: answer not sent", "to", addr.String(), "err", err)
+		s.life.Log().Debug("sessiond: answer not sent", "to", addr.String(), "err", err)
 	}
 	return reply
 }
 
 func (s *Server) apply(j job) {
-	ctx, cancel := context.WithTimeout(s.baseCtx, orDefault(s.WriteTimeout, DefaultWriteTimeout))
+	ctx, cancel := context.WithTimeout(s.life.Context(), connset.Default(s.WriteTimeout, DefaultWriteTimeout))
 	defer cancel()
 	var err error
 	if j.typ == TypeNew {
@@ -304,7 +274,7 @@ func (s *Server) apply(j job) {
 	}
 	if err != nil {
 		s.stats.failed.Add(1)
-		s.logger().Warn("sessiond: cache write failed", "type", j.typ, "key", string(j.key), "err", err)
+		s.life.Log().Warn("sessiond: cache write failed", "type", j.typ, "key", string(j.key), "err", err)
 	}
 }
 
@@ -312,36 +282,11 @@ func (s *Server) apply(j job) {
 // requests are applied. When ctx ends first, they are cancelled and ctx's
 // error is returned.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.init()
-	s.mu.Lock()
-	s.closing.Store(true)
-	conn := s.conn
-	s.mu.Unlock()
-	if conn == nil {
-		return nil
-	}
-	conn.Close()
-	select {
-	case <-s.done:
-		s.cancel()
-		return nil
-	case <-ctx.Done():
-		s.cancel()
-		<-s.done
-		return ctx.Err()
-	}
+	return s.lifecycle().Shutdown(ctx, nil, nil)
 }
 
 // Close stops reading datagrams and cancels the queued requests' Cache calls.
 func (s *Server) Close() error {
-	s.init()
-	s.mu.Lock()
-	s.closing.Store(true)
-	conn := s.conn
-	s.mu.Unlock()
-	s.cancel()
-	if conn != nil {
-		conn.Close()
-	}
+	s.lifecycle().Close(nil)
 	return nil
 }

@@ -5,53 +5,31 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
-	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/distcache-replicated/distcache/protocol/internal/frontendtest"
 )
 
-// memCache is an in-memory Cache standing in for the replicated store.
-type memCache struct {
-	mu      sync.Mutex
-	entries map[string][]byte
-	ttls    map[string]time.Duration
-}
+// memCache adapts the shared in-memory test store to sessiond's Cache.
+type memCache struct{ *frontendtest.Store }
 
-func newMemCache() *memCache {
-	return &memCache{entries: make(map[string][]byte), ttls: make(map[string]time.Duration)}
-}
+func newMemCache() *memCache { return &memCache{frontendtest.NewStore()} }
 
 func (m *memCache) Get(_ context.Context, key []byte) ([]byte, bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	v, ok := m.entries[string(key)]
+	v, _, ok := m.Store.Get(key)
 	return v, ok, nil
 }
 
 func (m *memCache) Set(_ context.Context, key, value []byte, ttl time.Duration) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.entries[string(key)] = bytes.Clone(value)
-	m.ttls[string(key)] = ttl
+	m.Store.Set(key, value, 0, ttl)
 	return nil
 }
 
 func (m *memCache) Delete(_ context.Context, key []byte) (bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	_, ok := m.entries[string(key)]
-	delete(m.entries, string(key))
-	return ok, nil
-}
-
-func (m *memCache) lookup(key string) ([]byte, time.Duration, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	v, ok := m.entries[key]
-	return v, m.ttls[key], ok
+	return m.Store.Delete(key), nil
 }
 
 // blockingCache answers Get from memory but blocks writes until released.
@@ -75,39 +53,12 @@ func (*failingCache) Get(context.Context, []byte) ([]byte, bool, error) {
 	return nil, false, errors.New("no quorum")
 }
 
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
 func startServer(t testing.TB, s *Server) net.Addr {
 	t.Helper()
 	if s.Logger == nil {
-		s.Logger = testLogger(t)
+		s.Logger = frontendtest.Logger(t)
 	}
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- s.Serve(pc) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := s.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		if err := <-errc; !errors.Is(err, ErrServerClosed) {
-			t.Errorf("Serve returned %v, want ErrServerClosed", err)
-		}
-	})
-	return pc.LocalAddr()
+	return frontendtest.StartPacket(t, s, ErrServerClosed)
 }
 
 // stunnelSocket mimics stunnel's cache_transfer: a fresh UDP socket per request.
@@ -178,8 +129,8 @@ func TestStunnelRoundTrip(t *testing.T) {
 
 		// NEW: timeout 300 -> 0x01 0x2c; no answer.
 		send(t, srv, append(header(0x00, 300, id), der...))
-		waitFor(t, "NEW to be applied", func() bool { _, _, ok := mc.lookup(key); return ok })
-		v, ttl, _ := mc.lookup(key)
+		waitFor(t, "NEW to be applied", func() bool { _, _, ok := mc.Lookup(key); return ok })
+		v, ttl, _ := mc.Lookup(key)
 		if !bytes.Equal(v, der) || ttl != 300*time.Second {
 			t.Fatalf("stored %x with ttl %v", v, ttl)
 		}
@@ -191,7 +142,7 @@ func TestStunnelRoundTrip(t *testing.T) {
 		}
 
 		send(t, srv, header(0x02, 0, id))
-		waitFor(t, "REMOVE to be applied", func() bool { _, _, ok := mc.lookup(key); return !ok })
+		waitFor(t, "REMOVE to be applied", func() bool { _, _, ok := mc.Lookup(key); return !ok })
 
 		got = roundTrip(t, srv, header(0x01, 0, id))
 		if want := header(0x80, 0, id); !bytes.Equal(got, want) {
@@ -209,12 +160,12 @@ func TestKeyPrefixAndTimeouts(t *testing.T) {
 	id := []byte{0xAB}
 	key := "s:ab" + strings.Repeat("00", 31)
 	send(t, srv, append(header(0x00, 0, id), 1, 2, 3))
-	waitFor(t, "NEW", func() bool { _, _, ok := mc.lookup(key); return ok })
-	if _, ttl, _ := mc.lookup(key); ttl != NoExpiry {
+	waitFor(t, "NEW", func() bool { _, _, ok := mc.Lookup(key); return ok })
+	if _, ttl, _ := mc.Lookup(key); ttl != NoExpiry {
 		t.Errorf("timeout 0: ttl %v, want NoExpiry", ttl)
 	}
 	send(t, srv, append(header(0x00, MaxTimeout, id), 1, 2, 3))
-	waitFor(t, "NEW", func() bool { _, ttl, _ := mc.lookup(key); return ttl == 18*time.Hour })
+	waitFor(t, "NEW", func() bool { _, ttl, _ := mc.Lookup(key); return ttl == 18*time.Hour })
 }
 
 func TestMalformedDatagramsAreIgnored(t *testing.T) {
@@ -275,7 +226,7 @@ func TestGetsStayFastWhenWritesBlock(t *testing.T) {
 }
 
 func TestLookupProblemsAnswerNotFound(t *testing.T) {
-	s := &Server{Cache: &failingCache{}}
+	s := &Server{Cache: &failingCache{memCache: *newMemCache()}}
 	srv := startServer(t, s)
 	id := bytes.Repeat([]byte{9}, 32)
 	if got := roundTrip(t, srv, header(0x01, 0, id)); !bytes.Equal(got, header(0x80, 0, id)) {
@@ -295,7 +246,7 @@ func TestLookupProblemsAnswerNotFound(t *testing.T) {
 
 func TestShutdownDrainsQueuedWrites(t *testing.T) {
 	bc := blockingCache{memCache: newMemCache(), release: make(chan struct{})}
-	s := &Server{Cache: bc, Workers: 1, Logger: testLogger(t)}
+	s := &Server{Cache: bc, Workers: 1, Logger: frontendtest.Logger(t)}
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -375,7 +326,7 @@ func BenchmarkGetUDP(b *testing.B) {
 	mc := newMemCache()
 	id := bytes.Repeat([]byte{2}, 32)
 	mc.Set(context.Background(), []byte("stunnel-sess:"+hex.EncodeToString(id)), make([]byte, 180), time.Hour)
-	srv := startServer(b, &Server{Cache: mc, Logger: testLogger(b)})
+	srv := startServer(b, &Server{Cache: mc, Logger: frontendtest.Logger(b)})
 	pc := stunnelSocket(b)
 	req := header(0x01, 0, id)
 	buf := make([]byte, 1024)

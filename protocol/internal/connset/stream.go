@@ -39,14 +39,16 @@ func ServeStream(s Stream) {
 				s.Log.Debug(s.Name+": write failed", "err", err)
 				return
 			}
-			if s.Closing() {
-				return
-			}
 			var idle time.Time
 			if s.IdleTimeout > 0 {
 				idle = time.Now().Add(s.IdleTimeout)
 			}
+			// Deadline first, then the flag: Shutdown sets the flag before Wake
+			// moves the deadline into the past, so one of the two sees the other.
 			s.Conn.SetReadDeadline(idle)
+			if s.Closing() {
+				return
+			}
 			if _, err := s.Reader.Peek(1); err != nil {
 				switch {
 				case errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || s.Closing():

@@ -18,7 +18,7 @@ import (
 // Client is what the engine needs from a distcache client, in outcome terms: a
 // negative answer ("exists", "not found", "no") is a result, not an error; err is for
 // transport failures, timeouts and unexpected status codes. dcctl adapts
-// protocol.Client to it; tests may use anything.
+// distcache.Client to it; tests may use anything.
 type Client interface {
 	Add(ctx context.Context, id, data []byte, ttl time.Duration) (added bool, err error)
 	Get(ctx context.Context, id []byte) (data []byte, found bool, err error)

@@ -1,4 +1,4 @@
-// Package dctest provides what dcctl's tests share: a map-backed protocol.Cache with
+// Package dctest provides what dcctl's tests share: a map-backed distcache.Cache with
 // the spec's store semantics and an in-process distcache server on a real socket.
 // It is imported only by tests.
 package dctest
@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/distcache-replicated/distcache/protocol"
+	"github.com/distcache-replicated/distcache/protocol/distcache"
 )
 
-// MapCache is a map-backed protocol.Cache: duplicate ADD answers exists, expired
+// MapCache is a map-backed distcache.Cache: duplicate ADD answers exists, expired
 // entries are absent (timeout 0 is never visible).
 type MapCache struct {
 	mu      sync.Mutex
@@ -49,18 +49,18 @@ func (c *MapCache) live(id []byte) (entry, bool) {
 	return e, ok
 }
 
-// Add implements protocol.Cache.
-func (c *MapCache) Add(_ context.Context, id, data []byte, ttl time.Duration) (protocol.Status, error) {
+// Add implements distcache.Cache.
+func (c *MapCache) Add(_ context.Context, id, data []byte, ttl time.Duration) (distcache.Status, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.live(id); ok {
-		return protocol.StatusAddExists, nil
+		return distcache.StatusAddExists, nil
 	}
 	c.entries[string(id)] = entry{data: append([]byte(nil), data...), expiry: time.Now().Add(ttl)}
-	return protocol.StatusOK, nil
+	return distcache.StatusOK, nil
 }
 
-// Get implements protocol.Cache.
+// Get implements distcache.Cache.
 func (c *MapCache) Get(_ context.Context, id []byte) ([]byte, bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -75,7 +75,7 @@ func (c *MapCache) Get(_ context.Context, id []byte) ([]byte, bool, error) {
 	return d, true, nil
 }
 
-// Remove implements protocol.Cache.
+// Remove implements distcache.Cache.
 func (c *MapCache) Remove(_ context.Context, id []byte) (bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -84,7 +84,7 @@ func (c *MapCache) Remove(_ context.Context, id []byte) (bool, error) {
 	return ok, nil
 }
 
-// Have implements protocol.Cache.
+// Have implements distcache.Cache.
 func (c *MapCache) Have(_ context.Context, id []byte) (bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -92,7 +92,7 @@ func (c *MapCache) Have(_ context.Context, id []byte) (bool, error) {
 	return ok, nil
 }
 
-// Take implements protocol.Cache.
+// Take implements distcache.Cache.
 func (c *MapCache) Take(_ context.Context, id []byte) ([]byte, bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -120,14 +120,14 @@ func (c *MapCache) Lookup(id []byte) ([]byte, bool) {
 type Server struct {
 	Addr  string // original syntax: IP:127.0.0.1:PORT or UNIX:/path
 	Cache *MapCache
-	srv   *protocol.Server
+	srv   *distcache.Server
 	done  chan struct{}
 	once  sync.Once
 }
 
 // StartServer serves a fresh MapCache, or h when non-nil, on TCP loopback
 // (network "tcp") or a unix socket ("unix"); it is stopped when the test ends.
-func StartServer(t testing.TB, network string, h protocol.Handler) *Server {
+func StartServer(t testing.TB, network string, h distcache.Handler) *Server {
 	t.Helper()
 	var addr string
 	if network == "unix" {
@@ -135,7 +135,7 @@ func StartServer(t testing.TB, network string, h protocol.Handler) *Server {
 	} else {
 		addr = "IP:127.0.0.1:0"
 	}
-	ln, err := protocol.Listen(addr, protocol.ListenOptions{})
+	ln, err := distcache.Listen(addr, distcache.ListenOptions{})
 	if err != nil {
 		t.Fatalf("listen %s: %v", addr, err)
 	}
@@ -144,9 +144,9 @@ func StartServer(t testing.TB, network string, h protocol.Handler) *Server {
 	}
 	s := &Server{Addr: addr, Cache: NewMapCache(), done: make(chan struct{})}
 	if h == nil {
-		h = protocol.NewCacheHandler(s.Cache)
+		h = distcache.NewCacheHandler(s.Cache)
 	}
-	s.srv = &protocol.Server{Handler: h, Logger: slog.New(slog.DiscardHandler)}
+	s.srv = &distcache.Server{Handler: h, Logger: slog.New(slog.DiscardHandler)}
 	go func() {
 		defer close(s.done)
 		s.srv.Serve(ln)

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/distcache-replicated/distcache/cmd/dcctl/internal/dctest"
-	"github.com/distcache-replicated/distcache/protocol"
+	"github.com/distcache-replicated/distcache/protocol/distcache"
 )
 
 // benchTarget returns the address to benchmark: the server itself (direct) or a
@@ -19,17 +19,17 @@ func benchTarget(b *testing.B, viaProxy bool) (string, *dctest.Server) {
 	if !viaProxy {
 		return up.Addr, up
 	}
-	p, err := New(Config{Servers: []string{up.Addr}, Dial: protocol.DialConn, Logger: slog.New(slog.DiscardHandler)})
+	p, err := New(Config{Servers: []string{up.Addr}, Dial: distcache.DialConn, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}
 	addr := "UNIX:" + filepath.Join(b.TempDir(), "scache")
-	ln, err := protocol.Listen(addr, protocol.ListenOptions{})
+	ln, err := distcache.Listen(addr, distcache.ListenOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	srv := &protocol.Server{Handler: p, Logger: slog.New(slog.DiscardHandler)}
+	srv := &distcache.Server{Handler: p, Logger: slog.New(slog.DiscardHandler)}
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); p.Run(ctx) }()
@@ -42,7 +42,7 @@ func benchTarget(b *testing.B, viaProxy bool) (string, *dctest.Server) {
 func benchmarkGet(b *testing.B, viaProxy bool, parallel bool) {
 	addr, _ := benchTarget(b, viaProxy)
 	ctx := context.Background()
-	seed, err := protocol.Dial(ctx, addr)
+	seed, err := distcache.Dial(ctx, addr)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func benchmarkGet(b *testing.B, viaProxy bool, parallel bool) {
 	}
 	b.RunParallel(func(pb *testing.PB) {
 		// One persistent connection per goroutine, as separate applications would.
-		c, err := protocol.Dial(ctx, addr)
+		c, err := distcache.Dial(ctx, addr)
 		if err != nil {
 			b.Error(err)
 			return

@@ -1,12 +1,12 @@
 // Package proxy is the engine of `dcctl proxy`, the successor of the original
-// dc_client: a protocol.Handler that forwards every request from many short-lived
+// dc_client: a distcache.Handler that forwards every request from many short-lived
 // local connections over one persistent, pipelined connection to a distcache server.
 //
 // Behaviour follows spec §7, with the fixes of §10 item 4 and 5:
 //
 //   - each forwarded request gets a fresh upstream request_uid from the proxy's own
 //     counter (starting at 1, never reset, also across reconnects); the local client
-//     gets its own uid back (the protocol.Server answers under the request's uid);
+//     gets its own uid back (the distcache.Server answers under the request's uid);
 //   - payloads are forwarded verbatim in both directions; the proxy never interprets
 //     ADD/GET/...;
 //   - with no upstream connected, a request is answered at once with an empty payload;

@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/distcache-replicated/distcache/protocol"
+	"github.com/distcache-replicated/distcache/protocol/distcache"
 )
 
 // Defaults for a zero Config field.
@@ -45,10 +45,10 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Proxy is a protocol.Handler that forwards every request over one persistent,
+// Proxy is a distcache.Handler that forwards every request over one persistent,
 // pipelined upstream connection, rewriting request uids so that requests of many
 // local connections can share it (spec §7). Create it with New, start its connection
-// manager with Run, and serve it with a protocol.Server on the local listener(s).
+// manager with Run, and serve it with a distcache.Server on the local listener(s).
 type Proxy struct {
 	cfg    Config
 	log    *slog.Logger
@@ -190,12 +190,12 @@ func (p *Proxy) lost(up *upstream, err error) {
 // connected, the DISCONNECTED byte when the upstream failed or did not answer in time.
 var (
 	emptyAnswer        = []byte{}
-	disconnectedAnswer = protocol.StatusDisconnected.Payload()
+	disconnectedAnswer = distcache.StatusDisconnected.Payload()
 )
 
 // ServeDistcache forwards req upstream under a fresh uid and returns the upstream's
-// answer verbatim (the protocol.Server restores the client's uid and operation).
-func (p *Proxy) ServeDistcache(ctx context.Context, req *protocol.Message) ([]byte, error) {
+// answer verbatim (the distcache.Server restores the client's uid and operation).
+func (p *Proxy) ServeDistcache(ctx context.Context, req *distcache.Message) ([]byte, error) {
 	p.mu.Lock()
 	up := p.up
 	p.mu.Unlock()
@@ -219,8 +219,8 @@ func (p *Proxy) ServeDistcache(ctx context.Context, req *protocol.Message) ([]by
 	if !ok {
 		return disconnectedAnswer, nil // the upstream failed meanwhile
 	}
-	frame, err := protocol.AppendMessage(make([]byte, 0, protocol.EncodedLen(len(req.Payload))),
-		&protocol.Message{UID: uid, Op: req.Op, Payload: req.Payload})
+	frame, err := distcache.AppendMessage(make([]byte, 0, distcache.EncodedLen(len(req.Payload))),
+		&distcache.Message{UID: uid, Op: req.Op, Payload: req.Payload})
 	if err != nil {
 		up.forget(uid)
 		return nil, fmt.Errorf("proxy: encode request: %w", err)
@@ -258,7 +258,7 @@ func (p *Proxy) ServeDistcache(ctx context.Context, req *protocol.Message) ([]by
 
 // call is one forwarded request waiting for its answer.
 type call struct {
-	op   protocol.Op
+	op   distcache.Op
 	done chan []byte // buffered(1); receives exactly one answer
 }
 
@@ -323,8 +323,8 @@ func (u *upstream) fail(err error) {
 }
 
 func (u *upstream) readLoop() {
-	dec := protocol.NewDecoder(u.conn, protocol.Responses)
-	var m protocol.Message
+	dec := distcache.NewDecoder(u.conn, distcache.Responses)
+	var m distcache.Message
 	for {
 		if err := dec.Decode(&m); err != nil {
 			if errors.Is(err, io.EOF) {

@@ -13,15 +13,15 @@ import (
 	"time"
 
 	"github.com/distcache-replicated/distcache/cmd/dcctl/internal/dctest"
-	"github.com/distcache-replicated/distcache/protocol"
+	"github.com/distcache-replicated/distcache/protocol/distcache"
 )
 
-// startProxy runs a Proxy for servers behind a protocol.Server on a unix socket and
+// startProxy runs a Proxy for servers behind a distcache.Server on a unix socket and
 // returns the local address; everything stops at the end of the test.
 func startProxy(t *testing.T, cfg Config) (*Proxy, string) {
 	t.Helper()
 	if cfg.Dial == nil {
-		cfg.Dial = protocol.DialConn
+		cfg.Dial = distcache.DialConn
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -31,12 +31,12 @@ func startProxy(t *testing.T, cfg Config) (*Proxy, string) {
 		t.Fatal(err)
 	}
 	addr := "UNIX:" + filepath.Join(t.TempDir(), "scache")
-	ln, err := protocol.Listen(addr, protocol.ListenOptions{})
+	ln, err := distcache.Listen(addr, distcache.ListenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	srv := &protocol.Server{Handler: p, Logger: cfg.Logger}
+	srv := &distcache.Server{Handler: p, Logger: cfg.Logger}
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); p.Run(ctx) }()
@@ -53,22 +53,22 @@ func startProxy(t *testing.T, cfg Config) (*Proxy, string) {
 type localConn struct {
 	t    *testing.T
 	conn net.Conn
-	dec  *protocol.Decoder
+	dec  *distcache.Decoder
 }
 
 func dialLocal(t *testing.T, addr string) *localConn {
 	t.Helper()
-	c, err := protocol.DialConn(context.Background(), addr)
+	c, err := distcache.DialConn(context.Background(), addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return &localConn{t: t, conn: c, dec: protocol.NewDecoder(c, protocol.Responses)}
+	return &localConn{t: t, conn: c, dec: distcache.NewDecoder(c, distcache.Responses)}
 }
 
-func (l *localConn) send(uid uint32, op protocol.Op, payload []byte) {
+func (l *localConn) send(uid uint32, op distcache.Op, payload []byte) {
 	l.t.Helper()
-	b, err := protocol.AppendMessage(nil, &protocol.Message{UID: uid, Op: op, Payload: payload})
+	b, err := distcache.AppendMessage(nil, &distcache.Message{UID: uid, Op: op, Payload: payload})
 	if err != nil {
 		l.t.Fatal(err)
 	}
@@ -77,17 +77,17 @@ func (l *localConn) send(uid uint32, op protocol.Op, payload []byte) {
 	}
 }
 
-func (l *localConn) recv(within time.Duration) protocol.Message {
+func (l *localConn) recv(within time.Duration) distcache.Message {
 	l.t.Helper()
 	l.conn.SetReadDeadline(time.Now().Add(within))
-	var m protocol.Message
+	var m distcache.Message
 	if err := l.dec.Decode(&m); err != nil {
 		l.t.Fatalf("no answer from proxy within %v: %v", within, err)
 	}
 	return m
 }
 
-func (l *localConn) roundTrip(uid uint32, op protocol.Op, payload []byte, within time.Duration) protocol.Message {
+func (l *localConn) roundTrip(uid uint32, op distcache.Op, payload []byte, within time.Duration) distcache.Message {
 	l.t.Helper()
 	l.send(uid, op, payload)
 	m := l.recv(within)
@@ -98,17 +98,17 @@ func (l *localConn) roundTrip(uid uint32, op protocol.Op, payload []byte, within
 }
 
 func addPayload(id, data string) []byte {
-	return protocol.AppendAddPayload(nil, 60000, []byte(id), []byte(data))
+	return distcache.AppendAddPayload(nil, 60000, []byte(id), []byte(data))
 }
 
 // recorder wraps a handler and records the uids the upstream server saw.
 type recorder struct {
-	next protocol.Handler
+	next distcache.Handler
 	mu   sync.Mutex
 	uids []uint32
 }
 
-func (r *recorder) ServeDistcache(ctx context.Context, m *protocol.Message) ([]byte, error) {
+func (r *recorder) ServeDistcache(ctx context.Context, m *distcache.Message) ([]byte, error) {
 	r.mu.Lock()
 	r.uids = append(r.uids, m.UID)
 	r.mu.Unlock()
@@ -117,27 +117,27 @@ func (r *recorder) ServeDistcache(ctx context.Context, m *protocol.Message) ([]b
 
 func TestForwardsAndRewritesUIDs(t *testing.T) {
 	cache := dctest.NewMapCache()
-	rec := &recorder{next: protocol.NewCacheHandler(cache)}
+	rec := &recorder{next: distcache.NewCacheHandler(cache)}
 	up := dctest.StartServer(t, "tcp", rec)
 	p, addr := startProxy(t, Config{Servers: []string{up.Addr}})
 	dctest.WaitFor(t, 5*time.Second, "upstream connection", func() bool { return p.Upstream() == up.Addr })
 
 	a, b := dialLocal(t, addr), dialLocal(t, addr)
-	if m := a.roundTrip(0xdeadbeef, protocol.OpAdd, addPayload("abc", "hello"), 5*time.Second); !bytes.Equal(m.Payload, []byte{0}) {
+	if m := a.roundTrip(0xdeadbeef, distcache.OpAdd, addPayload("abc", "hello"), 5*time.Second); !bytes.Equal(m.Payload, []byte{0}) {
 		t.Fatalf("ADD answer %x", m.Payload)
 	}
-	if m := b.roundTrip(7, protocol.OpHave, []byte("abc"), 5*time.Second); !bytes.Equal(m.Payload, []byte{0}) {
+	if m := b.roundTrip(7, distcache.OpHave, []byte("abc"), 5*time.Second); !bytes.Equal(m.Payload, []byte{0}) {
 		t.Fatalf("HAVE answer %x", m.Payload)
 	}
 	// Multi-frame payloads pass verbatim both ways.
 	big := bytes.Repeat([]byte("0123456789"), 1000)
-	if m := a.roundTrip(7, protocol.OpAdd, addPayload("big", string(big)), 5*time.Second); !bytes.Equal(m.Payload, []byte{0}) {
+	if m := a.roundTrip(7, distcache.OpAdd, addPayload("big", string(big)), 5*time.Second); !bytes.Equal(m.Payload, []byte{0}) {
 		t.Fatalf("big ADD answer %x", m.Payload)
 	}
-	if m := b.roundTrip(0xffffffff, protocol.OpGet, []byte("big"), 5*time.Second); !bytes.Equal(m.Payload, big) {
+	if m := b.roundTrip(0xffffffff, distcache.OpGet, []byte("big"), 5*time.Second); !bytes.Equal(m.Payload, big) {
 		t.Fatalf("big GET answer of %d bytes", len(m.Payload))
 	}
-	if m := a.roundTrip(1, protocol.OpGet, []byte("nope"), 5*time.Second); !bytes.Equal(m.Payload, []byte{1}) {
+	if m := a.roundTrip(1, distcache.OpGet, []byte("nope"), 5*time.Second); !bytes.Equal(m.Payload, []byte{1}) {
 		t.Fatalf("GET miss answer %x", m.Payload)
 	}
 	rec.mu.Lock()
@@ -152,7 +152,7 @@ func TestManyLocalClientsShareOneUpstream(t *testing.T) {
 	up := dctest.StartServer(t, "unix", nil)
 	p, addr := startProxy(t, Config{Servers: []string{up.Addr}, Dial: func(ctx context.Context, a string) (net.Conn, error) {
 		conns.Add(1)
-		return protocol.DialConn(ctx, a)
+		return distcache.DialConn(ctx, a)
 	}})
 	dctest.WaitFor(t, 5*time.Second, "upstream connection", func() bool { return p.Upstream() == up.Addr })
 	var wg sync.WaitGroup
@@ -163,7 +163,7 @@ func TestManyLocalClientsShareOneUpstream(t *testing.T) {
 			defer wg.Done()
 			for i := 0; i < 20; i++ {
 				// A new local connection per operation, as applications do.
-				c, err := protocol.Dial(context.Background(), addr, protocol.WithRequestTimeout(5*time.Second))
+				c, err := distcache.Dial(context.Background(), addr, distcache.WithRequestTimeout(5*time.Second))
 				if err != nil {
 					errs <- err
 					return
@@ -195,7 +195,7 @@ func TestManyLocalClientsShareOneUpstream(t *testing.T) {
 func TestNoUpstreamAnswersEmptyAtOnce(t *testing.T) {
 	_, addr := startProxy(t, Config{Servers: []string{dctest.DeadAddr(t)}, Timeout: 10 * time.Second, Retry: time.Hour})
 	l := dialLocal(t, addr)
-	for _, op := range []protocol.Op{protocol.OpGet, protocol.OpAdd} {
+	for _, op := range []distcache.Op{distcache.OpGet, distcache.OpAdd} {
 		start := time.Now()
 		m := l.roundTrip(0x2a, op, addPayload("abc", "hello"), 2*time.Second)
 		if len(m.Payload) != 0 {
@@ -211,13 +211,13 @@ func TestNoUpstreamAnswersEmptyAtOnce(t *testing.T) {
 type scripted struct {
 	ln     net.Listener
 	addr   string
-	answer func(m *protocol.Message) (payload []byte, delay time.Duration, ok bool)
+	answer func(m *distcache.Message) (payload []byte, delay time.Duration, ok bool)
 	mu     sync.Mutex
 	conns  []net.Conn
 	wg     sync.WaitGroup
 }
 
-func startScripted(t *testing.T, answer func(m *protocol.Message) ([]byte, time.Duration, bool)) *scripted {
+func startScripted(t *testing.T, answer func(m *distcache.Message) ([]byte, time.Duration, bool)) *scripted {
 	t.Helper()
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
@@ -250,9 +250,9 @@ func (s *scripted) serve(c net.Conn) {
 	var wmu sync.Mutex
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	dec := protocol.NewDecoder(c, protocol.Requests)
+	dec := distcache.NewDecoder(c, distcache.Requests)
 	for {
-		var m protocol.Message
+		var m distcache.Message
 		if err := dec.Decode(&m); err != nil {
 			return
 		}
@@ -264,7 +264,7 @@ func (s *scripted) serve(c net.Conn) {
 		go func() {
 			defer wg.Done()
 			time.Sleep(delay) // the scripted server's own slowness, not test synchronisation
-			b, _ := protocol.AppendMessage(nil, &protocol.Message{UID: m.UID, Op: m.Op, Response: true, Payload: payload})
+			b, _ := distcache.AppendMessage(nil, &distcache.Message{UID: m.UID, Op: m.Op, Response: true, Payload: payload})
 			wmu.Lock()
 			c.Write(b)
 			wmu.Unlock()
@@ -285,19 +285,19 @@ func (s *scripted) stop() {
 
 func TestOutstandingRequestGetsDisconnectedWhenUpstreamDies(t *testing.T) {
 	got := make(chan struct{}, 1)
-	silent := startScripted(t, func(m *protocol.Message) ([]byte, time.Duration, bool) {
+	silent := startScripted(t, func(m *distcache.Message) ([]byte, time.Duration, bool) {
 		got <- struct{}{}
 		return nil, 0, false // never answer
 	})
 	p, addr := startProxy(t, Config{Servers: []string{silent.addr}, Timeout: 10 * time.Second, Retry: time.Hour})
 	dctest.WaitFor(t, 5*time.Second, "upstream connection", func() bool { return p.Upstream() != "" })
 	l := dialLocal(t, addr)
-	l.send(0x4d, protocol.OpHave, []byte("abc"))
+	l.send(0x4d, distcache.OpHave, []byte("abc"))
 	<-got // the request is outstanding upstream
 	start := time.Now()
 	silent.stop()
 	m := l.recv(5 * time.Second)
-	if m.UID != 0x4d || m.Op != protocol.OpHave || !bytes.Equal(m.Payload, []byte{0x02}) {
+	if m.UID != 0x4d || m.Op != distcache.OpHave || !bytes.Equal(m.Payload, []byte{0x02}) {
 		t.Fatalf("answer %+v, want uid 0x4d HAVE payload 02", m)
 	}
 	if d := time.Since(start); d > 2*time.Second {
@@ -311,7 +311,7 @@ func TestFailsOverWhenServerDies(t *testing.T) {
 	p, addr := startProxy(t, Config{Servers: []string{s1.Addr, s2.Addr}, Timeout: time.Second, Retry: 50 * time.Millisecond})
 	dctest.WaitFor(t, 5*time.Second, "upstream connection", func() bool { return p.Upstream() == s1.Addr })
 	l := dialLocal(t, addr)
-	if m := l.roundTrip(1, protocol.OpAdd, addPayload("one", "first-server"), 5*time.Second); !bytes.Equal(m.Payload, []byte{0}) {
+	if m := l.roundTrip(1, distcache.OpAdd, addPayload("one", "first-server"), 5*time.Second); !bytes.Equal(m.Payload, []byte{0}) {
 		t.Fatalf("ADD via s1: %x", m.Payload)
 	}
 	if _, ok := s1.Cache.Lookup([]byte("one")); !ok {
@@ -324,7 +324,7 @@ func TestFailsOverWhenServerDies(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		start := time.Now()
-		m := l.roundTrip(2, protocol.OpHave, []byte("x"), 3*time.Second)
+		m := l.roundTrip(2, distcache.OpHave, []byte("x"), 3*time.Second)
 		if d := time.Since(start); d > 2*time.Second {
 			t.Fatalf("request during failover took %v", d)
 		}
@@ -343,7 +343,7 @@ func TestFailsOverWhenServerDies(t *testing.T) {
 	}
 	for i := uint32(0); i < 20; i++ {
 		id := fmt.Sprintf("after-%d", i)
-		if m := l.roundTrip(100+i, protocol.OpAdd, addPayload(id, "second-server"), 5*time.Second); !bytes.Equal(m.Payload, []byte{0}) {
+		if m := l.roundTrip(100+i, distcache.OpAdd, addPayload(id, "second-server"), 5*time.Second); !bytes.Equal(m.Payload, []byte{0}) {
 			t.Fatalf("ADD %s via s2: %x", id, m.Payload)
 		}
 		if _, ok := s2.Cache.Lookup([]byte(id)); !ok {
@@ -353,13 +353,13 @@ func TestFailsOverWhenServerDies(t *testing.T) {
 }
 
 func TestStuckServerTimesOutAndFailsOver(t *testing.T) {
-	stuck := startScripted(t, func(*protocol.Message) ([]byte, time.Duration, bool) { return nil, 0, false })
+	stuck := startScripted(t, func(*distcache.Message) ([]byte, time.Duration, bool) { return nil, 0, false })
 	good := dctest.StartServer(t, "tcp", nil)
 	p, addr := startProxy(t, Config{Servers: []string{stuck.addr, good.Addr}, Timeout: 150 * time.Millisecond, Retry: 50 * time.Millisecond})
 	dctest.WaitFor(t, 5*time.Second, "upstream connection", func() bool { return p.Upstream() == stuck.addr })
 	l := dialLocal(t, addr)
 	start := time.Now()
-	m := l.roundTrip(9, protocol.OpGet, []byte("abc"), 3*time.Second)
+	m := l.roundTrip(9, distcache.OpGet, []byte("abc"), 3*time.Second)
 	if !bytes.Equal(m.Payload, []byte{0x02}) {
 		t.Fatalf("stuck upstream: answer %x, want 02", m.Payload)
 	}
@@ -367,13 +367,13 @@ func TestStuckServerTimesOutAndFailsOver(t *testing.T) {
 		t.Fatalf("deadline answer after %v, want about 150ms", d)
 	}
 	dctest.WaitFor(t, 5*time.Second, "failover from the stuck server", func() bool { return p.Upstream() == good.Addr })
-	if m := l.roundTrip(10, protocol.OpAdd, addPayload("k", "value"), 3*time.Second); !bytes.Equal(m.Payload, []byte{0}) {
+	if m := l.roundTrip(10, distcache.OpAdd, addPayload("k", "value"), 3*time.Second); !bytes.Equal(m.Payload, []byte{0}) {
 		t.Fatalf("ADD after failover: %x", m.Payload)
 	}
 }
 
 func TestLateAndUnknownAnswersAreDropped(t *testing.T) {
-	up := startScripted(t, func(m *protocol.Message) ([]byte, time.Duration, bool) {
+	up := startScripted(t, func(m *distcache.Message) ([]byte, time.Duration, bool) {
 		switch string(m.Payload) {
 		case "slow":
 			return []byte{0}, 400 * time.Millisecond, true
@@ -386,12 +386,12 @@ func TestLateAndUnknownAnswersAreDropped(t *testing.T) {
 	dctest.WaitFor(t, 5*time.Second, "upstream connection", func() bool { return p.Upstream() != "" })
 
 	slow, fast := dialLocal(t, addr), dialLocal(t, addr)
-	slow.send(1, protocol.OpHave, []byte("slow"))
+	slow.send(1, distcache.OpHave, []byte("slow"))
 	// While the slow request waits, other answers keep arriving, so the upstream is
 	// slow on one request, not stuck: the slow one gets 02, the connection stays.
 	stop := time.Now().Add(250 * time.Millisecond)
 	for time.Now().Before(stop) {
-		if m := fast.roundTrip(2, protocol.OpHave, []byte("x"), 2*time.Second); !bytes.Equal(m.Payload, []byte{1}) {
+		if m := fast.roundTrip(2, distcache.OpHave, []byte("x"), 2*time.Second); !bytes.Equal(m.Payload, []byte{1}) {
 			t.Fatalf("fast answer %x", m.Payload)
 		}
 	}
@@ -401,14 +401,14 @@ func TestLateAndUnknownAnswersAreDropped(t *testing.T) {
 
 	// A local client that leaves while its request is outstanding.
 	gone := dialLocal(t, addr)
-	gone.send(3, protocol.OpHave, []byte("leave"))
+	gone.send(3, distcache.OpHave, []byte("leave"))
 	gone.conn.Close()
 
 	// An answer nobody asked for.
 	up.mu.Lock()
 	conn := up.conns[0]
 	up.mu.Unlock()
-	b, _ := protocol.AppendMessage(nil, &protocol.Message{UID: 0x7fffffff, Op: protocol.OpGet, Response: true, Payload: []byte{1}})
+	b, _ := distcache.AppendMessage(nil, &distcache.Message{UID: 0x7fffffff, Op: distcache.OpGet, Response: true, Payload: []byte{1}})
 	conn.Write(b)
 
 	// The late answers (at 400 ms and 200 ms) arrive and are dropped; the same
@@ -416,7 +416,7 @@ func TestLateAndUnknownAnswersAreDropped(t *testing.T) {
 	upstreamBefore := p.Upstream()
 	deadline := time.Now().Add(600 * time.Millisecond)
 	for time.Now().Before(deadline) {
-		if m := fast.roundTrip(4, protocol.OpHave, []byte("x"), 2*time.Second); !bytes.Equal(m.Payload, []byte{1}) {
+		if m := fast.roundTrip(4, distcache.OpHave, []byte("x"), 2*time.Second); !bytes.Equal(m.Payload, []byte{1}) {
 			t.Fatalf("answer after late/unknown answers: %x", m.Payload)
 		}
 	}
@@ -429,13 +429,13 @@ func TestLateAndUnknownAnswersAreDropped(t *testing.T) {
 }
 
 func TestNewChecksConfig(t *testing.T) {
-	if _, err := New(Config{Dial: protocol.DialConn}); err == nil {
+	if _, err := New(Config{Dial: distcache.DialConn}); err == nil {
 		t.Error("no servers accepted")
 	}
 	if _, err := New(Config{Servers: []string{"IP:127.0.0.1:1"}}); err == nil {
 		t.Error("no dial function accepted")
 	}
-	p, err := New(Config{Servers: []string{"IP:127.0.0.1:1"}, Dial: protocol.DialConn})
+	p, err := New(Config{Servers: []string{"IP:127.0.0.1:1"}, Dial: distcache.DialConn})
 	if err != nil || p.cfg.Timeout != DefaultTimeout || p.cfg.MaxInFlight != DefaultMaxInFlight {
 		t.Errorf("defaults not applied: %+v, %v", p, err)
 	}

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/distcache-replicated/distcache/cmd/dcctl/internal/display"
-	"github.com/distcache-replicated/distcache/protocol"
+	"github.com/distcache-replicated/distcache/protocol/distcache"
 )
 
 // DialFunc opens the connection to the snooped server for one accepted client.
@@ -91,7 +91,7 @@ type pair struct {
 const maxTracked = 4096
 
 type pendingReq struct {
-	op   protocol.Op
+	op   distcache.Op
 	id   []byte
 	sent time.Time
 }
@@ -111,8 +111,8 @@ func (s *Snooper) serveConn(ctx context.Context, no uint64, client net.Conn) {
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
 	wg.Add(2)
-	go func() { defer wg.Done(); errs[0] = s.pipe(p, client, server, protocol.Requests) }()
-	go func() { defer wg.Done(); errs[1] = s.pipe(p, server, client, protocol.Responses) }()
+	go func() { defer wg.Done(); errs[0] = s.pipe(p, client, server, distcache.Requests) }()
+	go func() { defer wg.Done(); errs[1] = s.pipe(p, server, client, distcache.Responses) }()
 	wg.Wait()
 	client.Close()
 	server.Close()
@@ -133,17 +133,17 @@ func (s *Snooper) serveConn(ctx context.Context, no uint64, client net.Conn) {
 // the write side of dst is shut down, so the peer still gets everything in flight
 // (answers to requests sent just before a half-close); on any error both
 // connections are closed.
-func (s *Snooper) pipe(p *pair, src, dst net.Conn, dir protocol.Direction) error {
+func (s *Snooper) pipe(p *pair, src, dst net.Conn, dir distcache.Direction) error {
 	rec := &recordingReader{r: src}
-	dec := protocol.NewDecoder(rec, dir)
-	var m protocol.Message
+	dec := distcache.NewDecoder(rec, dir)
+	var m distcache.Message
 	for {
 		err := dec.Decode(&m)
 		if err == nil {
 			s.print(p, dir, &m)
 			// Frames of a valid message are canonical (every non-final frame is
 			// full), so the message occupies exactly EncodedLen bytes of the stream.
-			n := protocol.EncodedLen(len(m.Payload))
+			n := distcache.EncodedLen(len(m.Payload))
 			if n > len(rec.buf) {
 				err = fmt.Errorf("internal error: message of %d bytes but %d recorded", n, len(rec.buf))
 			} else if _, err = dst.Write(rec.buf[:n]); err == nil {
@@ -180,8 +180,8 @@ func (r *recordingReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-func dirName(dir protocol.Direction) string {
-	if dir == protocol.Requests {
+func dirName(dir distcache.Direction) string {
+	if dir == distcache.Requests {
 		return "client->server"
 	}
 	return "server->client"
@@ -207,19 +207,19 @@ type Line struct {
 }
 
 // describe builds the line for m. It never includes session data, only its size.
-func (s *Snooper) describe(p *pair, dir protocol.Direction, m *protocol.Message) Line {
+func (s *Snooper) describe(p *pair, dir distcache.Direction, m *distcache.Message) Line {
 	now := s.Now()
 	l := Line{
 		Time: now, Conn: p.no, Dir: dirName(dir), Op: m.Op.String(), UID: m.UID,
-		Payload: len(m.Payload), WireBytes: protocol.EncodedLen(len(m.Payload)),
+		Payload: len(m.Payload), WireBytes: distcache.EncodedLen(len(m.Payload)),
 	}
-	l.Frames = (len(m.Payload) + protocol.MaxFrameData - 1) / protocol.MaxFrameData
+	l.Frames = (len(m.Payload) + distcache.MaxFrameData - 1) / distcache.MaxFrameData
 	if l.Frames == 0 {
 		l.Frames = 1
 	}
 	var id []byte
-	if dir == protocol.Requests {
-		if m.Op == protocol.OpAdd {
+	if dir == distcache.Requests {
+		if m.Op == distcache.OpAdd {
 			if len(m.Payload) >= 8 {
 				t := binary.BigEndian.Uint32(m.Payload[0:4])
 				l.TimeoutMS = &t
@@ -260,7 +260,7 @@ func (s *Snooper) describe(p *pair, dir protocol.Direction, m *protocol.Message)
 			l.Note = "no matching request"
 		}
 		l.Result = result(m)
-		if (m.Op == protocol.OpGet || m.Op == protocol.OpTake) && len(m.Payload) > 1 {
+		if (m.Op == distcache.OpGet || m.Op == distcache.OpTake) && len(m.Payload) > 1 {
 			dl := len(m.Payload)
 			l.DataLen = &dl
 		}
@@ -274,22 +274,22 @@ func (s *Snooper) describe(p *pair, dir protocol.Direction, m *protocol.Message)
 
 // result names a response: the status byte's name for one-byte answers, HIT for
 // session data, EMPTY for the proxy's "no upstream" answer.
-func result(m *protocol.Message) string {
+func result(m *distcache.Message) string {
 	switch n := len(m.Payload); {
 	case n == 0:
 		return "EMPTY"
-	case (m.Op == protocol.OpGet || m.Op == protocol.OpTake) && n >= 5:
+	case (m.Op == distcache.OpGet || m.Op == distcache.OpTake) && n >= 5:
 		return "HIT"
-	case (m.Op == protocol.OpGet || m.Op == protocol.OpTake) && n > 1:
+	case (m.Op == distcache.OpGet || m.Op == distcache.OpTake) && n > 1:
 		return "SHORT_DATA" // a C client reads fewer than 5 bytes as a miss
 	case n == 1:
-		return protocol.Status(m.Payload[0]).String()
+		return distcache.Status(m.Payload[0]).String()
 	default:
 		return fmt.Sprintf("UNEXPECTED_%dB", n)
 	}
 }
 
-func (s *Snooper) print(p *pair, dir protocol.Direction, m *protocol.Message) {
+func (s *Snooper) print(p *pair, dir distcache.Direction, m *distcache.Message) {
 	l := s.describe(p, dir, m)
 	var out []byte
 	if s.JSON {

@@ -15,7 +15,7 @@ import (
 
 	"github.com/distcache-replicated/distcache/cmd/dcctl/internal/dctest"
 	"github.com/distcache-replicated/distcache/internal/syncbuf"
-	"github.com/distcache-replicated/distcache/protocol"
+	"github.com/distcache-replicated/distcache/protocol/distcache"
 )
 
 type syncBuffer struct{ syncbuf.Buffer }
@@ -40,7 +40,7 @@ func startSnoop(t *testing.T, server string, asJSON bool, logs io.Writer) (strin
 	}
 	out := &syncBuffer{}
 	s := &Snooper{
-		Dial:   func(ctx context.Context) (net.Conn, error) { return protocol.DialConn(ctx, server) },
+		Dial:   func(ctx context.Context) (net.Conn, error) { return distcache.DialConn(ctx, server) },
 		Out:    out,
 		JSON:   asJSON,
 		Logger: slog.New(slog.NewTextHandler(logs, nil)),
@@ -60,7 +60,7 @@ func startSnoop(t *testing.T, server string, asJSON bool, logs io.Writer) (strin
 func TestSnoopPrintsEveryMessage(t *testing.T) {
 	up := dctest.StartServer(t, "tcp", nil)
 	addr, out := startSnoop(t, up.Addr, false, nil)
-	c, err := protocol.Dial(context.Background(), addr, protocol.WithRequestTimeout(5*time.Second))
+	c, err := distcache.Dial(context.Background(), addr, distcache.WithRequestTimeout(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +73,7 @@ func TestSnoopPrintsEveryMessage(t *testing.T) {
 	if got, err := c.Get(ctx, []byte("abc")); err != nil || !bytes.Equal(got, secret) {
 		t.Fatalf("GET through snoop: %d bytes, %v", len(got), err)
 	}
-	if _, err := c.Get(ctx, []byte("missing")); err != protocol.ErrNotFound {
+	if _, err := c.Get(ctx, []byte("missing")); err != distcache.ErrNotFound {
 		t.Fatalf("GET miss through snoop: %v", err)
 	}
 	if err := c.Add(ctx, []byte("\x00\x01bin"), []byte("12345"), 0); err != nil {
@@ -114,12 +114,12 @@ func TestSnoopPrintsEveryMessage(t *testing.T) {
 func TestSnoopJSONLines(t *testing.T) {
 	up := dctest.StartServer(t, "unix", nil)
 	addr, out := startSnoop(t, up.Addr, true, nil)
-	c, err := protocol.Dial(context.Background(), addr, protocol.WithRequestTimeout(5*time.Second))
+	c, err := distcache.Dial(context.Background(), addr, distcache.WithRequestTimeout(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if err := c.Remove(context.Background(), []byte("zzz")); err != protocol.ErrNotFound {
+	if err := c.Remove(context.Background(), []byte("zzz")); err != distcache.ErrNotFound {
 		t.Fatalf("REMOVE: %v", err)
 	}
 	dctest.WaitFor(t, 5*time.Second, "2 lines", func() bool { return len(out.lines()) >= 2 })
@@ -144,7 +144,7 @@ func TestSnoopClosesPairOnCorruptFraming(t *testing.T) {
 	var logs syncBuffer
 	addr, out := startSnoop(t, up.Addr, false, &logs)
 
-	bad, err := protocol.DialConn(context.Background(), addr)
+	bad, err := distcache.DialConn(context.Background(), addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +160,7 @@ func TestSnoopClosesPairOnCorruptFraming(t *testing.T) {
 	})
 
 	// Other connections are unaffected.
-	c, err := protocol.Dial(context.Background(), addr, protocol.WithRequestTimeout(5*time.Second))
+	c, err := distcache.Dial(context.Background(), addr, distcache.WithRequestTimeout(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +177,7 @@ func TestSnoopClosesPairOnCorruptFraming(t *testing.T) {
 func TestSnoopPassesHalfClose(t *testing.T) {
 	up := dctest.StartServer(t, "tcp", nil)
 	addr, _ := startSnoop(t, up.Addr, false, nil)
-	conn, err := protocol.DialConn(context.Background(), addr)
+	conn, err := distcache.DialConn(context.Background(), addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,19 +186,19 @@ func TestSnoopPassesHalfClose(t *testing.T) {
 	// still arrive, then EOF.
 	var req []byte
 	for uid := uint32(1); uid <= 3; uid++ {
-		req, _ = protocol.AppendMessage(req, &protocol.Message{UID: uid, Op: protocol.OpHave, Payload: []byte("k")})
+		req, _ = distcache.AppendMessage(req, &distcache.Message{UID: uid, Op: distcache.OpHave, Payload: []byte("k")})
 	}
 	conn.Write(req)
 	conn.(*net.TCPConn).CloseWrite()
 	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	dec := protocol.NewDecoder(bufio.NewReader(conn), protocol.Responses)
+	dec := distcache.NewDecoder(bufio.NewReader(conn), distcache.Responses)
 	for uid := uint32(1); uid <= 3; uid++ {
-		var m protocol.Message
+		var m distcache.Message
 		if err := dec.Decode(&m); err != nil || m.UID != uid {
 			t.Fatalf("answer %d: %+v %v", uid, m, err)
 		}
 	}
-	var m protocol.Message
+	var m distcache.Message
 	if err := dec.Decode(&m); err != io.EOF {
 		t.Fatalf("after the answers: %v, want EOF", err)
 	}

@@ -1,4 +1,4 @@
-package protocol
+package distcache
 
 import (
 	"bytes"
@@ -221,7 +221,7 @@ func TestDecodeErrors(t *testing.T) {
 			if len(msgs) != 0 || err == nil || !check(err) {
 				t.Fatalf("got %d msgs, err %v", len(msgs), err)
 			}
-			if !strings.HasPrefix(err.Error(), "protocol: ") {
+			if !strings.HasPrefix(err.Error(), "distcache: ") {
 				t.Fatalf("error text %q", err)
 			}
 		})

@@ -1,4 +1,4 @@
-package protocol
+package distcache
 
 import (
 	"encoding/binary"
@@ -182,9 +182,9 @@ type FrameError struct {
 
 func (e *FrameError) Error() string {
 	if e.Field == "proto_level" {
-		return fmt.Sprintf("protocol: %v: %s 0x%08x (want 0x%04xxxxx)", e.Err, e.Field, e.Value, ProtoVersion)
+		return fmt.Sprintf("distcache: %v: %s 0x%08x (want 0x%04xxxxx)", e.Err, e.Field, e.Value, ProtoVersion)
 	}
-	return fmt.Sprintf("protocol: %v: %s = %d", e.Err, e.Field, e.Value)
+	return fmt.Sprintf("distcache: %v: %s = %d", e.Err, e.Field, e.Value)
 }
 
 // Unwrap returns the sentinel so errors.Is(err, ErrBadProtoLevel) etc. work.
@@ -199,7 +199,7 @@ type LimitError struct {
 }
 
 func (e *LimitError) Error() string {
-	return fmt.Sprintf("protocol: %s %d exceeds limit %d", e.Limit, e.Value, e.Max)
+	return fmt.Sprintf("distcache: %s %d exceeds limit %d", e.Limit, e.Value, e.Max)
 }
 
 // StatusError is a result code other than the one an operation hoped for. It is

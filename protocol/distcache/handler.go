@@ -1,4 +1,4 @@
-package protocol
+package distcache
 
 import (
 	"context"
@@ -143,7 +143,7 @@ func (h cacheHandler) ServeDistcache(ctx context.Context, req *Message) ([]byte,
 		ok, err := h.c.Have(ctx, req.Payload)
 		return boolStatus(ok, err), nil
 	}
-	return nil, fmt.Errorf("protocol: unsupported operation %v", req.Op)
+	return nil, fmt.Errorf("distcache: unsupported operation %v", req.Op)
 }
 
 func boolStatus(ok bool, err error) []byte {

@@ -1,4 +1,4 @@
-package protocol
+package distcache
 
 import (
 	"bytes"
@@ -12,10 +12,9 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
-	"github.com/distcache-replicated/distcache/protocol/internal/loglimit"
+	"github.com/distcache-replicated/distcache/protocol/internal/connset"
 )
 
 // Defaults for Server fields left zero.
@@ -26,7 +25,7 @@ const (
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
-var ErrServerClosed = errors.New("protocol: server closed")
+var ErrServerClosed = errors.New("distcache: server closed")
 
 // Server accepts distcache connections on any number of listeners and hands
 // each request to Handler. Fields must be set before the first Serve call.
@@ -53,28 +52,27 @@ type Server struct {
 	// connection (backpressure). Zero means DefaultMaxPipeline.
 	MaxPipeline int
 
-	mu        sync.Mutex
-	listeners map[*net.Listener]struct{}
-	conns     map[*serverConn]struct{}
-	closing   atomic.Bool
-	active    atomic.Int64
-	stalls    atomic.Uint64    // times a connection stopped reading on a full pipeline
-	refusals  loglimit.Limiter // rejected-connection log lines, at most one a second
+	initOnce sync.Once
+	conns    *connset.Set[*serverConn] // listeners, connections, base context
+	stalls   atomic.Uint64             // times a connection stopped reading on a full pipeline
+}
+
+// set returns the server's listeners and connections, set up on first use so
+// that a Server with its fields set is ready.
+func (s *Server) set() *connset.Set[*serverConn] {
+	s.initOnce.Do(func() {
+		s.conns = connset.New[*serverConn](connset.Config{Name: "distcache", Log: s.Logger, Closed: ErrServerClosed,
+			MaxConns: s.MaxConns})
+	})
+	return s.conns
 }
 
 // ActiveConns returns the number of open client connections, for metrics.
-func (s *Server) ActiveConns() int { return int(s.active.Load()) }
+func (s *Server) ActiveConns() int { return s.set().Active() }
 
 // BackpressureEvents counts how often a connection stopped reading because
 // MaxPipeline answers were outstanding, for metrics.
 func (s *Server) BackpressureEvents() uint64 { return s.stalls.Load() }
-
-func (s *Server) logger() *slog.Logger {
-	if s.Logger != nil {
-		return s.Logger
-	}
-	return slog.Default()
-}
 
 func durationOr(d, def time.Duration) time.Duration {
 	switch {
@@ -91,157 +89,38 @@ func durationOr(d, def time.Duration) time.Duration {
 // it once per listener, each in its own goroutine.
 func (s *Server) Serve(ln net.Listener) error {
 	if s.Handler == nil {
-		return errors.New("protocol: Server.Handler is nil")
+		return errors.New("distcache: Server.Handler is nil")
 	}
-	s.mu.Lock()
-	if s.closing.Load() {
-		s.mu.Unlock()
-		ln.Close()
-		return ErrServerClosed
-	}
-	if s.listeners == nil {
-		s.listeners = make(map[*net.Listener]struct{})
-	}
-	s.listeners[&ln] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.listeners, &ln)
-		s.mu.Unlock()
-		ln.Close()
-	}()
-
-	var backoff time.Duration
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			if s.closing.Load() {
-				return ErrServerClosed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.logger().Warn("distcache accept failed; retrying", "listener", ln.Addr().String(), "err", err, "delay", backoff)
-				time.Sleep(backoff)
-				continue
-			}
-			return fmt.Errorf("protocol: accept on %s: %w", ln.Addr(), err)
-		}
-		backoff = 0
-		c, err := s.newConn(nc)
-		if err != nil {
-			if errors.Is(err, ErrServerClosed) {
-				nc.Close()
-				return err
-			}
-			// Logged before the close, so the line exists once the peer sees EOF;
-			// at most once a second, so a connection flood is not a log flood.
-			if ok, suppressed := s.refusals.Allow(time.Now()); ok {
-				s.logger().Warn("distcache: connection rejected", "remote", remoteString(nc), "err", err,
-					"suppressed_since_last", suppressed)
-			}
-			nc.Close()
-			continue
-		}
-		go c.serve()
-	}
-}
-
-func remoteString(nc net.Conn) string {
-	if a := nc.RemoteAddr(); a != nil && a.String() != "" {
-		return a.String()
-	}
-	if a := nc.LocalAddr(); a != nil {
-		return "unix:" + a.String()
-	}
-	return "?"
+	return s.set().Serve(ln, s.newConn)
 }
 
 // Shutdown stops accepting, stops reading from every connection, waits until
 // every request already received has been answered and the connections are
-// closed, or until ctx is done (then it closes them forcibly and returns
-// ctx's error).
+// closed, or until ctx is done (then it closes them as Close does, waits for
+// their handlers to return, and returns ctx's error).
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.closeListeners()
-	s.forEachConn(func(c *serverConn) { c.stopReading() })
-	t := time.NewTicker(5 * time.Millisecond)
-	defer t.Stop()
-	for s.active.Load() > 0 {
-		select {
-		case <-ctx.Done():
-			s.Close()
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
-	return nil
+	return s.set().Shutdown(ctx)
 }
 
 // Close closes all listeners and connections at once, cancelling in-flight
 // requests' contexts.
 func (s *Server) Close() error {
-	s.closeListeners()
-	s.forEachConn(func(c *serverConn) { c.abort("server closed") })
-	return nil
+	return s.set().Close()
 }
 
-func (s *Server) closeListeners() {
-	s.mu.Lock()
-	s.closing.Store(true)
-	for ln := range s.listeners {
-		(*ln).Close()
-	}
-	s.mu.Unlock()
-}
-
-func (s *Server) forEachConn(f func(*serverConn)) {
-	s.mu.Lock()
-	cs := make([]*serverConn, 0, len(s.conns))
-	for c := range s.conns {
-		cs = append(cs, c)
-	}
-	s.mu.Unlock()
-	for _, c := range cs {
-		f(c)
-	}
-}
-
-// errTooManyConns rejects a connection beyond MaxConns.
-var errTooManyConns = errors.New("at MaxConns")
-
-func (s *Server) newConn(nc net.Conn) (*serverConn, error) {
-	pipeline := s.MaxPipeline
-	if pipeline <= 0 {
-		pipeline = DefaultMaxPipeline
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	c := &serverConn{
+func (s *Server) newConn(nc net.Conn) *serverConn {
+	ctx, cancel := context.WithCancel(s.conns.Context())
+	return &serverConn{
 		srv:    s,
 		nc:     nc,
 		ctx:    ctx,
 		cancel: cancel,
-		remote: remoteString(nc),
-		slots:  make(chan struct{}, pipeline),
+		remote: connset.Remote(nc),
+		slots:  make(chan struct{}, connset.Default(s.MaxPipeline, DefaultMaxPipeline)),
 		rto:    durationOr(s.ReadTimeout, DefaultReadTimeout),
 		idle:   max(s.IdleTimeout, 0),
 		wto:    durationOr(s.WriteTimeout, DefaultWriteTimeout),
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing.Load() {
-		cancel()
-		return nil, ErrServerClosed
-	}
-	if s.MaxConns > 0 && s.active.Load() >= int64(s.MaxConns) {
-		cancel()
-		return nil, fmt.Errorf("%w (%d)", errTooManyConns, s.MaxConns)
-	}
-	if s.conns == nil {
-		s.conns = make(map[*serverConn]struct{})
-	}
-	s.conns[c] = struct{}{}
-	s.active.Add(1)
-	return c, nil
 }
 
 // pending is one request of a connection, from decoding until its answer
@@ -285,7 +164,6 @@ type serverConn struct {
 	inflight       sync.WaitGroup
 	rto, idle, wto time.Duration
 
-	stop atomic.Bool // stop reading (Shutdown)
 	// Read deadline state, used by the serve goroutine only. msgDeadline is
 	// when the message being received must be complete: it is fixed when the
 	// message's first byte is awaited and not moved by later reads, so a peer
@@ -333,25 +211,29 @@ func (c *serverConn) Read(p []byte) (int, error) {
 		c.held = false
 		c.flush()
 	}
-	if c.stop.Load() {
+	// The deadline is armed before the flag is read: Shutdown sets the flag
+	// before Wake moves the deadline into the past, so one of the two stops
+	// this read.
+	if c.srv.conns.Closing() {
 		return 0, errStopReading
 	}
 	return c.nc.Read(p)
 }
 
-func (c *serverConn) stopReading() {
-	c.stop.Store(true)
-	c.nc.SetReadDeadline(time.Unix(1, 0))
-}
+// Wake stops reading (Shutdown): requests already received are answered,
+// then the connection closes.
+func (c *serverConn) Wake() { c.nc.SetReadDeadline(time.Unix(1, 0)) }
 
-func (c *serverConn) serve() {
+// Close closes the connection now; outstanding answers are discarded.
+func (c *serverConn) Close() { c.abort("server closed") }
+
+// Serve reads, decodes and dispatches requests until the connection ends,
+// then answers everything received completely and closes.
+func (c *serverConn) Serve() {
 	defer func() {
 		c.cancel()
 		c.nc.Close()
-		c.srv.mu.Lock()
-		delete(c.srv.conns, c)
-		c.srv.mu.Unlock()
-		c.srv.active.Add(-1)
+		c.srv.conns.Done(c)
 	}()
 	defer func() {
 		if r := recover(); r != nil {
@@ -444,7 +326,7 @@ func (c *serverConn) readFailed(err error) {
 	switch {
 	case errors.Is(err, io.EOF):
 		c.drop(slog.LevelDebug, "peer closed connection", nil)
-	case errors.Is(err, errStopReading) || c.stop.Load():
+	case errors.Is(err, errStopReading) || c.srv.conns.Closing():
 		c.drop(slog.LevelDebug, "server shutting down", nil)
 	case errors.As(err, &fe) || errors.As(err, &le):
 		c.drop(slog.LevelWarn, "malformed request; closing connection", err)
@@ -472,7 +354,7 @@ func (c *serverConn) drop(level slog.Level, msg string, err error, attrs ...any)
 	if err != nil {
 		args = append(args, "err", err)
 	}
-	c.srv.logger().Log(context.Background(), level, "distcache: "+msg, args...)
+	c.srv.conns.Log().Log(context.Background(), level, "distcache: "+msg, args...)
 }
 
 // abort closes the connection now; outstanding answers are discarded.

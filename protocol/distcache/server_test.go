@@ -1,4 +1,4 @@
-package protocol
+package distcache
 
 import (
 	"bytes"
@@ -107,6 +107,34 @@ type testServer struct {
 	srv  *Server
 	addr string // distcache address syntax
 	logs *logSink
+	ln   *trackingListener
+}
+
+// trackingListener remembers the connections it accepted, so a test can break
+// them from the server's side.
+type trackingListener struct {
+	net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func (l *trackingListener) Accept() (net.Conn, error) {
+	nc, err := l.Listener.Accept()
+	if err == nil {
+		l.mu.Lock()
+		l.conns = append(l.conns, nc)
+		l.mu.Unlock()
+	}
+	return nc, err
+}
+
+// breakConns closes every connection accepted so far.
+func (l *trackingListener) breakConns() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, nc := range l.conns {
+		nc.Close()
+	}
 }
 
 // startServer serves h on a fresh TCP or unix listener until the test ends.
@@ -130,8 +158,9 @@ func startServer(t testing.TB, network string, h Handler, tweak func(*Server)) *
 	if network != "unix" {
 		addr = fmt.Sprintf("IP:127.0.0.1:%d", ln.Addr().(*net.TCPAddr).Port)
 	}
+	tl := &trackingListener{Listener: ln}
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
+	go func() { done <- srv.Serve(tl) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -142,7 +171,7 @@ func startServer(t testing.TB, network string, h Handler, tweak func(*Server)) *
 			t.Errorf("Serve returned %v", err)
 		}
 	})
-	return &testServer{srv: srv, addr: addr, logs: logs}
+	return &testServer{srv: srv, addr: addr, logs: logs, ln: tl}
 }
 
 func rawDial(t *testing.T, addr string) net.Conn {
@@ -428,7 +457,7 @@ func TestMaxConns(t *testing.T) {
 	readN(t, first, 15)
 	second := rawDial(t, ts.addr)
 	expectClosed(t, second)
-	if ts.logs.find("MaxConns") == "" {
+	if ts.logs.find("too many connections") == "" {
 		t.Fatal("rejection not logged")
 	}
 }

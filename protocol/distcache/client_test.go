@@ -1,4 +1,4 @@
-package protocol
+package distcache
 
 import (
 	"bytes"
@@ -176,12 +176,12 @@ func TestClientReconnects(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Break the connection from the server side.
-	ts.srv.forEachConn(func(sc *serverConn) { sc.abort("test") })
+	ts.ln.breakConns()
 	// HAVE is retried on a fresh connection even before the client notices.
 	if ok, err := c.Have(ctx, []byte("k")); err != nil || !ok {
 		t.Fatalf("have after drop: %v %v", ok, err)
 	}
-	ts.srv.forEachConn(func(sc *serverConn) { sc.abort("test") })
+	ts.ln.breakConns()
 	deadline := time.Now().Add(10 * time.Second)
 	for !c.cc.isBroken() {
 		if time.Now().After(deadline) {

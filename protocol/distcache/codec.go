@@ -1,4 +1,4 @@
-package protocol
+package distcache
 
 import (
 	"encoding/binary"
@@ -149,10 +149,10 @@ func (d *Decoder) readErr() error {
 		if !d.Partial() {
 			return io.EOF
 		}
-		return fmt.Errorf("protocol: stream ended mid-message (%d bytes of an unfinished frame buffered, %d frames reassembled): %w",
+		return fmt.Errorf("distcache: stream ended mid-message (%d bytes of an unfinished frame buffered, %d frames reassembled): %w",
 			d.end-d.start, d.frames*btoi(d.inMsg), io.ErrUnexpectedEOF)
 	}
-	return fmt.Errorf("protocol: read: %w", d.rerr)
+	return fmt.Errorf("distcache: read: %w", d.rerr)
 }
 
 func btoi(b bool) int {
@@ -303,7 +303,7 @@ var ErrAddTooShort = errors.New("ADD payload shorter than 8 bytes")
 // 2–5 return a *StatusError whose Status is the answer to send.
 func ParseAddRequest(payload []byte) (AddRequest, error) {
 	if len(payload) < addHeaderSize {
-		return AddRequest{}, fmt.Errorf("protocol: %d-byte %w", len(payload), ErrAddTooShort)
+		return AddRequest{}, fmt.Errorf("distcache: %d-byte %w", len(payload), ErrAddTooShort)
 	}
 	timeout := binary.BigEndian.Uint32(payload[0:4])
 	idLen := binary.BigEndian.Uint32(payload[4:8])

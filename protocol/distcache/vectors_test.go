@@ -1,4 +1,4 @@
-package protocol
+package distcache
 
 import (
 	"encoding/hex"
