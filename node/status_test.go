@@ -9,9 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
 	"github.com/distcache-replicated/distcache/internal/syncbuf"
 	"github.com/distcache-replicated/distcache/internal/version"
 	"github.com/distcache-replicated/distcache/node/adminapi"
@@ -130,17 +127,7 @@ func TestCapsAndBuildInfo(t *testing.T) {
 	if st := nd.Status(); st.MaxSessions != 1234 || st.MaxBytes != 5<<20 {
 		t.Errorf("status caps: %d sessions, %d bytes; want 1234, %d", st.MaxSessions, st.MaxBytes, 5<<20)
 	}
-	resp, err := http.Get("http://" + nd.Status().AdminAddr + adminapi.PathMetrics)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("/metrics does not parse: %v", err)
-	}
-	ms := fams["distcache_build_info"].GetMetric()
+	ms := scrapeMetrics(t, nd)["distcache_build_info"].GetMetric()
 	if len(ms) != 1 || ms[0].GetGauge().GetValue() != 1 {
 		t.Fatalf("distcache_build_info: %v", ms)
 	}
