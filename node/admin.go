@@ -153,25 +153,33 @@ func (n *Node) authorized(h http.HandlerFunc) http.HandlerFunc {
 }
 
 func (n *Node) handleMembers(w http.ResponseWriter, r *http.Request) {
+	// Each member's own status is asked for while the cluster asks every member
+	// for its log position: both wait at most about a second for a member that
+	// does not answer, together rather than one after the other.
+	ownc := make(chan map[string]peerStatus, 1)
+	go func() { ownc <- n.memberStatuses(r.Context(), n.cluster.MemberMeta()) }()
 	ms, err := n.cluster.Members(r.Context())
+	own := <-ownc
 	if err != nil {
 		writeError(w, statusFor(err), err)
 		return
 	}
-	own := n.memberStatuses(r.Context(), ms)
 	out := make([]adminapi.Member, 0, len(ms))
-	for i, m := range ms {
+	for _, m := range ms {
 		am := adminapi.Member{
 			ID: m.ID, GossipAddr: m.GossipAddr, RaftAddr: m.RaftAddr, Status: string(m.Status),
 			Suffrage: m.Suffrage, Leader: m.Leader, LastContactMS: durationMS(m.SinceContact),
 			Lag: m.Lag, Version: m.Meta[metaVersion], Meta: m.Meta,
 		}
-		if st := own[i]; st.err == nil {
+		switch st, ok := own[m.ID]; {
+		case !ok:
+			am.StatusError = "gossip has not seen it, so its admin address is unknown"
+		case st.err != nil:
+			am.StatusError = st.err.Error()
+		default:
 			am.Reached, am.State = true, st.State
 			am.Sessions, am.PayloadBytes = st.Sessions, st.PayloadBytes
 			am.MaxSessions, am.MaxBytes = st.MaxSessions, st.MaxBytes
-		} else {
-			am.StatusError = st.err.Error()
 		}
 		out = append(out, am)
 	}
@@ -188,37 +196,46 @@ type peerStatus struct {
 // bounds its ask for the member's log position.
 const memberStatusTimeout = time.Second
 
-// memberStatuses asks every member's admin endpoint (from its gossip metadata)
-// for its status, concurrently, and returns the answers in the order of ms. So
-// the figures only a member knows (its store and caps) reach every node's
-// members answer without the cluster carrying them, at the cost of one small
-// HTTP call per member per members request, and nothing when nobody asks.
-func (n *Node) memberStatuses(ctx context.Context, ms []cluster.Member) []peerStatus {
+// memberStatuses asks every member's admin endpoint (metas: gossip metadata by
+// id) for its status, concurrently. So the figures only a member knows (its
+// store and caps) reach every node's members answer without the cluster
+// carrying them, at the cost of one small HTTP call per member per members
+// request, and nothing when nobody asks.
+func (n *Node) memberStatuses(ctx context.Context, metas map[string]map[string]string) map[string]peerStatus {
 	ctx, cancel := context.WithTimeout(ctx, memberStatusTimeout)
 	defer cancel()
-	got := make([]peerStatus, len(ms))
+	out := make(map[string]peerStatus, len(metas))
+	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for i, m := range ms {
-		addr := m.Meta[metaAdmin]
+	set := func(id string, ps peerStatus) {
+		mu.Lock()
+		out[id] = ps
+		mu.Unlock()
+	}
+	self := n.ID()
+	for id, meta := range metas {
+		addr := meta[metaAdmin]
 		switch {
-		case m.ID == n.ID():
-			got[i].Status = n.Status()
+		case id == self:
+			set(id, peerStatus{Status: n.Status()})
 		case addr == "":
-			got[i].err = errors.New("no admin address in its gossip metadata")
+			set(id, peerStatus{err: errors.New("no admin address in its gossip metadata")})
 		default:
 			wg.Add(1)
-			go func(ps *peerStatus) {
+			go func() {
 				defer wg.Done()
+				var ps peerStatus
 				c, err := adminapi.New(adminapi.Config{Addr: addr, HTTP: n.peerHTTP})
 				if err == nil {
 					ps.Status, err = c.Status(ctx)
 				}
 				ps.err = err
-			}(&got[i])
+				set(id, ps)
+			}()
 		}
 	}
 	wg.Wait()
-	return got
+	return out
 }
 
 func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
