@@ -20,8 +20,7 @@ import (
 // move while a load runs, and a member-down warning within seconds of a SIGKILL.
 // It also checks that the page fits a phone's width, and fails on any script
 // error the page shows (exceptions, console errors, refused content). The
-// screenshots go to the test's temp dir, or to DCINT_SCREENSHOT_DIR when set
-// (docs/status-page.png is member-down.png from such a run).
+// screenshots go to the test's temp dir, or to DCINT_SCREENSHOT_DIR when set.
 func TestStatusPage(t *testing.T) {
 	chromium := lookChromium(t)
 	c := startCluster(t, 3, clusterOptions{})
