@@ -43,6 +43,7 @@ type Cluster struct {
 	client                      *rpcClient
 	keyring                     *gossip.Keyring
 
+	leaders      leaderHistory               // recent changes of leader, for operators
 	ready        atomic.Pointer[leaderReady] // current leadership term's readiness
 	reconcileNow chan struct{}               // capacity 1: reconcile without waiting for the interval
 	tombMu       sync.Mutex
@@ -196,6 +197,7 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 	c.gossip = g
 
 	c.batch = newBatcher(r, cfg)
+	c.watchLeaders()
 	c.wg.Add(4)
 	go func() { defer c.wg.Done(); c.batch.run() }()
 	go func() { defer c.wg.Done(); c.leaderLoop() }()

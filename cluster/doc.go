@@ -19,9 +19,9 @@
 // StateMachine and the applied-index wrapper; forward.go and rpc.go: the
 // forwarding RPC; readindex.go: reads; membership.go: bootstrap,
 // reconciliation, Join/RemoveServer/TransferLeadership; meta.go: the
-// cluster's gossip metadata; status.go: Status and Members; keyring.go: the
-// cluster-wide gossip keyring; snapshot.go: SnapshotSave/SnapshotRestore;
-// lifecycle.go: Leave, Close, Kill.
+// cluster's gossip metadata; status.go: Status and Members; leaders.go: the
+// recent changes of leader; keyring.go: the cluster-wide gossip keyring;
+// snapshot.go: SnapshotSave/SnapshotRestore; lifecycle.go: Leave, Close, Kill.
 //
 // # Ports and wire format
 //

@@ -18,6 +18,7 @@ import (
 
 	"github.com/distcache-replicated/distcache/cluster/atrest"
 	"github.com/distcache-replicated/distcache/cluster/gossip"
+	"github.com/distcache-replicated/distcache/internal/version"
 	"github.com/distcache-replicated/distcache/node"
 	"github.com/distcache-replicated/distcache/protocol/distcache"
 )
@@ -46,6 +47,10 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stderr, "dcnode: %v\nRun 'dcnode -help' for the list of settings.\n", err)
 		return exitUsage
+	}
+	if o.version {
+		fmt.Fprintln(stdout, "dcnode", version.Get())
+		return exitOK
 	}
 	if err := o.validate(); err != nil {
 		fmt.Fprintf(stderr, "dcnode: %v\n", err)

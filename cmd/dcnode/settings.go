@@ -46,6 +46,7 @@ type options struct {
 
 	configFile  string
 	printConfig bool
+	version     bool
 
 	// settings are the registry bound to this value's fields, with where each
 	// value came from (see load).
@@ -197,6 +198,8 @@ func (o *options) registry() []*setting {
 			usage: "read settings from this `file` of name = value lines (see below)"},
 		{name: "print-config", group: groupProcess, value: boolValue{&o.printConfig}, from: fromFlag,
 			usage: "print the effective configuration, each setting with where it came from, and exit"},
+		{name: "version", group: groupProcess, value: boolValue{&o.version}, from: fromFlag,
+			usage: "print the version (module version, VCS revision and time, Go toolchain) and exit"},
 	}
 }
 

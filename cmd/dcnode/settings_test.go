@@ -33,6 +33,7 @@ func loaded(t *testing.T, args, environ []string, file string) (*options, error)
 var metaSettings = map[string]from{
 	"config":       fromFlag | fromEnv,
 	"print-config": fromFlag,
+	"version":      fromFlag,
 }
 
 // TestRegistry checks every entry: a unique name, an environment variable and a
