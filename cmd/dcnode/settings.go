@@ -122,7 +122,7 @@ func (o *options) registry() []*setting {
 		{name: "join", group: groupCluster, example: "10.0.0.2:9300,10.0.0.3:9300", value: newListValue(&o.join, nil, checkHostPort),
 			usage: "gossip `addresses` of other nodes to join (comma-separated or repeated)"},
 		{name: "bootstrap-expect", group: groupCluster, example: "3", value: intValue{p: setInt(&o.bootstrapExpect, -1), min: -1, max: int(maxInt)},
-			usage: "bootstrap a new cluster once `N` servers are seen (default -1: 1 without -join, 0 with it, i.e. join only)"},
+			usage: "bootstrap a new cluster once `N` servers are seen (-1: 1 without -join, 0 with it, i.e. join only)"},
 		{name: "admin-addr", group: groupCluster, example: "127.0.0.1:9400", value: stringValue{p: setString(&o.adminAddr, "127.0.0.1:9400"), check: optional(checkHostPort)},
 			usage: "admin HTTP `host:port` for dcctl, /metrics, /healthz, /readyz (\"\" disables)"},
 		{name: "in-memory", group: groupCluster, value: boolValue{&o.inMemory},
