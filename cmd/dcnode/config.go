@@ -417,13 +417,13 @@ interfaces, UNIX:/path); every other address is host:port. Defaults are loopback
 `
 
 const usageSources = `
-Every flag (but %s) is also an environment variable and a config-file
-key: -write-timeout 2s can be given as DCNODE_WRITE_TIMEOUT=2s, or as the line
-"write-timeout = 2s" in the file named by -config (or DCNODE_CONFIG). A flag wins
-over the environment, which wins over the file. In the file, # starts a comment, a
-repeatable setting may take several lines, and a value may be written in double
-quotes. Unknown flags, DCNODE_* variables and keys are errors. -print-config shows
-the result and where each value came from.
+Every flag (but %s) is also
+an environment variable and a config-file key: -write-timeout 2s can be given as
+DCNODE_WRITE_TIMEOUT=2s, or as the line "write-timeout = 2s" in the file named by
+-config (or DCNODE_CONFIG). A flag wins over the environment, which wins over the
+file. In the file, # starts a comment, a repeatable setting may take several lines,
+and a value may be written in double quotes. Unknown flags, DCNODE_* variables and
+keys are errors. -print-config shows the result and where each value came from.
 `
 
 // printHelp writes -help: the introduction, every setting by group, and how the
