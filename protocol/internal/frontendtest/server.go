@@ -54,6 +54,16 @@ func Start(t testing.TB, s StreamServer, closed error) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return Serve(t, s, ln, closed)
+}
+
+// Serve is Start on a listener of the test's own (see Listen); nil means a
+// fresh loopback one.
+func Serve(t testing.TB, s StreamServer, ln net.Listener, closed error) string {
+	t.Helper()
+	if ln == nil {
+		return Start(t, s, closed)
+	}
 	serveUntilCleanup(t, func() error { return s.Serve(ln) }, s.Shutdown, closed)
 	return ln.Addr().String()
 }
