@@ -368,6 +368,56 @@ func (c *serverConn) run(p *pending, after <-chan struct{}) {
 // before writing them.
 const writeChunk = 64 << 10
 
+// What the C client library (libdistcache) does with what it receives, which
+// decides how multi-frame answers are written (see the package docs, "The C
+// client's partial-frame bug"): it reads into a cBufSize-byte buffer and calls
+// a frame complete once cHeaderCount bytes plus its data are buffered.
+const (
+	cBufSize     = 4096
+	cHeaderCount = 10
+	// riskyPause is how long the server waits before writing the last frame
+	// of an answer that a C client reading everything at once would
+	// mis-decode, so that it has read the frames before it by then.
+	riskyPause = 500 * time.Microsecond
+)
+
+// riskyLastFrame reports whether a C client that finds a full frame and then
+// the last frame of this payload in its buffer at once is fooled: the last
+// frame is 1 to 4 bytes longer than what fits behind a full frame, so the
+// buffer holds all of it but those bytes, which the 10-byte header count
+// overlooks (payloads of 4,069–4,072, 6,117–6,120, … bytes).
+func riskyLastFrame(payload int) bool {
+	if payload <= MaxFrameData {
+		return false
+	}
+	last := HeaderSize + (payload-1)%MaxFrameData + 1
+	missing := last - (cBufSize - MaxFrameSize)
+	return missing >= 1 && missing <= HeaderSize-cHeaderCount
+}
+
+// writeFrames writes a multi-frame answer, encoded at the end of out from
+// start, after the answers before it (out[:start]): each frame on its own, as
+// the C server does, and the last one of a risky answer only after riskyPause.
+// A C client therefore reads the frames one by one unless it falls behind.
+func (c *serverConn) writeFrames(out []byte, start, payload int) error {
+	if start > 0 {
+		if err := c.write(out[:start]); err != nil {
+			return err
+		}
+	}
+	frames := out[start:]
+	for len(frames) > MaxFrameSize {
+		if err := c.write(frames[:MaxFrameSize]); err != nil {
+			return err
+		}
+		frames = frames[MaxFrameSize:]
+	}
+	if riskyLastFrame(payload) {
+		time.Sleep(riskyPause)
+	}
+	return c.write(frames)
+}
+
 // write sends encoded answers within the write timeout.
 func (c *serverConn) write(b []byte) error {
 	c.dl.ArmWrite()
@@ -432,12 +482,17 @@ func (c *serverConn) flush() {
 				failure = q.err
 				break
 			}
+			start := len(out)
 			out, _ = AppendMessage(out, &Message{UID: q.req.UID, Op: q.req.Op, Response: true, Payload: q.resp})
-			q.resp = nil
-			if len(out) >= writeChunk {
+			switch {
+			case len(q.resp) > MaxFrameData:
+				werr = c.writeFrames(out, start, len(q.resp))
+				out = out[:0]
+			case len(out) >= writeChunk:
 				werr = c.write(out)
 				out = out[:0]
 			}
+			q.resp = nil
 		}
 		if !broken && werr == nil && len(out) > 0 {
 			werr = c.write(out)
