@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"os/user"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -24,9 +25,11 @@ import (
 
 	"github.com/distcache-replicated/distcache/cluster/atrest"
 	"github.com/distcache-replicated/distcache/cluster/gossip"
+	"github.com/distcache-replicated/distcache/fsm"
 	"github.com/distcache-replicated/distcache/internal/version"
 	"github.com/distcache-replicated/distcache/node"
 	"github.com/distcache-replicated/distcache/protocol/distcache"
+	"github.com/distcache-replicated/distcache/ticketkeys"
 )
 
 // defaultDataDir is -data-dir's default; -dev-cluster uses a temporary
@@ -88,6 +91,11 @@ type options struct {
 	clientTLSCert, clientTLSKey, clientTLSCA string
 	gossipKey, dataKeyFile                   string
 	inMemory                                 bool
+
+	ticketRotate, ticketLifetime, ticketReloadTimeout   time.Duration
+	ticketDir, ticketFormats, ticketOwner, ticketReload string
+	ticketHAProxySocket                                 string
+	ticketNginxKeys                                     int
 
 	// keyPairs are the certificates loaded by nodeConfig, reloaded on SIGHUP.
 	keyPairs []*node.KeyPair
@@ -165,6 +173,15 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.dataKeyFile, "data-key-file", "", "`file` (mode 600) of lines id:base64-32-byte-key; session values in the Raft log and snapshots are sealed with the first, all open old data")
 	fs.BoolVar(&o.inMemory, "in-memory", false, "keep the Raft log and snapshots in memory only: nothing at rest, but a restarted node rejoins as a new member with a fresh id (no -node-id)")
 	fs.StringVar(&o.tlsCA, "tls-ca", "", "PEM `file` of the CA that signs every node's cluster certificate; peers without one are refused")
+	fs.DurationVar(&o.ticketRotate, "ticket-rotate", 0, "rotate the TLS session-ticket keys this often (the leader does, from the last rotation; 0: only by dcctl tickets rotate)")
+	fs.DurationVar(&o.ticketLifetime, "ticket-lifetime", node.DefaultTicketLifetime, "keep a ticket key this long after it stopped encrypting: the servers' ticket lifetime plus their reload delay")
+	fs.StringVar(&o.ticketDir, "ticket-dir", "", "`directory` where this node writes the ticket keys for the TLS servers on its host (created 0700; files 0600)")
+	fs.StringVar(&o.ticketFormats, "ticket-formats", "", "`formats` to write in -ticket-dir, comma-separated: nginx (nginx.1.key..N, 1 encrypts), haproxy (haproxy.keys), apache (apache.key), go (go.keys, for tlscache)")
+	fs.IntVar(&o.ticketNginxKeys, "ticket-nginx-keys", ticketkeys.DefaultNginxKeys, "number of nginx key files (`N`), each listed by an ssl_session_ticket_key directive")
+	fs.StringVar(&o.ticketOwner, "ticket-owner", "", "`user[:group]` owning the ticket key files (default: the node's user)")
+	fs.StringVar(&o.ticketReload, "ticket-reload", "", "shell `command` run after the ticket key files changed, e.g. 'nginx -s reload' (gets DISTCACHE_TICKET_GENERATION)")
+	fs.DurationVar(&o.ticketReloadTimeout, "ticket-reload-timeout", ticketkeys.DefaultReloadTimeout, "longest -ticket-reload may run before it is killed")
+	fs.StringVar(&o.ticketHAProxySocket, "ticket-haproxy-socket", "", "HAProxy runtime API (unix socket `path` or host:port, admin level): push keys there instead of reloading HAProxy")
 	// On a parse error the flag package prints its message and calls Usage: a
 	// one-line hint reads better there than the whole list.
 	fs.Usage = func() { fmt.Fprintln(fs.Output(), "Run 'dcnode -help' for the list of flags.") }
@@ -220,7 +237,7 @@ func (o *options) validate(rest []string, set map[string]bool) error {
 		return errors.New("-dev-cluster takes 1 to 9 nodes")
 	}
 	if o.devCluster > 0 {
-		for _, f := range []string{"listen", "memcache-listen", "resp-listen", "sessiond-listen", "join", "node-id", "raft-addr", "gossip-addr", "admin-addr", "bootstrap-expect", "pidfile", "user"} {
+		for _, f := range []string{"listen", "memcache-listen", "resp-listen", "sessiond-listen", "join", "node-id", "raft-addr", "gossip-addr", "admin-addr", "bootstrap-expect", "pidfile", "user", "ticket-dir"} {
 			if set[f] {
 				return fmt.Errorf("-%s cannot be combined with -dev-cluster, which picks every address itself; drop one of them", f)
 			}
@@ -277,10 +294,70 @@ func (o *options) validate(rest []string, set map[string]bool) error {
 			return fmt.Errorf("-gossip-key: %w (make one with: head -c32 /dev/urandom | base64)", err)
 		}
 	}
+	if err := o.validateTickets(set); err != nil {
+		return err
+	}
 	if o.adminAddr != "" && o.adminTokenFile == "" && !isLoopback(o.adminAddr) {
 		return fmt.Errorf("-admin-addr %s is not a loopback address: give -admin-token-file too, so that only operators can change the cluster", o.adminAddr)
 	}
 	return nil
+}
+
+// validateTickets checks the ticket key flags: the outputs need -ticket-dir, and
+// -ticket-dir needs to know what to write.
+func (o *options) validateTickets(set map[string]bool) error {
+	if o.ticketRotate < 0 || (o.ticketRotate > 0 && o.ticketRotate < time.Second) {
+		return fmt.Errorf("-ticket-rotate %v: want 0 (off) or at least 1s", o.ticketRotate)
+	}
+	if o.ticketLifetime <= 0 {
+		return fmt.Errorf("-ticket-lifetime %v must be positive", o.ticketLifetime)
+	}
+	if o.ticketDir == "" {
+		for _, f := range []string{"ticket-formats", "ticket-nginx-keys", "ticket-owner", "ticket-reload", "ticket-reload-timeout", "ticket-haproxy-socket"} {
+			if set[f] {
+				return fmt.Errorf("-%s needs -ticket-dir, the directory the ticket keys are written to", f)
+			}
+		}
+		return nil
+	}
+	if _, err := o.ticketOutput(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// ticketOutput maps the ticket flags onto the node's outputs; nil without
+// -ticket-dir.
+func (o *options) ticketOutput() (*ticketkeys.Config, error) {
+	if o.ticketDir == "" {
+		return nil, nil
+	}
+	if o.ticketFormats == "" {
+		return nil, errors.New("-ticket-dir needs -ticket-formats: the servers on this host (nginx, haproxy, apache, go)")
+	}
+	fs, err := ticketkeys.ParseFormats(o.ticketFormats)
+	if err != nil {
+		return nil, fmt.Errorf("-ticket-formats: %w", err)
+	}
+	out := &ticketkeys.Config{
+		Dir: o.ticketDir, Formats: fs, NginxKeys: o.ticketNginxKeys,
+		Reload: o.ticketReload, ReloadTimeout: o.ticketReloadTimeout, HAProxySocket: o.ticketHAProxySocket,
+	}
+	if o.ticketNginxKeys < 2 || o.ticketNginxKeys > fsm.MaxTicketKeys {
+		return nil, fmt.Errorf("-ticket-nginx-keys %d: want 2 (current and next) to %d", o.ticketNginxKeys, fsm.MaxTicketKeys)
+	}
+	if o.ticketReloadTimeout <= 0 {
+		return nil, errors.New("-ticket-reload-timeout must be positive")
+	}
+	if o.ticketHAProxySocket != "" && !slices.Contains(fs, ticketkeys.HAProxy) {
+		return nil, errors.New("-ticket-haproxy-socket needs haproxy in -ticket-formats: HAProxy loads haproxy.keys when it starts")
+	}
+	if o.ticketOwner != "" {
+		if out.Owner, err = ticketkeys.ParseOwner(o.ticketOwner); err != nil {
+			return nil, fmt.Errorf("-ticket-owner: %w", err)
+		}
+	}
+	return out, nil
 }
 
 // readGossipKey decodes -gossip-key: the base64 key itself, or @FILE.
@@ -405,6 +482,10 @@ func (o *options) nodeConfig(logger *slog.Logger) (node.Config, error) {
 	}
 	cfg.Socket = sock
 	cfg.Tune.InMemory = o.inMemory
+	cfg.Tickets = node.TicketConfig{Rotate: o.ticketRotate, Lifetime: o.ticketLifetime}
+	if cfg.Tickets.Output, err = o.ticketOutput(); err != nil {
+		return cfg, err
+	}
 	if o.gossipKey != "" {
 		key, err := readGossipKey(o.gossipKey)
 		if err != nil {
