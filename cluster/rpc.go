@@ -51,6 +51,8 @@ const (
 	codeTimeout
 	codeLeadershipLost
 	codeClosed
+	codeUnknownServer
+	codeNotVoter
 )
 
 var codeErrs = map[uint32]error{
@@ -59,6 +61,8 @@ var codeErrs = map[uint32]error{
 	codeTimeout:        ErrTimeout,
 	codeLeadershipLost: ErrLeadershipLost,
 	codeClosed:         ErrClosed,
+	codeUnknownServer:  ErrUnknownServer,
+	codeNotVoter:       ErrNotVoter,
 }
 
 func errCode(err error) uint32 {
