@@ -219,17 +219,26 @@ func (sr *snapReader) read(b []byte) error {
 	return nil
 }
 
+// header reads a section header into hdr and checks that it starts with magic
+// (8 bytes) and version (u32).
+func (sr *snapReader) header(hdr []byte, magic string, version uint32) error {
+	if err := sr.read(hdr); err != nil {
+		return err
+	}
+	if string(hdr[:8]) != magic {
+		return fmt.Errorf("%w: bad magic (want %s)", ErrCorruptSnapshot, magic)
+	}
+	if v := binary.BigEndian.Uint32(hdr[8:]); v != version {
+		return fmt.Errorf("%w: unsupported %s version %d", ErrCorruptSnapshot, magic, v)
+	}
+	return nil
+}
+
 func (s *Store) readSnapshot(r io.Reader) (*snapshot, error) {
 	sr := &snapReader{r: bufio.NewReaderSize(r, 256<<10)}
 	var hdr [snapshotHeaderLen]byte
-	if err := sr.read(hdr[:]); err != nil {
+	if err := sr.header(hdr[:], snapshotMagic, snapshotVersion); err != nil {
 		return nil, err
-	}
-	if string(hdr[:8]) != snapshotMagic {
-		return nil, fmt.Errorf("%w: bad magic", ErrCorruptSnapshot)
-	}
-	if v := binary.BigEndian.Uint32(hdr[8:]); v != snapshotVersion {
-		return nil, fmt.Errorf("%w: unsupported version %d", ErrCorruptSnapshot, v)
 	}
 	snap := &snapshot{
 		lastNow:      int64(binary.BigEndian.Uint64(hdr[12:])),

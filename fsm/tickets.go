@@ -255,14 +255,8 @@ func readTicketSection(r *bufio.Reader) (TicketRing, error) {
 	}
 	sr := &snapReader{r: r}
 	var hdr [ticketHeaderLen]byte
-	if err := sr.read(hdr[:]); err != nil {
-		return ring, err
-	}
-	if string(hdr[:8]) != ticketSectionMagic {
-		return ring, fmt.Errorf("%w: trailing data after checksum", ErrCorruptSnapshot)
-	}
-	if v := binary.BigEndian.Uint32(hdr[8:]); v != ticketSectionVersion {
-		return ring, fmt.Errorf("%w: unsupported ticket section version %d", ErrCorruptSnapshot, v)
+	if err := sr.header(hdr[:], ticketSectionMagic, ticketSectionVersion); err != nil {
+		return ring, err // garbage after the session stream fails here too
 	}
 	ring.Generation = binary.BigEndian.Uint64(hdr[12:])
 	ring.RotatedAt = int64(binary.BigEndian.Uint64(hdr[20:]))

@@ -40,23 +40,14 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/distcache-replicated/distcache/internal/testtool"
 	"github.com/distcache-replicated/distcache/tlscache"
 )
 
-// lookTool returns the path of an external program the test needs. Outside CI a
-// missing program skips the test; in CI (CI set) it fails it, since .ci/run installs
-// every one of them.
+// lookTool returns the path of an external program the test needs (see testtool).
 func lookTool(t *testing.T, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "" {
-		t.Skipf("%s is not installed (apt-get install apache2 stunnel4 openssl): %v", name, err)
-	}
-	t.Fatalf("%s is not installed, but CI must provide it (.ci/run): %v", name, err)
-	return ""
+	return testtool.Look(t, name)
 }
 
 // frontEnds are the extra listeners of one node, in the syntax of each protocol.

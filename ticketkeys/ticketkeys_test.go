@@ -17,6 +17,7 @@ import (
 
 	"github.com/distcache-replicated/distcache/internal/testpki"
 	"github.com/distcache-replicated/distcache/internal/testport"
+	"github.com/distcache-replicated/distcache/internal/testtool"
 )
 
 // layoutKey is a key whose name, HMAC secret and AES key are filled with
@@ -340,26 +341,11 @@ func TestOwnerOfFiles(t *testing.T) {
 	}
 }
 
-// lookTool finds an external program: a test that needs it is skipped outside
-// CI, and fails in CI, which installs it (.ci/run).
-func lookTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "" {
-		t.Skipf("%s is not installed: %v", name, err)
-	}
-	t.Fatalf("%s is not installed, but CI must provide it (.ci/run): %v", name, err)
-	return ""
-}
-
 // TestHAProxyRuntimeAPI runs a real HAProxy on its key file and checks that
 // deliveries through the runtime API leave exactly the wanted keys, with one
 // `set ssl tls-key` per rotation.
 func TestHAProxyRuntimeAPI(t *testing.T) {
-	haproxy := lookTool(t, "haproxy")
+	haproxy := testtool.Look(t, "haproxy")
 	dir := t.TempDir()
 	files, err := New(Config{Dir: dir, Formats: []Format{HAProxy}})
 	if err != nil {

@@ -89,7 +89,7 @@ func (o *options) registry() []*setting {
 	return []*setting{
 		// Client listeners.
 		{name: "listen", group: groupClients, example: "IP:10.0.0.1:9100",
-			value: newListValue(&o.listen, []string{"IP:127.0.0.1:9100"}, checkDistcacheAddr),
+			value: newListValue(&o.listen, []string{"IP:127.0.0.1:9100"}, parses(distcache.ParseAddress)),
 			usage: "distcache `address` to serve, repeatable or comma-separated: IP:host:port, IP:port (all interfaces) or UNIX:/path"},
 		{name: "memcache-listen", group: groupClients, example: "127.0.0.1:9500",
 			value: newListValue(&o.memcache, nil, checkHostPort),
@@ -174,11 +174,11 @@ func (o *options) registry() []*setting {
 			usage: "keep a key this `duration` after it stopped encrypting: the servers' ticket lifetime plus the time they take to pick up a rotation"},
 		{name: "ticket-dir", group: groupTickets, example: "/run/dcnode/tickets", value: stringValue{p: &o.ticketDir},
 			usage: "`directory` where this node writes the ticket keys for the TLS servers on its host (created 0700; files 0600)"},
-		{name: "ticket-formats", group: groupTickets, example: "nginx,go", value: stringValue{p: &o.ticketFormats, check: optional(checkTicketFormats)},
+		{name: "ticket-formats", group: groupTickets, example: "nginx,go", value: stringValue{p: &o.ticketFormats, check: optional(parses(ticketkeys.ParseFormats))},
 			usage: "`formats` to write in -ticket-dir: nginx (nginx.1.key..N, 1 encrypts), haproxy (haproxy.keys), apache (apache.key), go (go.keys, for tlscache)"},
 		{name: "ticket-nginx-keys", group: groupTickets, example: "4", value: intValue{p: setInt(&o.ticketNginxKeys, ticketkeys.DefaultNginxKeys), min: 2, max: fsm.MaxTicketKeys},
 			usage: "number of nginx key `files`, one ssl_session_ticket_key directive each (current, next, then past keys)"},
-		{name: "ticket-owner", group: groupTickets, example: "www-data:www-data", value: stringValue{p: &o.ticketOwner, check: optional(checkOwner)},
+		{name: "ticket-owner", group: groupTickets, example: "www-data:www-data", value: stringValue{p: &o.ticketOwner, check: optional(parses(ticketkeys.ParseOwner))},
 			usage: "`user[:group]` owning the ticket key files (default: the node's user)"},
 		{name: "ticket-reload", group: groupTickets, example: "nginx -s reload", value: stringValue{p: &o.ticketReload},
 			usage: "shell `command` run after the ticket key files changed (it gets DISTCACHE_TICKET_GENERATION and DISTCACHE_TICKET_DIR)"},
@@ -245,9 +245,13 @@ func checkHostPort(s string) error {
 	return nil
 }
 
-func checkDistcacheAddr(s string) error {
-	_, err := distcache.ParseAddress(s)
-	return err
+// parses checks a value with the parser that will read it (an address, a list
+// of formats, a user), so the check and the use cannot disagree.
+func parses[T any](parse func(string) (T, error)) func(string) error {
+	return func(s string) error {
+		_, err := parse(s)
+		return err
+	}
 }
 
 func checkOctalMode(s string) error {
@@ -262,16 +266,6 @@ func nonEmpty(s string) error {
 		return errors.New("must not be empty")
 	}
 	return nil
-}
-
-func checkTicketFormats(s string) error {
-	_, err := ticketkeys.ParseFormats(s)
-	return err
-}
-
-func checkOwner(s string) error {
-	_, err := ticketkeys.ParseOwner(s)
-	return err
 }
 
 // optional lets "" through (a feature turned off) and checks anything else.
