@@ -46,7 +46,9 @@
 // # Delivery
 //
 // Files are replaced atomically (a temporary file in the same directory, fsync,
-// rename, fsync of the directory) and only when their bytes change, so a node that
+// rename, fsync of the directory), mode 0600 and owned by Config.Owner, in a
+// directory the first delivery creates with mode 0711 (servers running as another
+// user reach their file; nobody lists them), and only when their bytes change, so a node that
 // restarts with the ring its servers already hold reloads nothing. The reload
 // command runs through /bin/sh after a change, with a timeout that kills its whole
 // process group, and again at the next delivery while it keeps failing; it gets

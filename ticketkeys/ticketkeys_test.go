@@ -150,6 +150,16 @@ func TestGoFileRoundTrip(t *testing.T) {
 	}
 }
 
+func TestNewRefusesImpossibleDirectories(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(file, nil, 0o600)
+	for _, dir := range []string{file, filepath.Join(file, "tickets"), "/no/such/parent/tickets"} {
+		if _, err := New(Config{Dir: dir, Formats: []Format{Go}}); err == nil {
+			t.Errorf("New accepted %s", dir)
+		}
+	}
+}
+
 func TestParseFormatsAndOwner(t *testing.T) {
 	fs, err := ParseFormats("nginx, go,nginx")
 	if err != nil || len(fs) != 2 || fs[0] != Nginx || fs[1] != Go {
@@ -194,8 +204,8 @@ func TestWriterWritesAtomicallyAndOnlyChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
-		t.Fatalf("ticket directory: %v, %v", fi, err)
+	if _, err := os.Stat(dir); err == nil {
+		t.Fatal("New made the ticket directory: the first delivery must, as the node's final user")
 	}
 	ctx := context.Background()
 	if d, err := w.Deliver(ctx, Ring{}); err != nil || len(d.Written) != 0 || d.Reloaded {
@@ -207,6 +217,9 @@ func TestWriterWritesAtomicallyAndOnlyChanges(t *testing.T) {
 	}
 	if len(d.Written) != 6 || !d.Reloaded {
 		t.Fatalf("first delivery: %+v", d)
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o711 {
+		t.Fatalf("ticket directory: %v, %v", fi, err)
 	}
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 6 {
@@ -330,7 +343,7 @@ func TestOwnerOfFiles(t *testing.T) {
 	if _, err := w.Deliver(context.Background(), testRing(1, 1, 2)); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{dir, filepath.Join(dir, GoFile), filepath.Join(dir, ApacheFile)} {
+	for _, p := range []string{filepath.Join(dir, GoFile), filepath.Join(dir, ApacheFile)} {
 		fi, err := os.Stat(p)
 		if err != nil {
 			t.Fatal(err)

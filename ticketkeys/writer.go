@@ -68,16 +68,18 @@ func lookupUser(name string) (*user.User, error) {
 
 // Config says where and how a node hands its ring to the local servers.
 type Config struct {
-	// Dir is the directory of the key files; it is created (mode 0700, Owner)
-	// if missing. Made absolute: HAProxy names a key file by the path its
+	// Dir is the directory of the key files. If missing, the first delivery
+	// creates it (its parent must exist) with mode 0711, owned by the node's
+	// user: servers that run as another user reach their files, nobody lists
+	// them, and the files themselves are 0600. Made absolute: HAProxy names a key file by the path its
 	// configuration gave, and the runtime API needs the same string.
 	Dir string
 	// Formats are the files to write; see the package documentation.
 	Formats []Format
 	// NginxKeys is the number of nginx key files; DefaultNginxKeys when 0.
 	NginxKeys int
-	// Owner, when set, owns the files (and a directory this package creates);
-	// nil keeps the node's own user.
+	// Owner, when set, owns the files; nil keeps the node's own user. Giving
+	// files to another user needs the node to run as root.
 	Owner *Owner
 	// Reload is a shell command run after files changed (nginx -s reload,
 	// apachectl graceful, systemctl reload haproxy); "" runs nothing.
@@ -124,17 +126,17 @@ func New(cfg Config) (*Writer, error) {
 	if cfg.HAProxySocket != "" && !cfg.has(HAProxy) {
 		return nil, errors.New("ticketkeys: a HAProxy runtime socket needs the haproxy format (HAProxy loads haproxy.keys at start)")
 	}
+	// The directory is made at the first delivery, by the node's own user (a
+	// node started as root may switch to -user after New); here a path that
+	// cannot become one fails the start.
+	check := dir
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, fmt.Errorf("ticketkeys: %w", err)
-		}
-		if cfg.Owner != nil {
-			if err := os.Chown(dir, cfg.Owner.UID, cfg.Owner.GID); err != nil {
-				return nil, fmt.Errorf("ticketkeys: %w", err)
-			}
-		}
-	} else if err != nil {
+		check = filepath.Dir(dir)
+	}
+	if fi, err := os.Stat(check); err != nil {
 		return nil, fmt.Errorf("ticketkeys: %w", err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("ticketkeys: %s is not a directory", check)
 	}
 	return &Writer{cfg: cfg}, nil
 }
@@ -198,6 +200,9 @@ func (w *Writer) Deliver(ctx context.Context, r Ring) (Delivery, error) {
 	var d Delivery
 	if len(r.Keys) < 2 {
 		return d, nil
+	}
+	if err := os.MkdirAll(w.cfg.Dir, 0o711); err != nil {
+		return d, fmt.Errorf("ticketkeys: %w", err)
 	}
 	for _, f := range render(r, w.cfg.Formats, w.cfg.NginxKeys) {
 		changed, err := w.writeFile(f)
