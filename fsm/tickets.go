@@ -297,8 +297,8 @@ func readTicketSection(r *bufio.Reader) (TicketRing, error) {
 }
 
 // validRing checks the invariants rotate keeps: the current key's id is the
-// generation, the next one's follows it, past ids decrease, and only past
-// keys are retired.
+// generation, the next one's follows it, past ids decrease, and neither the
+// current nor the next key is retired.
 func validRing(ring TicketRing) error {
 	bad := func(what string) error {
 		return fmt.Errorf("%w: ticket ring of generation %d: %s", ErrCorruptSnapshot, ring.Generation, what)
@@ -309,7 +309,7 @@ func validRing(ring TicketRing) error {
 	}
 	prev := ks[0].ID
 	for _, k := range ks[2:] {
-		if k.ID >= prev || k.ID == 0 || k.Retired == 0 {
+		if k.ID >= prev || k.ID == 0 {
 			return bad("past keys out of order")
 		}
 		prev = k.ID

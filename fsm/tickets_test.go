@@ -227,11 +227,14 @@ func TestTicketSectionInvariants(t *testing.T) {
 	if err := validRing(base); err != nil {
 		t.Fatal(err)
 	}
+	atEpoch := TicketRing{Generation: 2, Keys: []TicketKey{{ID: 2}, {ID: 3}, {ID: 1}}}
+	if err := validRing(atEpoch); err != nil {
+		t.Fatalf("a ring rotated at batch time 0 is refused: %v", err)
+	}
 	for name, mutate := range map[string]func(*TicketRing){
 		"current id is not the generation": func(r *TicketRing) { r.Keys[0].ID = 2 },
 		"next id does not follow":          func(r *TicketRing) { r.Keys[1].ID = 9 },
 		"current retired":                  func(r *TicketRing) { r.Keys[0].Retired = 1 },
-		"past key not retired":             func(r *TicketRing) { r.Keys[2].Retired = 0 },
 		"past key newer than current":      func(r *TicketRing) { r.Keys[2].ID = 7 },
 	} {
 		r := base
