@@ -31,7 +31,7 @@ func (c *Cluster) ReadBarrier(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.waitApplied(ctx, idx)
+	return c.fsm.waitApplied(ctx, idx, nil)
 }
 
 // readIndex runs on the leader: wait for its term's barrier, capture the
