@@ -73,8 +73,9 @@ type entry struct {
 	flags uint32
 }
 
-// withTimeout bounds every call that may wait on the cluster, so no client is ever
-// left hanging even when its own protocol has no deadline (Apache's memcache client).
+// withTimeout bounds every call that may wait on the cluster and has no bound of its
+// own, so no client is ever left hanging even when its own protocol has no deadline
+// (Apache's memcache client).
 func (s *Service) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok || s.timeout <= 0 {
 		return ctx, func() {}
@@ -141,13 +142,14 @@ func (s *Service) Take(ctx context.Context, key []byte) (entry, bool, error) {
 	return entry{value: res.Value, flags: res.Flags}, true, nil
 }
 
-// Get reads a session with the node's read consistency.
+// Get reads a session with the node's read consistency. The read barrier is
+// not given the service's timeout: it bounds each of its own steps (see
+// cluster.Cluster.ReadBarrier), whereas a timer started here would also count
+// the time the read spent queued behind thousands of others, and fail reads
+// the cluster served in time.
 func (s *Service) Get(ctx context.Context, key []byte) (entry, bool, error) {
 	if s.consistency == ReadLinearizable {
-		ctx, cancel := s.withTimeout(ctx)
-		err := s.cluster.ReadBarrier(ctx)
-		cancel()
-		if err != nil {
+		if err := s.cluster.ReadBarrier(ctx); err != nil {
 			return entry{}, false, err
 		}
 	}
