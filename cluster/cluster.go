@@ -198,8 +198,9 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 
 	c.batch = newBatcher(r, cfg)
 	c.watchLeaders()
-	c.wg.Add(4)
+	c.wg.Add(5)
 	go func() { defer c.wg.Done(); c.batch.run() }()
+	go func() { defer c.wg.Done(); c.skipLoop() }()
 	go func() { defer c.wg.Done(); c.leaderLoop() }()
 	go func() { defer c.wg.Done(); c.reconcileLoop() }()
 	go func() { defer c.wg.Done(); c.joinLoop(hasState) }()
