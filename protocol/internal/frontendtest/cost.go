@@ -64,10 +64,10 @@ func WholeRequestsArmNoDeadline(t *testing.T, p LineProtocol) {
 		t.Fatalf("100 requests that arrived whole set %d read and %d write deadlines; want 0 and 1", r, w)
 	}
 	c.Send(get[:2])
-	waitFor(t, "the read deadline of a partial request", func() bool { return ln.ReadDeadlines.Load() == 1 })
+	WaitFor(t, "the read deadline of a partial request", func() bool { return ln.ReadDeadlines.Load() == 1 })
 	c.Send(get[2:])
 	c.Expect(found)
-	waitFor(t, "the idle wait to disarm the read deadline", func() bool { return ln.ReadDeadlines.Load() == 2 })
+	WaitFor(t, "the idle wait to disarm the read deadline", func() bool { return ln.ReadDeadlines.Load() == 2 })
 	for range 10 {
 		c.Send(get)
 		c.Expect(found)
@@ -91,16 +91,4 @@ func LargeAnswerAfterIdle(t *testing.T, p LineProtocol) {
 	time.Sleep(150 * time.Millisecond) // the condition under test: idle past the write deadline
 	c.Send(get)
 	c.Expect(found)
-}
-
-// waitFor polls cond until it holds, for at most ten seconds.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }

@@ -197,3 +197,16 @@ func BenchmarkRoundTrip(b *testing.B, addr string, req []byte, answerLen int) {
 		}
 	}
 }
+
+// WaitFor polls cond until it holds, for at most ten seconds, instead of
+// sleeping for a guessed time.
+func WaitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
