@@ -294,17 +294,36 @@ func dialC(t *testing.T, addr string) *cClient {
 }
 
 func (c *cClient) read(p []byte) (int, error) {
-	c.set = syscall.FdSet{}
-	c.set.Bits[c.fd/64] |= 1 << (uint(c.fd) % 64)
-	tv := syscall.NsecToTimeval(int64(10 * time.Second))
-	if n, err := syscall.Select(c.fd+1, &c.set, nil, nil, &tv); err != nil || n == 0 {
-		return 0, fmt.Errorf("select: %d, %v", n, err)
+	for { // the Go runtime's signals interrupt system calls; C retries too
+		c.set = syscall.FdSet{}
+		c.set.Bits[c.fd/64] |= 1 << (uint(c.fd) % 64)
+		tv := syscall.NsecToTimeval(int64(10 * time.Second))
+		n, err := syscall.Select(c.fd+1, &c.set, nil, nil, &tv)
+		if errors.Is(err, syscall.EINTR) {
+			continue
+		}
+		if err != nil || n == 0 {
+			return 0, fmt.Errorf("select: %d, %v", n, err)
+		}
+		if n, err = syscall.Read(c.fd, p); errors.Is(err, syscall.EINTR) {
+			continue
+		}
+		if err == nil && n == 0 {
+			err = io.EOF
+		}
+		return n, err
 	}
-	n, err := syscall.Read(c.fd, p)
-	if err == nil && n == 0 {
-		err = io.EOF
+}
+
+// writeAll writes b to a blocking socket, retrying after signals.
+func writeAll(fd int, b []byte) (int, error) {
+	for {
+		n, err := syscall.Write(fd, b)
+		if errors.Is(err, syscall.EINTR) {
+			continue
+		}
+		return n, err
 	}
-	return n, err
 }
 
 // foolRate asks for answers of each length rounds times over one connection,
@@ -318,7 +337,7 @@ func foolRate(t *testing.T, addr string, lengths []int, rounds int) float64 {
 	for i := range rounds {
 		for _, n := range lengths {
 			req, _ := AppendMessage(nil, &Message{UID: uint32(i), Op: OpGet, Payload: fmt.Append(nil, n)})
-			if _, err := syscall.Write(c.fd, req); err != nil {
+			if _, err := writeAll(c.fd, req); err != nil {
 				t.Fatal(err)
 			}
 			msg, f, err := r.receive(c.read)

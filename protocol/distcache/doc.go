@@ -92,9 +92,11 @@
 //
 // Measured with a model of the C decoder reading over loopback in select(2)
 // and read(2) on a thread of its own (TestCClientOverLoopback, 600 risky
-// answers per run, load 9–10 on 2 cores): the whole answer in one write (what
-// this server did before) is mis-decoded in 100 % of cases, a frame per write
-// (the C server) in 57–91 %, this server in 0–0.7 %. The pause costs those
+// answers per run, 16 runs at load 9–18 on 2 cores): the whole answer in one
+// write (what this server did before) is mis-decoded in 100 % of cases, a
+// frame per write (the C server) in 49–91 %, this server in 0–0.8 %. The
+// pause was chosen by the same measurement: 50 µs already gave 0–0.5 %, and
+// 0.5 ms leaves room for a client slowed by a busy machine. It costs those
 // 60 answer sizes 0.5 ms each. A client that falls further behind than the
 // pause, or pipelines many requests (dc_client), can still be fooled: no
 // write pattern prevents that, since the C client alone decides how much it
