@@ -95,7 +95,7 @@
 // answers per run, 16 runs at load 9–18 on 2 cores): the whole answer in one
 // write (what this server did before) is mis-decoded in 100 % of cases, a
 // frame per write (the C server) in 49–91 %, this server in 0–0.8 %. The
-// pause was chosen by the same measurement: 50 µs already gave 0–0.5 %, and
+// pause was chosen by the same measurement: 50 µs gave 0.5–1.3 % (5 runs), and
 // 0.5 ms leaves room for a client slowed by a busy machine. It costs those
 // 60 answer sizes 0.5 ms each. A client that falls further behind than the
 // pause, or pipelines many requests (dc_client), can still be fooled: no
