@@ -13,6 +13,9 @@
 trap cleanup EXIT INT TERM
 [ -d "${1:-}" ] || { echo "usage: bench/ab.sh BEFORE_DIR" >&2; exit 2; }
 SECS=${BENCH_SECS:-5}
+{
+	echo "# $(date -u +%FT%TZ) $(uname -srm), $(nproc) cores; after: $(git -C "${BENCH_SRC:-$ROOT}" rev-parse --short HEAD 2>/dev/null || echo "${BENCH_SRC:-$ROOT}"), before: $1"
+} | tee "$OUT/summary.tsv"
 build
 log "building the 'before' dcnode from $1"
 (cd "$1" && go build -o "$BIN/dcnode-before" ./cmd/dcnode)
