@@ -44,6 +44,9 @@ type Cluster struct {
 	keyring                     *gossip.Keyring
 
 	ready        atomic.Pointer[leaderReady] // current leadership term's readiness
+	skip         skippedEntries              // see appliedIndex
+	progress     catchUp                     // see Ready
+	disk         diskHealth                  // see Ready
 	reconcileNow chan struct{}               // capacity 1: reconcile without waiting for the interval
 	tombMu       sync.Mutex
 	tombstones   map[string]time.Time // operator-removed ids not to re-add while alive
@@ -114,6 +117,7 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 		return nil, err
 	}
 	cleanups = append(cleanups, func() { c.closeStore() })
+	c.logs = watchedLogStore{LogStore: c.logs, health: &c.disk}
 	store, snaps := c.logs, c.snaps
 
 	m, err := mux.Listen(cfg.RaftAddr, cfg.AdvertiseRaftAddr, cfg.TLS, log)
@@ -196,8 +200,9 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 	c.gossip = g
 
 	c.batch = newBatcher(r, cfg)
-	c.wg.Add(4)
+	c.wg.Add(5)
 	go func() { defer c.wg.Done(); c.batch.run() }()
+	go func() { defer c.wg.Done(); c.readyLoop() }()
 	go func() { defer c.wg.Done(); c.leaderLoop() }()
 	go func() { defer c.wg.Done(); c.reconcileLoop() }()
 	go func() { defer c.wg.Done(); c.joinLoop(hasState) }()

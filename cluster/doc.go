@@ -21,7 +21,8 @@
 // reconciliation, Join/RemoveServer/TransferLeadership; meta.go: the
 // cluster's gossip metadata; status.go: Status and Members; keyring.go: the
 // cluster-wide gossip keyring; snapshot.go: SnapshotSave/SnapshotRestore;
-// lifecycle.go: Leave, Close, Kill.
+// ready.go: Ready and what keeps it current; logging.go: the hclog bridge
+// for raft; lifecycle.go: Leave, Close, Kill.
 //
 // # Ports and wire format
 //
@@ -66,6 +67,19 @@
 // in its term) captures its commit index, confirms leadership with
 // VerifyLeader, and the asking node waits until it has applied that index.
 // QueryLeader runs StateMachine.Query on the leader for leader-on-miss reads.
+//
+// # Readiness
+//
+// Ready is the one answer to "does this node serve current reads and take
+// writes" (the admin /readyz, and the service manager's notification). A
+// background loop obtains a read index from the leader every 250ms (sharing
+// rounds with linearizable reads) and probes the data dir with a small write
+// (write-probe, created and removed) every second. Ready then needs a known
+// leader, a recent read index from that leader, this node not behind such an
+// index for longer than ReadyMaxLag, and its storage writable (the last log
+// store write did not fail, the probe succeeded). Applied means through
+// Raft's own entries too (appliedIndex: no-ops and barriers never reach the
+// FSM), so an idle cluster is ready right after an election.
 //
 // # Membership
 //

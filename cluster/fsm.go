@@ -118,7 +118,7 @@ func (f *appliedFSM) Restore(rc io.ReadCloser) error {
 
 // waitApplied blocks until the local FSM has applied idx, or ctx ends.
 // extra is consulted when the FSM index alone is not enough (entries that
-// never reach the FSM, such as the leader's no-op), see Cluster.effectiveApplied.
+// never reach the FSM, such as the leader's no-op), see Cluster.appliedIndex.
 func (f *appliedFSM) waitApplied(ctx context.Context, idx uint64, extra func(uint64) bool) error {
 	for {
 		cur, ch := f.appliedIndex()
@@ -136,4 +136,39 @@ func (f *appliedFSM) waitApplied(ctx context.Context, idx uint64, extra func(uin
 			// Re-check extra: non-FSM entries advance no channel.
 		}
 	}
+}
+
+// appliedIndex is the index through which this node has applied the log: the
+// FSM's applied index, extended over the entries after it that the FSM never
+// sees (a new leader's no-op, barriers) once raft has processed them. Without
+// them a node that has applied everything would look behind after every
+// election until the next write. The scan resumes where the last one ended
+// and is skipped when neither index moved, so a call costs a lock and, at
+// most, a look at entries not seen before (in the log cache: they are recent).
+func (c *Cluster) appliedIndex() uint64 {
+	applied, _ := c.fsm.appliedIndex()
+	last := c.raft.AppliedIndex()
+	c.skip.mu.Lock()
+	defer c.skip.mu.Unlock()
+	s := &c.skip
+	if applied == s.fsm && last == s.raft {
+		return s.through
+	}
+	through := max(applied, s.through)
+	var l raft.Log
+	for i := through + 1; i <= last; i++ {
+		if err := c.logs.GetLog(i, &l); err != nil || l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
+			break // the FSM has yet to apply it (or it is gone: a snapshot covers it)
+		}
+		through = i
+	}
+	s.fsm, s.raft, s.through = applied, last, through
+	return through
+}
+
+// skippedEntries is appliedIndex's memory: the FSM's and raft's applied
+// indexes at its last scan, and how far that scan found the log applied.
+type skippedEntries struct {
+	mu                 sync.Mutex
+	fsm, raft, through uint64
 }

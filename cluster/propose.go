@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-
-	"github.com/hashicorp/raft"
 )
 
 // writeCtx bounds ctx by the write timeout.
@@ -74,24 +72,13 @@ func (c *Cluster) Propose(ctx context.Context, cmd []byte) ([]byte, error) {
 	return nil, lastErr
 }
 
-// waitApplied waits until the local FSM has applied idx. Entries that never
-// reach the FSM (the leader's no-op, barriers) count once raft has processed
-// them, so a read index that points at one does not wait forever.
+// waitApplied waits until this node has applied idx (see appliedIndex:
+// entries that never reach the FSM, the leader's no-op and barriers, count
+// once raft has processed them, so a read index that points at one does not
+// wait forever).
 func (c *Cluster) waitApplied(ctx context.Context, idx uint64) error {
-	return c.fsm.waitApplied(ctx, idx, func(cur uint64) bool {
-		if idx-cur > 64 || c.raft.AppliedIndex() < idx {
-			return false
-		}
-		var l raft.Log
-		for j := cur + 1; j <= idx; j++ {
-			if err := c.logs.GetLog(j, &l); err != nil {
-				return false
-			}
-			if l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
-				return false
-			}
-		}
-		return true
+	return c.fsm.waitApplied(ctx, idx, func(uint64) bool {
+		return c.raft.AppliedIndex() >= idx && c.appliedIndex() >= idx
 	})
 }
 
