@@ -28,6 +28,9 @@ var (
 	ErrLeadershipLost = errors.New("cluster: leadership lost while writing")
 	// ErrClosed means the Cluster has been closed (or is closing).
 	ErrClosed = errors.New("cluster: closed")
+	// ErrNotMember means the server named is not in the Raft configuration
+	// (removing or transferring to an unknown id). Nothing was changed.
+	ErrNotMember = errors.New("cluster: not in the configuration")
 )
 
 // Config describes one node of the cluster. Zero values of the tunables get

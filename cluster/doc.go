@@ -94,9 +94,16 @@
 // size). An operator-removed node is tombstoned on the leader and told to
 // leave gossip; Join brings it back.
 //
-// Close is a graceful leave: a leader transfers leadership, the node leaves
-// gossip (so the leader removes it from the configuration; restarting with
-// the same data dir rejoins and is re-added), raft stops and bolt is closed.
+// Close is a graceful stop that keeps the node a member: a leader transfers
+// leadership (to the reachable voter with the longest log), gossip stops
+// without a leave message, raft stops and the stores close. Peers see the
+// node failed, and a failed voter stays a voter, so stopping nodes for
+// maintenance or a rolling restart never changes the quorum size; the node
+// resumes from its data dir. Leave is the explicit way out: a leader hands
+// leadership over, then the node has the leader remove it (retrying while a
+// new leader is elected) and leaves gossip; "left" members are removed from
+// the configuration by the leader's reconciliation, and a node started again
+// after leaving is added back as a new voter.
 //
 // # Security
 //

@@ -323,7 +323,7 @@ func (c *Cluster) removeOnLeader(ctx context.Context, id string) error {
 		}
 	}
 	if addr == "" {
-		return fmt.Errorf("cluster: remove %q: not in the configuration", id)
+		return fmt.Errorf("remove %q: %w", id, ErrNotMember)
 	}
 	c.tombMu.Lock()
 	c.tombstones[id] = time.Now()
@@ -377,7 +377,7 @@ func (c *Cluster) transferOnLeader(ctx context.Context, id string) error {
 			return waitFuture(ctx, c.raft.LeadershipTransferToServer(s.ID, s.Address))
 		}
 	}
-	return fmt.Errorf("cluster: transfer to %q: not in the configuration", id)
+	return fmt.Errorf("transfer to %q: %w", id, ErrNotMember)
 }
 
 // peerAuthenticated is asked before a member seen in gossip is added to the

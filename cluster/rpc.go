@@ -51,6 +51,7 @@ const (
 	codeTimeout
 	codeLeadershipLost
 	codeClosed
+	codeNotMember
 )
 
 var codeErrs = map[uint32]error{
@@ -59,6 +60,7 @@ var codeErrs = map[uint32]error{
 	codeTimeout:        ErrTimeout,
 	codeLeadershipLost: ErrLeadershipLost,
 	codeClosed:         ErrClosed,
+	codeNotMember:      ErrNotMember,
 }
 
 func errCode(err error) uint32 {

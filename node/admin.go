@@ -183,7 +183,7 @@ func (n *Node) handleRemove(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) handleLeave(w http.ResponseWriter, r *http.Request) {
-	if err := n.cluster.Leave(r.Context()); err != nil {
+	if err := n.Leave(r.Context()); err != nil {
 		writeError(w, statusFor(err), err)
 		return
 	}

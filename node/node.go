@@ -236,6 +236,13 @@ func (n *Node) Listeners() map[string][]string {
 	return out
 }
 
+// Leave departs the cluster for good (see cluster.Leave): leadership is handed over,
+// the leader removes this node from the Raft configuration and it leaves gossip.
+// Close the node afterwards.
+func (n *Node) Leave(ctx context.Context) error {
+	return n.cluster.Leave(ctx)
+}
+
 // LeaveRequested is closed when an operator asked this node, through the admin
 // endpoint, to leave the cluster; the process should then shut down.
 func (n *Node) LeaveRequested() <-chan struct{} { return n.leaveCh }
@@ -267,7 +274,9 @@ func (n *Node) expireLoop(ctx context.Context) {
 }
 
 // Close shuts the node down gracefully: listeners stop accepting, in-flight requests
-// finish, a leader hands leadership over, the node leaves gossip and the stores close.
+// finish, a leader hands leadership over and the stores close. The node stays a
+// member of the cluster (a voter stays a voter) and resumes when started again from
+// its data dir; Leave first to depart for good.
 func (n *Node) Close(ctx context.Context) error {
 	n.closeOnce.Do(func() {
 		n.closing.Store(true)

@@ -32,6 +32,9 @@ import (
 // directory unless the operator changed it.
 const defaultDataDir = "dcnode-data"
 
+// shutdownTimeout bounds a graceful stop (leaving first, with -leave-on-terminate).
+const shutdownTimeout = 15 * time.Second
+
 // Exit statuses: unlike the original (which exited 0 on start-up failures), every
 // failure is non-zero.
 const (
@@ -70,7 +73,7 @@ type options struct {
 	quiet                                                            bool
 	pidfile, runAs                                                   string
 	sockOwner, sockGroup, sockPerms                                  string
-	killable, daemon                                                 bool
+	killable, daemon, leaveOnTerminate                               bool
 	devCluster                                                       int
 	logLevel, logFormat                                              string
 
@@ -141,6 +144,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.sockGroup, "sockgroup", "", "`group` of unix sockets")
 	fs.StringVar(&o.sockPerms, "sockperms", "", "octal `mode` of unix sockets, e.g. 660")
 	fs.BoolVar(&o.killable, "killable", false, "exit cleanly on SIGUSR1/SIGUSR2 (otherwise ignored)")
+	fs.BoolVar(&o.leaveOnTerminate, "leave-on-terminate", false, "on SIGTERM/SIGINT leave the cluster for good (removed from the Raft configuration) instead of stopping as a member that resumes when restarted; dcctl leave does this on demand")
 	fs.BoolVar(&o.daemon, "daemon", false, "not supported: run dcnode under systemd or another supervisor")
 	fs.IntVar(&o.devCluster, "dev-cluster", 0, "run `N` nodes in this process on loopback with throwaway data, for trying dcnode out")
 	fs.StringVar(&o.logLevel, "log-level", "info", "`level`: debug, info, warn or error")
@@ -473,13 +477,24 @@ func runNode(ctx context.Context, o options, logger *slog.Logger) int {
 		}
 		defer os.Remove(o.pidfile)
 	}
+	leave := false
 	select {
 	case <-ctx.Done():
-		logger.Info("shutting down")
-	case <-n.LeaveRequested():
+		leave = o.leaveOnTerminate
+		if leave {
+			logger.Info("shutting down and leaving the cluster (-leave-on-terminate)")
+		} else {
+			logger.Info("shutting down; staying a member of the cluster (dcctl leave departs for good)")
+		}
+	case <-n.LeaveRequested(): // it has left already
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
+	if leave {
+		if err := n.Leave(sctx); err != nil {
+			logger.Warn("could not leave the cluster; stopping as a member", "err", err)
+		}
+	}
 	if err := n.Close(sctx); err != nil {
 		logger.Error("unclean shutdown", "err", err)
 		return exitFail
