@@ -161,6 +161,9 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: inspect raft state: %w", err)
 	}
+	if err := c.recoverIfAsked(rc, hasState, m.Advertise().String()); err != nil {
+		return nil, err
+	}
 	r, err := raft.NewRaft(rc, c.fsm, store, c.stable, snaps, c.trans)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: start raft: %w", err)

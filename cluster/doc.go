@@ -22,7 +22,8 @@
 // cluster's gossip metadata; status.go: Status and Members; keyring.go: the
 // cluster-wide gossip keyring; snapshot.go: SnapshotSave/SnapshotRestore;
 // ready.go: Ready and what keeps it current; logging.go: the hclog bridge
-// for raft; lifecycle.go: Leave, Close, Kill.
+// for raft; lifecycle.go: Leave, Close, Kill; recover.go: recovery from a
+// lost quorum (peers.json).
 //
 // # Ports and wire format
 //
@@ -104,6 +105,18 @@
 // new leader is elected) and leaves gossip; "left" members are removed from
 // the configuration by the leader's reconciliation, and a node started again
 // after leaving is added back as a new voter.
+//
+// # Recovery from a lost quorum
+//
+// With a majority of the servers gone for good, no leader can be elected and
+// the configuration cannot change. The operator puts PeersFile (peers.json:
+// [{"id": ..., "address": ...}], "non_voter": true for a non-voter) in a
+// stopped survivor's data dir and starts it: before raft starts, Open checks
+// that the node has Raft state and is listed as a voter at the address it
+// advertises, logs loudly, rewrites the configuration with
+// raft.RecoverCluster (every entry in the survivor's log counts as committed)
+// and renames the file to peers.json.applied, so that it is applied once. New
+// nodes then join it the usual way.
 //
 // # Security
 //
