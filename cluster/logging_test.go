@@ -170,3 +170,41 @@ func TestHCLogBridgeCollapsesPeerFailures(t *testing.T) {
 		}
 	}
 }
+
+// A node that waits says for what, every few seconds: a -join address that
+// never answers is a WARN, and -bootstrap-expect names the servers seen.
+func TestJoinFailuresAndBootstrapWaitAreLogged(t *testing.T) {
+	rec := newLogRecorder()
+	n := &testNode{t: t, dir: t.TempDir(), id: "n1", raft: freeAddr(t), gossip: freeAddr(t), expect: 3,
+		join: []string{freeAddr(t)}, // nobody listens there
+		tune: func(c *Config) { c.Logger = slog.New(rec) }}
+	n.start()
+	t.Cleanup(n.close)
+	eventually(t, 10*time.Second, "join failure and bootstrap wait logged", func() bool {
+		return len(rec.find("WARN cannot join the cluster yet", "attempts=")) > 0 &&
+			len(rec.find("INFO waiting to bootstrap the cluster: seen 1 of 3 servers: n1", "bootstrap_expect=3")) > 0
+	})
+	for _, l := range rec.all() {
+		if strings.HasPrefix(l, "ERROR") {
+			t.Errorf("logged an ERROR while waiting: %s", l)
+		}
+	}
+}
+
+func TestPacerSpacesLines(t *testing.T) {
+	var p pacer
+	t0 := time.Unix(1_000_000, 0)
+	var at []time.Duration
+	for d := time.Duration(0); d <= 3*time.Minute; d += 100 * time.Millisecond {
+		if p.due(t0.Add(d)) {
+			at = append(at, d)
+		}
+	}
+	if len(at) < 3 || at[0] != 2*time.Second || at[1] != 7*time.Second {
+		t.Fatalf("lines at %v; want the first at 2s, the next at 7s", at)
+	}
+	last := at[len(at)-1]
+	if prev := at[len(at)-2]; last-prev != time.Minute {
+		t.Fatalf("lines at %v; want one a minute after the first minute", at)
+	}
+}

@@ -198,6 +198,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	n.cluster = cl
 	n.addCloser(cl.Close)
+	// From here on every line says which node it is about (the dev cluster runs
+	// several in one process), as the cluster's own lines do.
+	n.log = n.log.With("node", cl.ID())
 	n.svc = &Service{store: n.store, cluster: cl, consistency: cfg.ReadConsistency, timeout: cfg.WriteTimeout}
 	n.registerMetrics()
 
@@ -213,7 +216,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.bg.Add(1)
 		go func() { defer n.bg.Done(); n.progressLoop(bgctx) }()
 	}
-	n.log.Info("node started", "id", cl.Status().ID, "raft", cfg.RaftAddr, "gossip", cfg.GossipAddr,
+	n.log.Info("node started", "raft", cfg.RaftAddr, "gossip", cfg.GossipAddr,
 		"admin", cfg.AdminAddr, "read_consistency", cfg.ReadConsistency)
 	return n, nil
 }
