@@ -43,6 +43,7 @@ type Cluster struct {
 	client                      *rpcClient
 	keyring                     *gossip.Keyring
 
+	leaders      leaderHistory               // recent changes of leader, for operators
 	ready        atomic.Pointer[leaderReady] // current leadership term's readiness
 	skip         skippedEntries              // see appliedIndex
 	progress     catchUp                     // see Ready
@@ -203,6 +204,7 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 	c.gossip = g
 
 	c.batch = newBatcher(r, cfg)
+	c.watchLeaders()
 	c.wg.Add(5)
 	go func() { defer c.wg.Done(); c.batch.run() }()
 	go func() { defer c.wg.Done(); c.readyLoop() }()

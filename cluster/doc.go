@@ -19,11 +19,11 @@
 // StateMachine and the applied-index wrapper; forward.go and rpc.go: the
 // forwarding RPC; readindex.go: reads; membership.go: bootstrap,
 // reconciliation, Join/RemoveServer/TransferLeadership; meta.go: the
-// cluster's gossip metadata; status.go: Status and Members; keyring.go: the
-// cluster-wide gossip keyring; snapshot.go: SnapshotSave/SnapshotRestore;
-// ready.go: Ready and what keeps it current; logging.go: the hclog bridge
-// for raft; lifecycle.go: Leave, Close, Kill; recover.go: recovery from a
-// lost quorum (peers.json).
+// cluster's gossip metadata; status.go: Status and Members; leaders.go: the
+// recent changes of leader; keyring.go: the cluster-wide gossip keyring;
+// snapshot.go: SnapshotSave/SnapshotRestore; ready.go: Ready and what keeps
+// it current; logging.go: the hclog bridge for raft; lifecycle.go: Leave,
+// Close, Kill; recover.go: recovery from a lost quorum (peers.json).
 //
 // # Ports and wire format
 //

@@ -162,6 +162,18 @@ func (c *Cluster) Members(ctx context.Context) ([]Member, error) {
 	return out, nil
 }
 
+// MemberMeta returns, by id, the metadata each member gossip knows announced
+// (its Config.Meta), without asking anyone: for callers that reach members
+// through addresses of their own while Members asks for log positions.
+func (c *Cluster) MemberMeta() map[string]map[string]string {
+	peers := c.peers()
+	out := make(map[string]map[string]string, len(peers))
+	for id, p := range peers {
+		out[id] = p.userMeta()
+	}
+	return out
+}
+
 // LeaderMeta returns the gossip metadata of the current leader (for example its
 // admin address), or nil when no leader is known or it is not in gossip.
 func (c *Cluster) LeaderMeta() map[string]string {

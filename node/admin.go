@@ -18,29 +18,41 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/distcache-replicated/distcache/cluster"
+	"github.com/distcache-replicated/distcache/internal/version"
 	"github.com/distcache-replicated/distcache/node/adminapi"
+	"github.com/distcache-replicated/distcache/node/statuspage"
 )
 
 // The admin endpoint is versioned JSON over HTTP; dcctl is its main client. Status,
-// members, metrics and health reads are open (loopback by default); every POST, the
-// snapshot download (it holds every session value) and the keyring need the bearer
-// token when one is set, and a non-loopback admin address without a token is refused
-// at start (see cmd/dcnode). The paths and JSON shapes are node/adminapi's, which
-// dcctl shares; this file maps the cluster's and the store's values onto them.
+// members, metrics, health reads and the status page are open (loopback by
+// default); every POST, the snapshot download (it holds every session value) and
+// the keyring need the bearer token when one is set, and a non-loopback admin
+// address without a token is refused at start (see cmd/dcnode). The paths and JSON
+// shapes are node/adminapi's, which dcctl shares; this file maps the cluster's and
+// the store's values onto them.
 
 // Status reports this node's view of itself and the cluster.
 func (n *Node) Status() adminapi.Status {
 	cs := n.cluster.Status()
 	st := n.store.Stats()
+	now := time.Now()
+	changes := []adminapi.LeaderChange{}
+	for _, ch := range n.cluster.LeaderChanges(now.Add(-leaderChangesWindow)) {
+		changes = append(changes, adminapi.LeaderChange{At: ch.At.UTC().Truncate(time.Millisecond), LeaderID: ch.LeaderID, Term: ch.Term})
+	}
 	return adminapi.Status{
 		ID: cs.ID, State: cs.State, LeaderID: cs.LeaderID, LeaderAddr: cs.LeaderAddr,
 		Term: cs.Term, LastIndex: cs.LastIndex, CommitIndex: cs.CommitIndex, AppliedIndex: cs.AppliedIndex,
 		LastContactMS: sinceMS(cs.LastContact), Sessions: st.Sessions, PayloadBytes: st.PayloadBytes,
-		ReadConsistency: string(n.cfg.ReadConsistency), Version: Version, Listeners: n.Listeners(),
+		MaxSessions: int64(n.cfg.MaxSessions), MaxBytes: n.cfg.MaxBytes,
+		ReadConsistency: string(n.cfg.ReadConsistency), Version: version.Get().Version, Listeners: n.Listeners(),
 		RaftAddr: cs.RaftAddr, GossipAddr: cs.GossipAddr, AdminAddr: n.adminAddr,
-		UptimeSeconds: time.Since(n.started).Seconds(),
+		UptimeSeconds: now.Sub(n.started).Seconds(), LeaderChanges: changes,
 	}
 }
+
+// leaderChangesWindow is how far back Status reports changes of leader.
+const leaderChangesWindow = time.Hour
 
 // sinceMS is the time since t in milliseconds, or -1 for the zero time (a leader, or
 // a node that never heard from one).
@@ -74,6 +86,9 @@ func (n *Node) bindAdmin(addr string) error {
 // serveAdmin serves the bound admin listener, once the cluster is up.
 func (n *Node) serveAdmin() {
 	ln := n.adminLn
+	peers := &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 2, IdleConnTimeout: time.Minute}
+	n.peerHTTP = &http.Client{Transport: peers}
+	n.addCloser(func(context.Context) error { peers.CloseIdleConnections(); return nil })
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+adminapi.PathStatus, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, n.Status()) })
 	mux.HandleFunc("GET "+adminapi.PathMembers, n.handleMembers)
@@ -89,6 +104,13 @@ func (n *Node) serveAdmin() {
 	mux.Handle("GET "+adminapi.PathMetrics, promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET "+adminapi.PathHealthz, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET "+adminapi.PathReadyz, n.handleReady)
+	// The status page reads the paths above from the browser; it is open like them.
+	mux.Handle("GET "+adminapi.PathUI+"/", http.StripPrefix(adminapi.PathUI, statuspage.Handler()))
+	mux.HandleFunc("GET "+adminapi.PathUI, func(w http.ResponseWriter, r *http.Request) {
+		// Relative, so that the page also works behind a proxy that adds a prefix.
+		w.Header().Set("Location", "ui/")
+		w.WriteHeader(http.StatusFound)
+	})
 	// Profiles for finding where time and memory go on a live node. Behind the
 	// token: the command line (which may carry -gossip-key) and stacks are there.
 	mux.HandleFunc("GET /debug/pprof/", n.authorized(pprof.Index))
@@ -131,20 +153,89 @@ func (n *Node) authorized(h http.HandlerFunc) http.HandlerFunc {
 }
 
 func (n *Node) handleMembers(w http.ResponseWriter, r *http.Request) {
+	// Each member's own status is asked for while the cluster asks every member
+	// for its log position: both wait at most about a second for a member that
+	// does not answer, together rather than one after the other.
+	ownc := make(chan map[string]peerStatus, 1)
+	go func() { ownc <- n.memberStatuses(r.Context(), n.cluster.MemberMeta()) }()
 	ms, err := n.cluster.Members(r.Context())
+	own := <-ownc
 	if err != nil {
 		writeError(w, statusFor(err), err)
 		return
 	}
 	out := make([]adminapi.Member, 0, len(ms))
 	for _, m := range ms {
-		out = append(out, adminapi.Member{
+		am := adminapi.Member{
 			ID: m.ID, GossipAddr: m.GossipAddr, RaftAddr: m.RaftAddr, Status: string(m.Status),
 			Suffrage: m.Suffrage, Leader: m.Leader, LastContactMS: durationMS(m.SinceContact),
-			Lag: m.Lag, Meta: m.Meta,
-		})
+			Lag: m.Lag, Version: m.Meta[metaVersion], Meta: m.Meta,
+		}
+		switch st, ok := own[m.ID]; {
+		case !ok:
+			am.StatusError = "gossip has not seen it, so its admin address is unknown"
+		case st.err != nil:
+			am.StatusError = st.err.Error()
+		default:
+			am.Reached, am.State = true, st.State
+			am.Sessions, am.PayloadBytes = st.Sessions, st.PayloadBytes
+			am.MaxSessions, am.MaxBytes = st.MaxSessions, st.MaxBytes
+		}
+		out = append(out, am)
 	}
 	writeJSON(w, http.StatusOK, adminapi.Members{Members: out})
+}
+
+// peerStatus is a member's answer to GET PathStatus, or why there is none.
+type peerStatus struct {
+	adminapi.Status
+	err error
+}
+
+// memberStatusTimeout bounds the wait for a member's own status, as the cluster
+// bounds its ask for the member's log position.
+const memberStatusTimeout = time.Second
+
+// memberStatuses asks every member's admin endpoint (metas: gossip metadata by
+// id) for its status, concurrently. So the figures only a member knows (its
+// store and caps) reach every node's members answer without the cluster
+// carrying them, at the cost of one small HTTP call per member per members
+// request, and nothing when nobody asks.
+func (n *Node) memberStatuses(ctx context.Context, metas map[string]map[string]string) map[string]peerStatus {
+	ctx, cancel := context.WithTimeout(ctx, memberStatusTimeout)
+	defer cancel()
+	out := make(map[string]peerStatus, len(metas))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	set := func(id string, ps peerStatus) {
+		mu.Lock()
+		out[id] = ps
+		mu.Unlock()
+	}
+	self := n.ID()
+	for id, meta := range metas {
+		addr := meta[metaAdmin]
+		switch {
+		case id == self:
+			set(id, peerStatus{Status: n.Status()})
+		case addr == "":
+			set(id, peerStatus{err: errors.New("no admin address in its gossip metadata")})
+		default:
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var ps peerStatus
+				c, err := adminapi.New(adminapi.Config{Addr: addr, HTTP: n.peerHTTP})
+				if err == nil {
+					ps.Status, err = c.Status(ctx)
+				}
+				ps.err = err
+				set(id, ps)
+			}()
+		}
+	}
+	wg.Wait()
+	return out
 }
 
 func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
@@ -244,7 +335,7 @@ func (n *Node) handleSnapshotRestore(w http.ResponseWriter, r *http.Request) {
 // streams the whole state into the leader's Raft) to the leader's admin endpoint,
 // so an operator may point dcctl at any node.
 func (n *Node) forwardToLeader(w http.ResponseWriter, r *http.Request) {
-	addr := n.cluster.LeaderMeta()["admin"]
+	addr := n.cluster.LeaderMeta()[metaAdmin]
 	if addr == "" {
 		writeError(w, http.StatusServiceUnavailable, errors.New("no leader with a known admin address; retry when the cluster has a leader"))
 		return
@@ -256,7 +347,7 @@ func (n *Node) forwardToLeader(w http.ResponseWriter, r *http.Request) {
 	}
 	req.Header.Set("Content-Type", r.Header.Get("Content-Type"))
 	req.Header.Set("Authorization", r.Header.Get("Authorization"))
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := n.peerHTTP.Do(req)
 	if err != nil {
 		writeError(w, http.StatusBadGateway, fmt.Errorf("forward to the leader's admin endpoint %s: %w", addr, err))
 		return

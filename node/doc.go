@@ -1,7 +1,8 @@
 // Package node wires one member of the cache together: it binds the client
 // listeners (distcache, and optionally memcache, Redis RESP and stunnel sessiond),
 // opens the replicated store (fsm) and the cluster (Raft, gossip, forwarding), and
-// serves the admin HTTP endpoint (JSON for dcctl, /metrics, /healthz, /readyz).
+// serves the admin HTTP endpoint (JSON for dcctl, /metrics, /healthz, /readyz, and
+// the status page of node/statuspage at /ui).
 //
 // # One service for every protocol
 //

@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 
+	"github.com/distcache-replicated/distcache/internal/version"
 	"github.com/distcache-replicated/distcache/protocol/distcache"
 )
 
@@ -67,15 +68,22 @@ func (n *Node) record(proto, addr string) {
 	n.mu.Unlock()
 }
 
-// listenerMeta is the gossip metadata that tells other nodes (and dcctl members)
-// where this node serves clients.
-func (n *Node) listenerMeta() map[string]string {
-	meta := map[string]string{}
+// Gossip metadata keys of the node's own, besides one per client protocol
+// (distcache, memcache, resp, sessiond) holding its bound addresses.
+const (
+	metaAdmin   = "admin"   // the admin endpoint: restores are relayed there, status read there
+	metaVersion = "version" // the build, for dcctl members and the status page
+)
+
+// gossipMeta is the gossip metadata that tells other nodes (and dcctl members)
+// where this node serves clients and its admin endpoint, and which build it runs.
+func (n *Node) gossipMeta() map[string]string {
+	meta := map[string]string{metaVersion: version.Get().Version}
 	for proto, addrs := range n.Listeners() {
 		meta[proto] = strings.Join(addrs, ",")
 	}
 	if n.adminAddr != "" {
-		meta["admin"] = n.adminAddr
+		meta[metaAdmin] = n.adminAddr
 	}
 	return meta
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/distcache-replicated/distcache/cluster"
 	"github.com/distcache-replicated/distcache/fsm"
+	"github.com/distcache-replicated/distcache/internal/version"
 )
 
 // Request labels. Every front-end reports through the same small table, so one query
@@ -73,7 +74,14 @@ func newMetrics() *metrics {
 		Namespace: "distcache", Name: "write_errors_total",
 		Help: "Writes that could not be committed, by reason (unavailable: no leader, no quorum or timeout; other).",
 	}, []string{"reason"})
-	m.reg.MustRegister(reqs, lat, m.writeErr)
+	v := version.Get()
+	build := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "distcache", Name: "build_info",
+		Help:        "Always 1; the labels say which build runs (version, VCS revision, Go toolchain).",
+		ConstLabels: prometheus.Labels{"version": v.Version, "revision": v.Revision, "go": v.Go},
+	})
+	build.Set(1)
+	m.reg.MustRegister(reqs, lat, m.writeErr, build)
 	for p := range numProtos {
 		for c := range numCmds {
 			m.latency[p][c] = lat.WithLabelValues(protoNames[p], cmdNames[c])

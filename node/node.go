@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -14,11 +15,9 @@ import (
 
 	"github.com/distcache-replicated/distcache/cluster"
 	"github.com/distcache-replicated/distcache/fsm"
+	"github.com/distcache-replicated/distcache/internal/version"
 	"github.com/distcache-replicated/distcache/protocol/distcache"
 )
-
-// Version is reported by the admin endpoint and front-ends that have a version probe.
-const Version = "0.1.0"
 
 // Config is everything a node needs. The zero value of an optional field means its
 // documented default; cmd/dcnode maps flags onto it one to one.
@@ -109,6 +108,7 @@ type Node struct {
 	pend      *pending                      // listeners bound but not yet served
 	adminLn   net.Listener                  // bound admin listener
 	adminAddr string                        // its address
+	peerHTTP  *http.Client                  // admin calls to other members (status, forwarded restores)
 
 	stop      context.CancelFunc
 	bg        sync.WaitGroup
@@ -191,7 +191,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cc.WriteTimeout == 0 {
 		cc.WriteTimeout = cfg.WriteTimeout
 	}
-	cc.Meta = n.listenerMeta()
+	cc.Meta = n.gossipMeta()
 	cl, err := cluster.Open(ctx, cc)
 	if err != nil {
 		return nil, fmt.Errorf("start cluster: %w", err)
@@ -216,8 +216,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.bg.Add(1)
 		go func() { defer n.bg.Done(); n.progressLoop(bgctx) }()
 	}
-	n.log.Info("node started", "raft", cfg.RaftAddr, "gossip", cfg.GossipAddr,
-		"admin", cfg.AdminAddr, "read_consistency", cfg.ReadConsistency)
+	v := version.Get()
+	n.log.Info("node started", "version", v.Version, "revision", v.Revision, "go", v.Go,
+		"raft", cfg.RaftAddr, "gossip", cfg.GossipAddr, "admin", cfg.AdminAddr, "read_consistency", cfg.ReadConsistency)
 	return n, nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
@@ -87,6 +88,22 @@ func dial(t *testing.T, nd *Node) *distcache.Client {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// scrapeMetrics reads nd's /metrics, failing the test unless it parses.
+func scrapeMetrics(t *testing.T, nd *Node) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get("http://" + nd.Status().AdminAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("/metrics does not parse: %v", err)
+	}
+	return fams
 }
 
 func leaderAndFollower(t *testing.T, nodes []*Node) (leader, follower *Node) {
@@ -291,16 +308,7 @@ func TestAdminAndMetrics(t *testing.T) {
 	nodes := startNodes(t, 3, ReadLeaderOnMiss)
 	admin := "http://" + nodes[0].Status().AdminAddr
 	scrape := func() float64 {
-		resp, err := http.Get(admin + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		parser := expfmt.NewTextParser(model.UTF8Validation)
-		fams, err := parser.TextToMetricFamilies(resp.Body)
-		if err != nil {
-			t.Fatalf("/metrics does not parse: %v", err)
-		}
+		fams := scrapeMetrics(t, nodes[0])
 		var total float64
 		for _, m := range fams["distcache_requests_total"].GetMetric() {
 			total += m.GetCounter().GetValue()

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/distcache-replicated/distcache/internal/version"
 	"github.com/distcache-replicated/distcache/node/adminapi"
 )
 
@@ -140,7 +141,67 @@ func adminCommands() []*command {
 			run:     runSnapshot,
 		},
 		keyringCommand(),
+		{
+			name: "version", group: group,
+			summary: "Print dcctl's version and, when the node at --addr answers, the node's.",
+			detail:  "A node that cannot be reached is reported on stderr; dcctl's own version is printed anyway and the exit status is 0.",
+			example: "dcctl version\ndcctl version --json",
+			run:     runVersion,
+		},
 	}
+}
+
+// versionAnswer is what `dcctl version --json` prints.
+type versionAnswer struct {
+	DCCTL     versionJSON  `json:"dcctl"`
+	Node      *versionJSON `json:"node,omitempty"`
+	NodeError string       `json:"node_error,omitempty"`
+}
+
+// versionJSON is one build in `dcctl version --json`.
+type versionJSON struct {
+	Version  string `json:"version"`
+	Revision string `json:"revision,omitempty"`
+	Time     string `json:"time,omitempty"`
+	Modified bool   `json:"modified,omitempty"`
+	Go       string `json:"go,omitempty"`
+	ID       string `json:"id,omitempty"`   // the node's id
+	Addr     string `json:"addr,omitempty"` // the node's admin address
+}
+
+func runVersion(ctx context.Context, a *app, inv *invocation) error {
+	var o adminOptions
+	o.register(a, inv)
+	o.timeout = 2 * time.Second
+	inv.fs.Lookup("timeout").DefValue = o.timeout.String()
+	if _, err := inv.parse(0, 0); err != nil {
+		return err
+	}
+	own := version.Get()
+	ans := versionAnswer{DCCTL: versionJSON{Version: own.Version, Revision: own.Revision, Modified: own.Modified, Go: own.Go}}
+	if !own.Time.IsZero() {
+		ans.DCCTL.Time = own.Time.UTC().Format(time.RFC3339)
+	}
+	c, err := o.client()
+	if err == nil {
+		var st adminapi.Status
+		if st, err = c.Status(ctx); err == nil {
+			ans.Node = &versionJSON{Version: st.Version, ID: st.ID, Addr: o.addr}
+		}
+	}
+	if err != nil {
+		ans.NodeError = err.Error()
+	}
+	if o.json {
+		return writeJSON(a.stdout, ans)
+	}
+	fmt.Fprintf(a.stdout, "dcctl %s\n", own)
+	if ans.Node != nil {
+		fmt.Fprintf(a.stdout, "node  %s (%s at %s)\n", ans.Node.Version, orDash(ans.Node.ID), o.addr)
+	} else {
+		fmt.Fprintf(a.stderr, "dcctl version: no answer from the node at %s: %s\n", o.addr, ans.NodeError)
+	}
+	return nil
 }
 
 func runStatus(ctx context.Context, a *app, inv *invocation) error {
@@ -190,7 +251,7 @@ func runMembers(ctx context.Context, a *app, inv *invocation) error {
 		return err
 	}
 	sortMembers(ms.Members)
-	t := newTable(a.stdout, "ID", "STATUS", "SUFFRAGE", "LEADER", "GOSSIP", "RAFT", "DISTCACHE", "LAST CONTACT", "LAG")
+	t := newTable(a.stdout, "ID", "STATUS", "SUFFRAGE", "LEADER", "GOSSIP", "RAFT", "DISTCACHE", "LAST CONTACT", "LAG", "VERSION")
 	for _, m := range ms.Members {
 		leader := ""
 		if m.Leader {
@@ -201,7 +262,7 @@ func runMembers(ctx context.Context, a *app, inv *invocation) error {
 			lag = fmt.Sprint(m.Lag)
 		}
 		t.row(m.ID, orDash(m.Status), orDash(m.Suffrage), leader, orDash(m.GossipAddr), orDash(m.RaftAddr),
-			orDash(m.Meta["distcache"]), formatMS(m.LastContactMS), lag)
+			orDash(m.Meta["distcache"]), formatMS(m.LastContactMS), lag, orDash(m.Version))
 	}
 	return t.flush()
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/distcache-replicated/distcache/internal/version"
 	"github.com/distcache-replicated/distcache/node/adminapi"
 )
 
@@ -71,7 +72,7 @@ func (f *fakeAdmin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "GET /v1/members":
 		js(`{"members":[
 			{"id":"node-2","gossip_addr":"127.0.0.1:9311","raft_addr":"127.0.0.1:9310","status":"alive",
-			 "suffrage":"voter","leader":false,"last_contact_ms":12,"lag":3,"meta":{"distcache":"IP:127.0.0.1:9111"}},
+			 "suffrage":"voter","leader":false,"last_contact_ms":12,"lag":3,"version":"v1.2.0","meta":{"distcache":"IP:127.0.0.1:9111"}},
 			{"id":"node-1","gossip_addr":"127.0.0.1:9301","raft_addr":"127.0.0.1:9300","status":"alive",
 			 "suffrage":"voter","leader":true,"last_contact_ms":-1,"lag":0,"meta":{"distcache":"IP:127.0.0.1:9101"}},
 			{"id":"node-3","gossip_addr":"127.0.0.1:9321","raft_addr":"127.0.0.1:9320","status":"dead",
@@ -179,13 +180,13 @@ func TestMembers(t *testing.T) {
 	if len(lines) != 4 {
 		t.Fatalf("want header + 3 rows, got:\n%s", r.stdout)
 	}
-	if !strings.HasPrefix(lines[0], "ID") || !strings.Contains(lines[0], "LAG") {
+	if !strings.HasPrefix(lines[0], "ID") || !strings.Contains(lines[0], "LAG") || !strings.HasSuffix(lines[0], "VERSION") {
 		t.Errorf("header: %q", lines[0])
 	}
 	// Sorted by id; leader marked; unknown lag shown as "?".
 	for i, want := range [][]string{
 		{"node-1", "alive", "voter", "*", "IP:127.0.0.1:9101", " 0"},
-		{"node-2", "alive", "voter", "12ms", " 3"},
+		{"node-2", "alive", "voter", "12ms", " 3", "v1.2.0"},
 		{"node-3", "dead", "nonvoter", "5s", "?"},
 	} {
 		for _, w := range want {
@@ -198,6 +199,31 @@ func TestMembers(t *testing.T) {
 	var ms adminapi.Members
 	if err := json.Unmarshal([]byte(r.stdout), &ms); err != nil || len(ms.Members) != 3 {
 		t.Fatalf("members --json: %+v (%v)", r, err)
+	}
+}
+
+// TestVersion: dcctl prints its own version and the node's; an unreachable node
+// is reported on stderr without failing the command.
+func TestVersion(t *testing.T) {
+	_, env := startAdmin(t, "")
+	own := version.Get().Version
+	r := runCLI(t, env, "version")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "dcctl "+own) || !strings.Contains(r.stdout, "node  0.1.0 (node-1 at ") {
+		t.Fatalf("version: %+v", r)
+	}
+	r = runCLI(t, env, "version", "--json")
+	var ans versionAnswer
+	if err := json.Unmarshal([]byte(r.stdout), &ans); err != nil || r.code != 0 {
+		t.Fatalf("version --json: %+v (%v)", r, err)
+	}
+	if ans.DCCTL.Version != own || ans.Node == nil || ans.Node.Version != "0.1.0" || ans.Node.ID != "node-1" {
+		t.Fatalf("version --json: %+v", ans)
+	}
+	dead := map[string]string{"DCCTL_ADDR": strings.TrimPrefix(deadAddr(t), "IP:")}
+	r = runCLI(t, dead, "version")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "dcctl "+own) || strings.Contains(r.stdout, "node") ||
+		!strings.Contains(r.stderr, "no answer from the node") {
+		t.Fatalf("version against a dead node: %+v", r)
 	}
 }
 

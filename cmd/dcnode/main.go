@@ -24,6 +24,7 @@ import (
 
 	"github.com/distcache-replicated/distcache/cluster/atrest"
 	"github.com/distcache-replicated/distcache/cluster/gossip"
+	"github.com/distcache-replicated/distcache/internal/version"
 	"github.com/distcache-replicated/distcache/node"
 	"github.com/distcache-replicated/distcache/protocol/distcache"
 )
@@ -76,6 +77,7 @@ type options struct {
 	killable, daemon, leaveOnTerminate                               bool
 	devCluster                                                       int
 	logLevel, logFormat                                              string
+	version                                                          bool
 
 	raftAdvertise                       string
 	heartbeat, election, lease          time.Duration
@@ -146,6 +148,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.BoolVar(&o.killable, "killable", false, "exit cleanly on SIGUSR1/SIGUSR2 (otherwise ignored)")
 	fs.BoolVar(&o.leaveOnTerminate, "leave-on-terminate", false, "on SIGTERM/SIGINT leave the cluster for good (removed from the Raft configuration) instead of stopping as a member that resumes when restarted; dcctl leave does this on demand")
 	fs.BoolVar(&o.daemon, "daemon", false, "not supported: run dcnode under systemd or another supervisor")
+	fs.BoolVar(&o.version, "version", false, "print the version (module version, VCS revision and time, Go toolchain) and exit")
 	fs.IntVar(&o.devCluster, "dev-cluster", 0, "run `N` nodes in this process on loopback with throwaway data, for trying dcnode out")
 	fs.StringVar(&o.logLevel, "log-level", "info", "`level`: debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "`format`: text or json")
@@ -183,6 +186,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return exitOK
 		}
 		return exitUsage
+	}
+	if o.version {
+		fmt.Fprintln(stdout, "dcnode", version.Get())
+		return exitOK
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })

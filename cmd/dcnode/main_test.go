@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	"github.com/distcache-replicated/distcache/internal/version"
 )
 
 // TestFlagErrors: unknown and contradictory flags exit 2 with a message that says
@@ -43,6 +45,17 @@ func TestFlagErrors(t *testing.T) {
 		if got := out.String() + errb.String(); !strings.Contains(got, tc.want) {
 			t.Errorf("dcnode %v: output %q does not mention %q", tc.args, got, tc.want)
 		}
+	}
+}
+
+// TestVersionFlag: -version prints the build and exits 0 without starting anything.
+func TestVersionFlag(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"-version"}, &out, &errb); code != exitOK {
+		t.Fatalf("dcnode -version: exit %d, stderr %q", code, errb.String())
+	}
+	if want := "dcnode " + version.Get().String() + "\n"; out.String() != want {
+		t.Errorf("dcnode -version printed %q; want %q", out.String(), want)
 	}
 }
 

@@ -5,10 +5,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"time"
 )
 
-// Paths of the admin endpoint. Reads of status, members, metrics and health are
-// open (the endpoint is loopback by default); every POST, the snapshot download
+// Paths of the admin endpoint. Reads of status, members, metrics, health and the
+// status page are open (the endpoint is loopback by default); every POST, the snapshot download
 // (it holds every session value) and the keyring need the bearer token when the
 // node has one.
 const (
@@ -36,6 +37,9 @@ const (
 	// PathReadyz: GET → 200 "ready" when a leader is known and this node has
 	// applied everything committed, else 503 with the reason as plain text.
 	PathReadyz = "/readyz"
+	// PathUI: GET → the live status page (HTML, for a browser), which reads
+	// PathStatus, PathMembers, PathMetrics and PathReadyz and nothing else.
+	PathUI = "/ui"
 )
 
 // Content types and the token header.
@@ -78,9 +82,14 @@ type Status struct {
 	// and value lengths, in bytes. Signed like the store's counters and len().
 	Sessions     int64 `json:"sessions"`
 	PayloadBytes int64 `json:"payload_bytes"`
+	// MaxSessions and MaxBytes are the node's caps (-sessions, -max-bytes): past
+	// either, the sessions due to expire soonest are evicted.
+	MaxSessions int64 `json:"max_sessions"`
+	MaxBytes    int64 `json:"max_bytes"`
 	// ReadConsistency is local, leader-on-miss or linearizable.
 	ReadConsistency string `json:"read_consistency"`
-	Version         string `json:"version"`
+	// Version is the node's build, as `dcnode -version` prints it first.
+	Version string `json:"version"`
 	// Listeners are the bound client addresses by front-end (distcache, memcache,
 	// resp, sessiond).
 	Listeners  map[string][]string `json:"listeners"`
@@ -89,6 +98,21 @@ type Status struct {
 	AdminAddr  string              `json:"admin_addr"`
 	// UptimeSeconds is seconds since the node started.
 	UptimeSeconds float64 `json:"uptime_seconds"`
+	// LeaderChanges are the changes of leader this node saw in the last hour,
+	// oldest first (at most the last 128): more than one or two is a sign of
+	// trouble (a node restarting, an overloaded host, a flaky network).
+	LeaderChanges []LeaderChange `json:"leader_changes"`
+}
+
+// LeaderChange is one change of leader as the answering node saw it.
+type LeaderChange struct {
+	// At is when the node learned of the change (RFC 3339, milliseconds).
+	At time.Time `json:"at"`
+	// LeaderID is the new leader; "" when the node lost its leader and an
+	// election was under way.
+	LeaderID string `json:"leader_id"`
+	// Term is the node's Raft term just after the change.
+	Term uint64 `json:"term"`
 }
 
 // Members is the answer of GET PathMembers.
@@ -112,9 +136,26 @@ type Member struct {
 	LastContactMS int64 `json:"last_contact_ms"`
 	// Lag is how many log entries the member trails the leader; -1 when unknown.
 	Lag int64 `json:"lag"`
-	// Meta is the member's gossip metadata: its client and admin addresses by
-	// name (distcache, memcache, resp, sessiond, admin).
+	// Version is the member's build, from its gossip metadata ("" from a node
+	// that does not announce it).
+	Version string `json:"version"`
+	// Meta is the member's gossip metadata: its client and admin addresses and
+	// its version by name (distcache, memcache, resp, sessiond, admin, version).
 	Meta map[string]string `json:"meta,omitempty"`
+	// Reached reports whether the answering node read the member's own status
+	// (GET PathStatus at the member's admin address) for this answer. When it
+	// did not (the member is down or unreachable, or announces no admin
+	// address), StatusError says why and the figures below are zero.
+	Reached     bool   `json:"reached"`
+	StatusError string `json:"status_error,omitempty"`
+	// State is the member's Raft role as it reports it (Status.State).
+	State string `json:"state,omitempty"`
+	// Sessions, PayloadBytes, MaxSessions and MaxBytes are the member's own, as
+	// in its Status: how full its replica is against its caps.
+	Sessions     int64 `json:"sessions"`
+	PayloadBytes int64 `json:"payload_bytes"`
+	MaxSessions  int64 `json:"max_sessions"`
+	MaxBytes     int64 `json:"max_bytes"`
 }
 
 // JoinRequest is the body of POST PathJoin: gossip addresses of any members of
