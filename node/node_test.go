@@ -275,8 +275,8 @@ func TestFrontEndsShareOneKeyspace(t *testing.T) {
 
 // TestNoQuorumFailsFast: with both peers crashed a write is answered with the
 // protocol's error within the write timeout, and local reads keep working. (Peers that
-// stop gracefully leave the configuration instead, and the survivor keeps a quorum of
-// one: see the cluster package.)
+// stop gracefully stay voters too, with the same result; only a node that leaves, with
+// dcctl leave, shrinks the configuration.)
 func TestNoQuorumFailsFast(t *testing.T) {
 	nodes := startNodes(t, 3, ReadLocal)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
