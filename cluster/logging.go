@@ -15,6 +15,7 @@ import (
 
 	"github.com/distcache-replicated/distcache/internal/loglimit"
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
 )
 
 // peerFailureInterval is how often a failure to reach one peer is logged
@@ -33,7 +34,8 @@ const peerFailureInterval = time.Minute
 //     transfer's "peer has newer term", a peer closing its connection) is
 //     logged below ERROR, so that ERROR means a person is needed;
 //   - failures to reach a peer are WARN, at most one line per peer per
-//     peerFailureInterval, saying how many were held back.
+//     peerFailureInterval, saying how many were held back (and so are the
+//     restarted elections of a node without a quorum).
 type hclogBridge struct {
 	l       *slog.Logger // with sub=name
 	name    string
@@ -88,17 +90,25 @@ func (b *hclogBridge) Log(level hclog.Level, msg string, args ...any) {
 }
 
 // raftLine adjusts the level of raft's lines that misstate their weight, and
-// names the peer of a failure to reach one ("" for other lines). attrs are the
-// line's converted arguments.
+// names the peer of a failure to reach one ("-" for a repeated line about no
+// peer in particular, "" for lines logged every time). attrs are the line's
+// converted arguments.
 func raftLine(msg string, lv slog.Level, attrs []slog.Attr) (slog.Level, string) {
 	switch msg {
 	case "peer has newer term, stopping replication":
 		// A leader that transferred leadership or lost an election: planned,
 		// or logged by the election itself.
 		return slog.LevelInfo, ""
-	case "appendEntries rejected, sending older logs":
+	case "appendEntries rejected, sending older logs", "failed to get previous log", "previous log term mis-match":
 		// Every new leader probes each follower's log this way.
 		return slog.LevelDebug, ""
+	case "no known peers, aborting election":
+		// A node waiting to be bootstrapped or added; the cluster says what it
+		// waits for (joinLoop).
+		return slog.LevelDebug, ""
+	case "Election timeout reached, restarting election":
+		// Without a quorum, twice a second until one is back.
+		return slog.LevelWarn, "-"
 	case "failed to decode incoming command", "failed to flush response":
 		// A peer closed its connection (it stopped, or raft's pool dropped it).
 		if closedConn(attrValue(attrs, "error")) {
@@ -126,7 +136,7 @@ func closedConn(v slog.Value) bool {
 	if !ok {
 		return false
 	}
-	if errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+	if errors.Is(err, net.ErrClosed) || errors.Is(err, raft.ErrTransportShutdown) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
 		return true
 	}

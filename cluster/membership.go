@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
 	"strings"
 	"time"
@@ -29,7 +30,11 @@ func (c *Cluster) leaderLoop() {
 			c.ready.Store(rd)
 			c.log.Info("became leader")
 			if err := c.await(c.raft.Barrier(c.cfg.WriteTimeout)); err != nil {
-				c.log.Warn("leader barrier failed", "err", err)
+				lv := slog.LevelWarn
+				if errors.Is(err, ErrClosed) {
+					lv = slog.LevelDebug // shutting down
+				}
+				c.log.Log(context.Background(), lv, "leader barrier failed", "err", err)
 				continue
 			}
 			close(rd.ch)
