@@ -23,15 +23,22 @@ func (c *Cluster) ReadBarrier(ctx context.Context) error {
 	}
 	ctx, cancel := c.writeCtx(ctx)
 	defer cancel()
-	g := c.forwardedReads
-	if c.IsLeader() {
-		g = c.leaderReads
-	}
-	idx, err := g.get(ctx)
+	idx, err := c.sharedReadIndex(ctx)
 	if err != nil {
 		return err
 	}
 	return c.waitApplied(ctx, idx)
+}
+
+// sharedReadIndex returns a read index captured after the call began, from a
+// round shared with concurrent callers: the leader's own on the leader, one
+// asked of the leader on a follower.
+func (c *Cluster) sharedReadIndex(ctx context.Context) (uint64, error) {
+	g := c.forwardedReads
+	if c.IsLeader() {
+		g = c.leaderReads
+	}
+	return g.get(ctx)
 }
 
 // readIndex runs on the leader: wait for its term's barrier, capture the

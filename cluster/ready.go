@@ -132,13 +132,9 @@ func (c *Cluster) probeReadIndex() {
 	}
 	ctx, cancel := c.untilClosed(context.Background())
 	defer cancel()
-	rctx, cancelR := context.WithTimeout(ctx, c.cfg.WriteTimeout)
+	rctx, cancelR := c.writeCtx(ctx)
 	defer cancelR()
-	g := c.forwardedReads
-	if c.IsLeader() {
-		g = c.leaderReads
-	}
-	idx, err := g.get(rctx)
+	idx, err := c.sharedReadIndex(rctx)
 	if err != nil {
 		c.progress.mu.Lock()
 		c.progress.err = err

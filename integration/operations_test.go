@@ -41,6 +41,20 @@ func waitReady(t testing.TB, nd *testNode, timeout time.Duration) {
 	})
 }
 
+// member returns the row of id in nd's members view.
+func (nd *testNode) member(id string) (member, error) {
+	ms, err := nd.members()
+	if err != nil {
+		return member{}, err
+	}
+	for _, m := range ms {
+		if m.ID == id {
+			return m, nil
+		}
+	}
+	return member{}, fmt.Errorf("%s is not in %s's members", id, nd.id)
+}
+
 // waitExit waits until nd's process has exited on its own and reports whether
 // it did within timeout.
 func (nd *testNode) waitExit(timeout time.Duration) bool {
@@ -128,16 +142,8 @@ func TestRollingRestartUnderLoad(t *testing.T) {
 		// count it as a voter.
 		nl := c.waitLeader(15 * time.Second)
 		waitFor(t, 20*time.Second, fmt.Sprintf("%s sees the stopped %s as a failed voter", nl.id, nd.id), func() (bool, string) {
-			ms, err := nl.members()
-			if err != nil {
-				return false, err.Error()
-			}
-			for _, m := range ms {
-				if m.ID == nd.id {
-					return m.Status == "failed" && m.Suffrage == "voter", fmt.Sprintf("%s, %s", m.Status, m.Suffrage)
-				}
-			}
-			return false, "not a member"
+			m, err := nl.member(nd.id)
+			return err == nil && m.Status == "failed" && m.Suffrage == "voter", fmt.Sprintf("%+v %v", m, err)
 		})
 		if got, err := voters(nl); err != nil || !slices.Equal(got, all) {
 			t.Fatalf("with %s stopped, voters on %s are %v (%v); want %v", nd.id, nl.id, got, err, all)
@@ -232,16 +238,8 @@ func TestLogLevelsAudit(t *testing.T) {
 	stopWithin(t, down, 10*time.Second)
 	mustAdd(t, dial(t, nl), "audit-2", "a session value", time.Minute)
 	waitFor(t, 10*time.Second, "the leader notices "+down.id+" is down", func() (bool, string) {
-		ms, err := nl.members()
-		if err != nil {
-			return false, err.Error()
-		}
-		for _, m := range ms {
-			if m.ID == down.id {
-				return m.Status == "failed", m.Status
-			}
-		}
-		return false, "not listed"
+		m, err := nl.member(down.id)
+		return err == nil && m.Status == "failed", fmt.Sprintf("%+v %v", m, err)
 	})
 	down.restart()
 	for _, nd := range c.all() {
