@@ -359,10 +359,9 @@ func (n *Node) forwardToLeader(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleReady is for load balancers and probes: 200 "ready" when this node serves
-// current reads and can take writes, else 503 with the reason in words (see
-// cluster.Ready, the one place readiness is decided).
+// current reads and can take writes, else 503 with the reason in words.
 func (n *Node) handleReady(w http.ResponseWriter, r *http.Request) {
-	if err := n.cluster.Ready(); err != nil {
+	if err := n.Ready(); err != nil {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}

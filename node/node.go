@@ -240,6 +240,12 @@ func (n *Node) Listeners() map[string][]string {
 	return out
 }
 
+// Ready returns nil when this node serves current reads and can take writes, or an
+// error saying why not in words. It is cheap (no round trip): /readyz answers with it,
+// and a service manager's readiness notification should too. The cluster decides it
+// (cluster.Ready): a known leader, this node keeping up with it, writable storage.
+func (n *Node) Ready() error { return n.cluster.Ready() }
+
 // Leave departs the cluster for good (see cluster.Leave): leadership is handed over,
 // the leader removes this node from the Raft configuration and it leaves gossip.
 // Close the node afterwards.
