@@ -15,7 +15,8 @@
 //
 // cluster.go: the Cluster and Open; config.go; stores.go: bolt, snapshots
 // and the log cache under DataDir (raft.db, snapshots/, node-id,
-// gossip-keyring); propose.go and batcher.go: the write path; fsm.go: the
+// gossip-keyring; write-probe and peers.json are ready.go's and
+// recover.go's); propose.go and batcher.go: the write path; fsm.go: the
 // StateMachine and the applied-index wrapper; forward.go and rpc.go: the
 // forwarding RPC; readindex.go: reads; membership.go: bootstrap,
 // reconciliation, Join/RemoveServer/TransferLeadership; meta.go: the
