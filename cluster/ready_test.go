@@ -150,7 +150,7 @@ func TestNotReadyWhileDataDirIsFull(t *testing.T) {
 	})
 	value := strings.Repeat("v", 1000)
 	for i := range 50 {
-		propose(t, leader, fmt.Sprintf("full-%02d", i), value)
+		proposeEventually(t, leader, fmt.Sprintf("full-%02d", i), value)
 	}
 	eventually(t, 10*time.Second, "n3 not ready with its disk full after writes", func() bool {
 		err := n3.c.Ready()
@@ -194,7 +194,7 @@ func TestNotReadyWhileBehind(t *testing.T) {
 	}()
 	start := time.Now()
 	for i := range 20 {
-		propose(t, leader, fmt.Sprintf("behind-%02d", i), "v")
+		proposeEventually(t, leader, fmt.Sprintf("behind-%02d", i), "v")
 	}
 	eventually(t, 5*time.Second, slow.id+" not ready while behind", func() bool {
 		err := slow.c.Ready()
@@ -209,5 +209,28 @@ func TestNotReadyWhileBehind(t *testing.T) {
 	readyWithin(t, nodes, 2*time.Second, "once the slow follower applies again")
 	if _, ok := slow.fsm.get("behind-19"); !ok {
 		t.Fatalf("%s ready but misses behind-19", slow.id)
+	}
+}
+
+// proposeEventually adds key through n, retrying while an election (a loaded
+// test host makes spurious ones) leaves no leader or the outcome unknown. An
+// add that an earlier, unanswered attempt committed answers "exists:", which
+// counts as done.
+func proposeEventually(t testing.TB, n *testNode, key, value string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		res, err := n.c.Propose(context.Background(), addCmd(key, value))
+		if err == nil {
+			if s := string(res); s != "ok:"+key && s != "exists:"+key {
+				t.Fatalf("propose %s via %s = %q", key, n.id, s)
+			}
+			return
+		}
+		retry := errors.Is(err, ErrNoLeader) || errors.Is(err, ErrNotLeader) || errors.Is(err, ErrLeadershipLost) || errors.Is(err, ErrTimeout)
+		if !retry || time.Now().After(deadline) {
+			t.Fatalf("propose %s via %s: %v", key, n.id, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
