@@ -28,9 +28,15 @@ var (
 	ErrLeadershipLost = errors.New("cluster: leadership lost while writing")
 	// ErrClosed means the Cluster has been closed (or is closing).
 	ErrClosed = errors.New("cluster: closed")
-	// ErrNotMember means the server named is not in the Raft configuration
-	// (removing or transferring to an unknown id). Nothing was changed.
-	ErrNotMember = errors.New("cluster: not in the configuration")
+	// ErrUnknownServer means an operator named a server id that is not in the
+	// Raft configuration. Nothing was changed.
+	ErrUnknownServer = errors.New("not in the Raft configuration")
+	// ErrNotVoter means leadership was to go to a server that cannot lead (a
+	// non-voter). Nothing was changed.
+	ErrNotVoter = errors.New("not a voter")
+	// ErrBadSnapshot means a snapshot given to SnapshotRestore was not written
+	// by SnapshotSave. Nothing was changed.
+	ErrBadSnapshot = errors.New("cluster: not a snapshot written by SnapshotSave")
 )
 
 // Config describes one node of the cluster. Zero values of the tunables get

@@ -43,8 +43,8 @@ func (c *Cluster) removeSelf(ctx context.Context) error {
 		}
 		err := c.RemoveServer(ctx, c.id)
 		switch {
-		case err == nil, errors.Is(err, ErrNotMember):
-			// ErrNotMember: an earlier attempt committed but its answer was lost.
+		case err == nil, errors.Is(err, ErrUnknownServer):
+			// ErrUnknownServer: an earlier attempt committed but its answer was lost.
 			return nil
 		case !errors.Is(err, ErrNoLeader) && !errors.Is(err, ErrNotLeader) &&
 			!errors.Is(err, ErrLeadershipLost) && !errors.Is(err, ErrTimeout):

@@ -377,7 +377,7 @@ func (c *Cluster) removeOnLeader(ctx context.Context, id string) error {
 		}
 	}
 	if addr == "" {
-		return fmt.Errorf("remove %q: %w", id, ErrNotMember)
+		return fmt.Errorf("cluster: remove %q: %w", id, ErrUnknownServer)
 	}
 	c.tombMu.Lock()
 	c.tombstones[id] = time.Now()
@@ -419,6 +419,9 @@ func (c *Cluster) transferOnLeader(ctx context.Context, id string) error {
 	if id == "" {
 		return waitFuture(ctx, c.raft.LeadershipTransfer())
 	}
+	if id == c.id {
+		return nil // it leads already
+	}
 	f := c.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
 		return mapRaftErr(err)
@@ -426,12 +429,12 @@ func (c *Cluster) transferOnLeader(ctx context.Context, id string) error {
 	for _, s := range f.Configuration().Servers {
 		if string(s.ID) == id {
 			if s.Suffrage != raft.Voter {
-				return fmt.Errorf("cluster: transfer to %q: not a voter", id)
+				return fmt.Errorf("cluster: transfer to %q: %w", id, ErrNotVoter)
 			}
 			return waitFuture(ctx, c.raft.LeadershipTransferToServer(s.ID, s.Address))
 		}
 	}
-	return fmt.Errorf("transfer to %q: %w", id, ErrNotMember)
+	return fmt.Errorf("cluster: transfer to %q: %w", id, ErrUnknownServer)
 }
 
 // peerAuthenticated is asked before a member seen in gossip is added to the

@@ -51,7 +51,8 @@ const (
 	codeTimeout
 	codeLeadershipLost
 	codeClosed
-	codeNotMember
+	codeUnknownServer
+	codeNotVoter
 )
 
 var codeErrs = map[uint32]error{
@@ -60,7 +61,8 @@ var codeErrs = map[uint32]error{
 	codeTimeout:        ErrTimeout,
 	codeLeadershipLost: ErrLeadershipLost,
 	codeClosed:         ErrClosed,
-	codeNotMember:      ErrNotMember,
+	codeUnknownServer:  ErrUnknownServer,
+	codeNotVoter:       ErrNotVoter,
 }
 
 func errCode(err error) uint32 {

@@ -72,10 +72,13 @@ func (c *Cluster) SnapshotRestore(ctx context.Context, r io.Reader) error {
 	}
 	hdr := make([]byte, len(snapshotMagic)+8)
 	if _, err := io.ReadFull(r, hdr); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return fmt.Errorf("%w: shorter than its header", ErrBadSnapshot)
+		}
 		return fmt.Errorf("cluster: read snapshot header: %w", err)
 	}
 	if !bytes.Equal(hdr[:len(snapshotMagic)], snapshotMagic) {
-		return errors.New("cluster: not a snapshot written by SnapshotSave")
+		return ErrBadSnapshot
 	}
 	size := int64(binary.BigEndian.Uint64(hdr[len(snapshotMagic):]))
 	timeout := 10 * c.cfg.WriteTimeout

@@ -71,7 +71,17 @@ func TestDcctl(t *testing.T) {
 
 	t.Run("remove-node and join", func(t *testing.T) {
 		victim := fol[1]
-		if _, err := leader.dcctl("remove-node", victim.id); err != nil {
+		// An unknown id, through a follower (forwarded to the leader): the
+		// operator's mistake is a 404 that says where the ids are.
+		out, err := fol[0].dcctl("remove-node", "nosuch", "--yes")
+		if err == nil || !strings.Contains(err.Error(), "HTTP 404") || !strings.Contains(err.Error(), "dcctl members") {
+			t.Fatalf("remove-node of an unknown id: %q, %v", out, err)
+		}
+		out, err = leader.dcctl("remove-node", victim.id)
+		if err == nil || !strings.Contains(err.Error(), victim.id+" is alive") || !strings.Contains(err.Error(), "--yes") {
+			t.Fatalf("remove-node of a live node without --yes: %q, %v", out, err)
+		}
+		if _, err := leader.dcctl("remove-node", victim.id, "--yes"); err != nil {
 			t.Fatal(err)
 		}
 		waitFor(t, 15*time.Second, "the removed node out of the configuration", func() (bool, string) {
@@ -138,7 +148,7 @@ func TestDcctl(t *testing.T) {
 		if _, err := nd0.dcctl("add", "after-backup", "gone after restore"); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := c.live()[1].dcctl("snapshot", "restore", file); err != nil {
+		if _, err := c.live()[1].dcctl("snapshot", "restore", file, "--yes"); err != nil {
 			t.Fatal(err)
 		}
 		for _, nd := range c.live() {
@@ -176,6 +186,35 @@ func TestDcctl(t *testing.T) {
 	})
 
 	t.Run("proxy survives the loss of its node", func(t *testing.T) { testProxyFailover(t, c) })
+}
+
+// TestDcctlExplainsLostQuorum: with two of three nodes gone, a write through the
+// survivor is answered DISCONNECTED; dcctl names it "no leader / quorum lost" and
+// shows the survivor's own view of the cluster, not "not found" or a status byte.
+func TestDcctlExplainsLostQuorum(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, 3, clusterOptions{})
+	leader := c.waitLeader(20 * time.Second)
+	fol := c.followers(leader)
+	if _, err := fol[0].dcctl("add", "before", "a session value"); err != nil {
+		t.Fatal(err)
+	}
+	fol[1].kill()
+	leader.kill()
+	survivor := fol[0]
+	waitFor(t, 30*time.Second, "dcctl add to explain the lost quorum", func() (bool, string) {
+		out, err := survivor.dcctl("add", fmt.Sprintf("during-%d", time.Now().UnixNano()), "a session value")
+		if err == nil {
+			return false, "the write succeeded: " + out
+		}
+		msg := err.Error()
+		for _, w := range []string{"unavailable: no leader / quorum lost", "was not acknowledged", survivor.id + "'s view", "no leader", "1 of 3 members alive", "what to do"} {
+			if !strings.Contains(msg, w) {
+				return false, fmt.Sprintf("no %q in %s", w, msg)
+			}
+		}
+		return true, ""
+	})
 }
 
 // testProxyFailover runs `dcctl proxy` in front of every node, stores a session

@@ -405,7 +405,7 @@ func TestMembershipChange(t *testing.T) {
 	leader := c.waitLeader(10 * time.Second)
 	gone := c.followers(leader)[0]
 
-	if out, err := leader.dcctl("remove-node", gone.id); err != nil {
+	if out, err := leader.dcctl("remove-node", gone.id, "--yes"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	var rest []string
@@ -512,7 +512,7 @@ func TestGracefulStop(t *testing.T) {
 	c.waitConverged(nl, c.all(), 30*time.Second)
 
 	gone := c.followers(nl)[0]
-	if out, err := nl.dcctl("remove-node", gone.id); err != nil {
+	if out, err := nl.dcctl("remove-node", gone.id, "--yes"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	stopWithin(t, gone, 10*time.Second)

@@ -161,7 +161,7 @@ func (n *Node) handleMembers(w http.ResponseWriter, r *http.Request) {
 	ms, err := n.cluster.Members(r.Context())
 	own := <-ownc
 	if err != nil {
-		writeError(w, statusFor(err), err)
+		writeClusterError(w, err)
 		return
 	}
 	out := make([]adminapi.Member, 0, len(ms))
@@ -249,7 +249,7 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	joined, err := n.cluster.Join(r.Context(), req.Addrs)
 	if err != nil {
-		writeError(w, statusFor(err), err)
+		writeClusterError(w, err)
 		return
 	}
 	n.log.Info("operator join", "addrs", req.Addrs, "joined", joined)
@@ -266,7 +266,7 @@ func (n *Node) handleRemove(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := n.cluster.RemoveServer(r.Context(), req.ID); err != nil {
-		writeError(w, statusFor(err), err)
+		writeClusterError(w, err)
 		return
 	}
 	n.log.Info("operator removed a server", "id", req.ID)
@@ -275,7 +275,7 @@ func (n *Node) handleRemove(w http.ResponseWriter, r *http.Request) {
 
 func (n *Node) handleLeave(w http.ResponseWriter, r *http.Request) {
 	if err := n.Leave(r.Context()); err != nil {
-		writeError(w, statusFor(err), err)
+		writeClusterError(w, err)
 		return
 	}
 	n.log.Info("operator asked this node to leave; shutting down")
@@ -295,7 +295,7 @@ func (n *Node) handleTransfer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := n.cluster.TransferLeadership(r.Context(), req.ID); err != nil {
-		writeError(w, statusFor(err), err)
+		writeClusterError(w, err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
@@ -311,7 +311,7 @@ func (n *Node) handleSnapshotSave(w http.ResponseWriter, r *http.Request) {
 	if err := n.cluster.SnapshotSave(r.Context(), w); err != nil {
 		// Headers may be gone already; the truncated body fails the client's checksum.
 		n.log.Error("snapshot save failed", "err", err)
-		writeError(w, statusFor(err), err)
+		writeClusterError(w, err)
 	}
 }
 
@@ -324,7 +324,7 @@ func (n *Node) handleSnapshotRestore(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := n.cluster.SnapshotRestore(r.Context(), r.Body); err != nil {
-		writeError(w, statusFor(err), err)
+		writeClusterError(w, err)
 		return
 	}
 	n.log.Info("operator restored a snapshot")
@@ -414,9 +414,42 @@ func (c *limitedConn) Close() error {
 	return c.Conn.Close()
 }
 
+// writeClusterError answers a failed cluster call with its status and, for the
+// causes an operator can act on, what to do.
+func writeClusterError(w http.ResponseWriter, err error) {
+	if hint := hintFor(err); hint != "" {
+		err = fmt.Errorf("%w; %s", err, hint)
+	}
+	writeError(w, statusFor(err), err)
+}
+
+// hintFor says what to do about an error, or "".
+func hintFor(err error) string {
+	switch {
+	case errors.Is(err, cluster.ErrUnknownServer):
+		return "the node ids are those GET " + adminapi.PathMembers + " lists (dcctl members)"
+	case errors.Is(err, cluster.ErrNotVoter):
+		return "only a voter can lead: pick one whose suffrage is voter in GET " + adminapi.PathMembers + " (dcctl members)"
+	case errors.Is(err, cluster.ErrBadSnapshot):
+		return "restore a file written by GET " + adminapi.PathSnapshot + " (dcctl snapshot save)"
+	case errors.Is(err, cluster.ErrNoLeader):
+		return "the cluster has no leader (an election, or quorum lost): retry once a majority of the voters is up"
+	}
+	return ""
+}
+
+// statusFor maps a cluster error onto the admin API's statuses (see
+// adminapi.ErrorBody): an operator's mistake is 4xx, a failure 5xx.
 func statusFor(err error) int {
 	switch {
-	case errors.Is(err, cluster.ErrNoLeader), errors.Is(err, cluster.ErrClosed):
+	case errors.Is(err, cluster.ErrUnknownServer):
+		return http.StatusNotFound
+	case errors.Is(err, cluster.ErrNotVoter):
+		return http.StatusConflict
+	case errors.Is(err, cluster.ErrBadSnapshot):
+		return http.StatusBadRequest
+	case errors.Is(err, cluster.ErrNoLeader), errors.Is(err, cluster.ErrNotLeader),
+		errors.Is(err, cluster.ErrLeadershipLost), errors.Is(err, cluster.ErrClosed):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, cluster.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout

@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -72,6 +74,42 @@ func TestAdminAPIContract(t *testing.T) {
 	var ae *adminapi.Error
 	if _, err := c.Join(ctx, nil); !errors.Is(err, adminapi.ErrBadRequest) || !errors.As(err, &ae) || ae.Message != "no addresses to join" {
 		t.Errorf("join of nothing: %v, want ErrBadRequest with the node's message", err)
+	}
+
+	// Operator mistakes are 4xx with what to do; the cluster is unchanged.
+	for _, tc := range []struct {
+		what string
+		call func() error
+		want error
+		msg  string
+	}{
+		{"remove of an unknown id", func() error { _, err := c.Remove(ctx, "nosuch"); return err }, adminapi.ErrNotFound, "dcctl members"},
+		{"transfer to an unknown id", func() error { _, err := c.TransferLeader(ctx, "nosuch"); return err }, adminapi.ErrNotFound, "dcctl members"},
+		{"restore of a file that is no snapshot", func() error { return c.SnapshotRestore(ctx, bytes.NewReader([]byte("not a snapshot at all"))) }, adminapi.ErrBadRequest, "snapshot save"},
+		{"restore of an empty body", func() error { return c.SnapshotRestore(ctx, bytes.NewReader(nil)) }, adminapi.ErrBadRequest, "snapshot save"},
+	} {
+		err := tc.call()
+		if !errors.Is(err, tc.want) || !errors.As(err, &ae) || ae.Status >= 500 || !strings.Contains(ae.Message, tc.msg) {
+			t.Errorf("%s: %v; want %v with a message naming %q", tc.what, err, tc.want, tc.msg)
+		}
+	}
+	raw, err := http.Post("http://"+addr+adminapi.PathRemove, adminapi.ContentTypeJSON, strings.NewReader(`{"id": 7}`))
+	if err == nil {
+		raw.Body.Close()
+	}
+	if err != nil || raw.StatusCode != http.StatusUnauthorized {
+		t.Errorf("remove without a token: %v, %v", raw, err) // the token is checked before the body
+	}
+	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+adminapi.PathRemove, strings.NewReader(`{"id": 7}`))
+	req.Header.Set("Authorization", adminapi.BearerPrefix+token)
+	if raw, err = http.DefaultClient.Do(req); err == nil {
+		raw.Body.Close()
+	}
+	if err != nil || raw.StatusCode != http.StatusBadRequest {
+		t.Errorf("remove with a malformed body: %v, %v; want 400", raw, err)
+	}
+	if tr, err := c.TransferLeader(ctx, "n1"); err != nil || tr.LeaderID != "n1" {
+		t.Errorf("transfer to the leader itself: %+v, %v; want a no-op", tr, err)
 	}
 
 	kl, err := c.KeyringList(ctx)

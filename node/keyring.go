@@ -49,7 +49,7 @@ func (n *Node) handleKeyring(w http.ResponseWriter, r *http.Request) {
 // partial failure (200, the rows say where), one without rows a failed call.
 func writeKeyring(w http.ResponseWriter, rows []cluster.NodeKeyring, err error) {
 	if rows == nil && err != nil {
-		writeError(w, statusFor(err), err)
+		writeClusterError(w, err)
 		return
 	}
 	ans := adminapi.KeyringAnswer{}

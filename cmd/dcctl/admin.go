@@ -29,12 +29,16 @@ type adminOptions struct {
 	json      bool
 }
 
-func (o *adminOptions) register(a *app, inv *invocation) {
-	addr := a.getenv("DCCTL_ADDR")
-	if addr == "" {
-		addr = defaultAdminAddr
+// adminAddr is --addr's default: DCCTL_ADDR, or node 1 of the dev cluster.
+func (a *app) adminAddr() string {
+	if addr := a.getenv("DCCTL_ADDR"); addr != "" {
+		return addr
 	}
-	inv.fs.StringVar(&o.addr, "addr", addr, "admin HTTP `address` of the node (host:port or URL; env DCCTL_ADDR)")
+	return defaultAdminAddr
+}
+
+func (o *adminOptions) register(a *app, inv *invocation) {
+	inv.fs.StringVar(&o.addr, "addr", a.adminAddr(), "admin HTTP `address` of the node (host:port or URL; env DCCTL_ADDR)")
 	inv.fs.StringVar(&o.tokenFile, "token-file", a.getenv("DCCTL_TOKEN_FILE"), "`file` holding the admin bearer token (env DCCTL_TOKEN_FILE)")
 	inv.fs.DurationVar(&o.timeout, "timeout", defaultAdminTimeout, "deadline for the whole call")
 	inv.fs.BoolVar(&o.json, "json", false, "print JSON instead of a table")
@@ -117,7 +121,7 @@ func adminCommands() []*command {
 		{
 			name: "remove-node", aliases: []string{"remove-peer"}, group: group, args: "NODE-ID",
 			summary: "Remove a node from the cluster (raft configuration and gossip).",
-			detail:  "Named remove-node because `remove ID` is the distcache REMOVE of a session.",
+			detail:  "Named remove-node because `remove ID` is the distcache REMOVE of a session.\nA node that is alive is removed only with --yes (on a terminal dcctl asks): to retire a running node, run `dcctl leave` against it instead.",
 			example: "dcctl remove-node node-3",
 			run:     runRemoveNode,
 		},
@@ -136,8 +140,8 @@ func adminCommands() []*command {
 		{
 			name: "snapshot", group: group, args: "save|restore FILE",
 			summary: "Save the session store to FILE, or restore it from FILE through raft (every node gets it).",
-			detail:  "FILE \"-\" means stdout (save) or stdin (restore). save writes a temporary file and renames it, so FILE is never half-written.",
-			example: "dcctl snapshot save /var/backups/distcache.snap\ndcctl snapshot restore /var/backups/distcache.snap",
+			detail:  "FILE \"-\" means stdout (save) or stdin (restore). save writes a temporary file and renames it, so FILE is never half-written.\nrestore replaces every session on every node: it needs --yes (on a terminal dcctl asks).",
+			example: "dcctl snapshot save /var/backups/distcache.snap\ndcctl snapshot restore /var/backups/distcache.snap --yes",
 			run:     runSnapshot,
 		},
 		keyringCommand(),
@@ -286,9 +290,16 @@ func runJoin(ctx context.Context, a *app, inv *invocation) error {
 
 func runRemoveNode(ctx context.Context, a *app, inv *invocation) error {
 	var o adminOptions
+	var yes bool
+	inv.fs.BoolVar(&yes, "yes", false, "remove the node even if it is alive (without it dcctl refuses, or asks on a terminal)")
 	c, pos, err := o.start(a, inv, 1, 1)
 	if err != nil {
 		return err
+	}
+	if !yes {
+		if err := confirmRemove(ctx, a, c, pos[0]); err != nil {
+			return err
+		}
 	}
 	ack, err := c.Remove(ctx, pos[0])
 	if done, err := o.answered(a, ack, err); done {
@@ -296,6 +307,32 @@ func runRemoveNode(ctx context.Context, a *app, inv *invocation) error {
 	}
 	fmt.Fprintln(a.stdout, "removed "+pos[0])
 	return nil
+}
+
+// confirmRemove asks for --yes before a live member is removed: it is still
+// serving, and `dcctl leave` is the way to retire a running node.
+func confirmRemove(ctx context.Context, a *app, c *adminapi.Client, id string) error {
+	ms, err := c.Members(ctx)
+	if err != nil {
+		return fmt.Errorf("check whether %s is alive (--yes skips the check): %w", id, err)
+	}
+	voters := 0
+	var target *adminapi.Member
+	for i, m := range ms.Members {
+		if m.ID == id {
+			target = &ms.Members[i]
+		} else if m.Suffrage == "voter" {
+			voters++
+		}
+	}
+	if target == nil || target.Status != "alive" {
+		return nil // a failed node is what remove-node is for; an unknown id is the node's to refuse
+	}
+	leave := "dcctl leave --addr ADMIN-ADDRESS"
+	if addr := target.Meta["admin"]; addr != "" {
+		leave = "dcctl leave --addr " + addr
+	}
+	return a.confirm(false, fmt.Sprintf("%s is alive: removing it takes a running node out of the cluster, leaving %d voter(s); to retire it cleanly run '%s' instead", id, voters, leave))
 }
 
 func runLeave(ctx context.Context, a *app, inv *invocation) error {
@@ -332,6 +369,8 @@ func runTransferLeader(ctx context.Context, a *app, inv *invocation) error {
 
 func runSnapshot(ctx context.Context, a *app, inv *invocation) error {
 	var o adminOptions
+	var yes bool
+	inv.fs.BoolVar(&yes, "yes", false, "restore without asking: a restore replaces every session in the cluster")
 	o.register(a, inv)
 	o.timeout = time.Minute
 	inv.fs.Lookup("timeout").DefValue = o.timeout.String()
@@ -352,7 +391,10 @@ func runSnapshot(ctx context.Context, a *app, inv *invocation) error {
 	if verb == "save" {
 		n, err = snapshotSave(ctx, c, file, a.stdout)
 	} else {
-		n, err = snapshotRestore(ctx, c, file)
+		if err := confirmRestore(ctx, a, c, file, yes); err != nil {
+			return err
+		}
+		n, err = snapshotRestore(ctx, c, file, a.stdin)
 	}
 	if err != nil {
 		return err
@@ -407,12 +449,31 @@ func snapshotSave(ctx context.Context, c *adminapi.Client, file string, stdout i
 	return n, nil
 }
 
+// confirmRestore asks for --yes before a restore, which replaces every session
+// on every node. A snapshot read from stdin leaves no terminal to ask on.
+func confirmRestore(ctx context.Context, a *app, c *adminapi.Client, file string, yes bool) error {
+	if yes {
+		return nil
+	}
+	what := "a restore replaces every session on every node with those in " + file
+	if file == "-" {
+		what = "a restore replaces every session on every node with those in the snapshot on stdin"
+	}
+	if st, err := c.Status(ctx); err == nil {
+		what += fmt.Sprintf(" (%s holds %d session(s) now)", orDash(st.ID), st.Sessions)
+	}
+	if file == "-" {
+		return usagef("%s; add --yes to go ahead", what)
+	}
+	return a.confirm(false, what)
+}
+
 // snapshotRestore uploads file, or stdin for "-", and returns its size.
-func snapshotRestore(ctx context.Context, c *adminapi.Client, file string) (int64, error) {
+func snapshotRestore(ctx context.Context, c *adminapi.Client, file string, stdin io.Reader) (int64, error) {
 	var body io.Reader
 	var n int64
 	if file == "-" {
-		b, err := io.ReadAll(os.Stdin)
+		b, err := io.ReadAll(stdin)
 		if err != nil {
 			return 0, fmt.Errorf("read snapshot from stdin: %w", err)
 		}

@@ -289,7 +289,7 @@ func TestSnapshotSaveRestore(t *testing.T) {
 	}
 
 	f.snapshot = nil
-	r = runCLI(t, env, "snapshot", "restore", file, "--json")
+	r = runCLI(t, env, "snapshot", "restore", file, "--json", "--yes")
 	var res struct {
 		Action string
 		Bytes  int
@@ -302,7 +302,7 @@ func TestSnapshotSaveRestore(t *testing.T) {
 	}
 
 	// A missing file is a failure, and a failed save leaves no file behind.
-	if r := runCLI(t, env, "snapshot", "restore", filepath.Join(dir, "nope")); r.code != exitFailed {
+	if r := runCLI(t, env, "snapshot", "restore", filepath.Join(dir, "nope"), "--yes"); r.code != exitFailed {
 		t.Fatalf("restore of missing file: %+v", r)
 	}
 	bad := map[string]string{"DCCTL_ADDR": env["DCCTL_ADDR"] + "/nonexistent"}

@@ -16,6 +16,9 @@ import (
 )
 
 const (
+	// minValueLen is the protocol's client rule (spec §4.3): a GET answer
+	// shorter than this reads as a miss, so shorter values are never found.
+	minValueLen        = 5
 	defaultServer      = "IP:127.0.0.1:9100"
 	defaultDataTimeout = 5 * time.Second
 	defaultTTL         = 5 * time.Minute
@@ -24,6 +27,10 @@ const (
 // dataOptions are the flags of the commands that speak the distcache protocol.
 type dataOptions struct {
 	servers string
+	// addr is a node's admin endpoint, asked for its view of the cluster when
+	// a node answers that it cannot serve (see explainUnavailable).
+	addr    string
+	op      string // the command's name, for explanations
 	timeout time.Duration
 	json    bool
 	// TLS, for listeners a node serves with -client-tls-cert; any of them
@@ -39,6 +46,7 @@ func (o *dataOptions) register(a *app, inv *invocation) {
 		srv = defaultServer
 	}
 	inv.fs.StringVar(&o.servers, "server", srv, "distcache `address`(es), comma-separated, tried in order (env DCCTL_SERVER)")
+	inv.fs.StringVar(&o.addr, "addr", a.adminAddr(), "admin HTTP `address` of a node, asked for its view of the cluster when the node cannot answer (env DCCTL_ADDR)")
 	inv.fs.DurationVar(&o.timeout, "timeout", defaultDataTimeout, "deadline per server tried")
 	inv.fs.BoolVar(&o.json, "json", false, "print JSON")
 	inv.fs.StringVar(&o.tlsCA, "tls-ca", "", "speak TLS, verifying the node with the CA in this PEM `file` (for -client-tls-cert listeners)")
@@ -135,7 +143,11 @@ func (o *dataOptions) withFailover(ctx context.Context, servers []string, retry 
 			break
 		}
 	}
-	return "", errors.Join(errs...)
+	err := errors.Join(errs...)
+	if unavailable(err) {
+		return "", o.explainUnavailable(ctx, servers, err)
+	}
+	return "", err
 }
 
 type dialError struct{ err error }
@@ -159,7 +171,7 @@ func dataCommands() []*command {
 		{
 			name: "add", group: group, args: "ID VALUE",
 			summary: "Store a session (fails if the id is already stored).",
-			detail:  "ID and VALUE are text, or hex when written hex:0a1b... . Exit status 1 if the id exists.",
+			detail:  "ID and VALUE are text, or hex when written hex:0a1b... . Exit status 1 if the id exists.\nA VALUE shorter than 5 bytes is refused (clients read such answers as a miss) unless --force.",
 			example: "dcctl add sess1 'secret bytes' --ttl 10m\ndcctl add hex:0a1b2c hex:00ff00ff00 --server IP:10.0.0.1:9100,IP:10.0.0.2:9100",
 			run:     runAdd,
 		},
@@ -203,6 +215,7 @@ func parseIDArg(s string) ([]byte, error) {
 // target parses a data command's n positional arguments, the first being the
 // session id, and its server list: the prologue every data command shares.
 func (o *dataOptions) target(inv *invocation, n int) (pos, servers []string, id []byte, err error) {
+	o.op = inv.cmd.name
 	if pos, err = inv.parse(n, n); err != nil {
 		return nil, nil, nil, err
 	}
@@ -226,7 +239,9 @@ func runAdd(ctx context.Context, a *app, inv *invocation) error {
 	var o dataOptions
 	o.register(a, inv)
 	var ttl time.Duration
+	var force bool
 	inv.fs.DurationVar(&ttl, "ttl", defaultTTL, "session lifetime (at most 168h)")
+	inv.fs.BoolVar(&force, "force", false, fmt.Sprintf("store a value shorter than %d bytes, which every distcache client reads as a miss", minValueLen))
 	pos, servers, id, err := o.target(inv, 2)
 	if err != nil {
 		return err
@@ -240,6 +255,9 @@ func runAdd(ctx context.Context, a *app, inv *invocation) error {
 		return usagef("id must be 1..%d bytes (got %d)", distcache.MaxIDLen, len(id))
 	case len(value) == 0:
 		return usagef("value must not be empty")
+	case len(value) < minValueLen && !force:
+		return usagef("value is %d byte(s): distcache clients (dcctl get, libdistcache, Apache) read any answer shorter than %d bytes as a miss, so this session would be stored but never found; give a value of %d bytes or more, or --force to store it anyway",
+			len(value), minValueLen, minValueLen)
 	case 8+len(id)+len(value) > distcache.MaxPayload:
 		return usagef("id and value together exceed %d bytes", distcache.MaxPayload-8)
 	case ttl < 0 || ttl > distcache.MaxTimeout:

@@ -34,6 +34,17 @@
 //     failure, but writes (add, remove, take) only after a failure to connect: a
 //     write that was sent may have been applied, and repeating it elsewhere would turn
 //     its answer into "exists" / "not found".
+//   - Errors say what to do. A mistyped command or flag gets "did you mean"
+//     (internal/suggest). A DISCONNECTED answer (the node knows no leader, or the
+//     cluster did not commit in time) is reported as "unavailable: no leader /
+//     quorum lost" with what it means for the operation and the node's own view
+//     (state, leader, term, last contact, members down) from its admin endpoint
+//     (--addr; when that node does not serve --server, the member that does is
+//     found through gossip metadata).
+//   - Guards: add refuses a value under 5 bytes, which every client reads as a
+//     miss, unless --force; remove-node of an alive member and snapshot restore
+//     (which replaces every session) need --yes, and ask instead when stdin is a
+//     terminal.
 //   - Session data never appears in logs; only get/take print a value, because the
 //     operator asked for it.
 //

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -34,8 +35,19 @@ func runCLI(t *testing.T, env map[string]string, args ...string) cliResult {
 
 func runCLICtx(ctx context.Context, t *testing.T, env map[string]string, args ...string) cliResult {
 	t.Helper()
+	return runApp(ctx, &app{}, env, args...)
+}
+
+// runCLITerminal runs dcctl as if stdin were a terminal on which the operator
+// types input.
+func runCLITerminal(t *testing.T, env map[string]string, input string, args ...string) cliResult {
+	t.Helper()
+	return runApp(context.Background(), &app{stdin: strings.NewReader(input), stdinTTY: true}, env, args...)
+}
+
+func runApp(ctx context.Context, a *app, env map[string]string, args ...string) cliResult {
 	var out, errOut syncBuffer
-	a := &app{stdout: &out, stderr: &errOut, getenv: func(k string) string { return env[k] }}
+	a.stdout, a.stderr, a.getenv = &out, &errOut, func(k string) string { return env[k] }
 	code := a.run(ctx, args)
 	return cliResult{code: code, stdout: out.String(), stderr: errOut.String()}
 }

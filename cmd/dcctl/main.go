@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -13,6 +14,11 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/distcache-replicated/distcache/internal/suggest"
 )
 
 // Exit statuses, as documented in the usage text: scripts rely on them.
@@ -27,10 +33,12 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	a := &app{
-		stdout: os.Stdout,
-		stderr: os.Stderr,
-		getenv: os.Getenv,
-		isTTY:  isTerminal(os.Stdout),
+		stdin:    os.Stdin,
+		stdout:   os.Stdout,
+		stderr:   os.Stderr,
+		getenv:   os.Getenv,
+		isTTY:    isTerminal(os.Stdout),
+		stdinTTY: isTerminal(os.Stdin),
 	}
 	os.Exit(a.run(ctx, os.Args[1:]))
 }
@@ -39,11 +47,15 @@ func main() {
 // with buffers and a fake environment, so everything dcctl does goes through here
 // rather than touching os.Stdout or os.Getenv directly.
 type app struct {
+	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
 	getenv func(string) string
 	// isTTY reports whether stdout is a terminal; bench prints live progress only then.
 	isTTY bool
+	// stdinTTY reports whether stdin is a terminal: a command that needs
+	// --yes may then ask instead (see confirm).
+	stdinTTY bool
 	// logger receives diagnostics of commands without their own -log-level flag
 	// (bench); it writes to stderr.
 	logger *slog.Logger
@@ -126,7 +138,7 @@ func (a *app) run(ctx context.Context, args []string) int {
 	case "help", "-h", "-help", "--help", "-?":
 		if len(args) > 1 && name == "help" {
 			if findCommand(args[1]) == nil {
-				fmt.Fprintf(a.stderr, "%s: unknown command %q (see '%s help')\n", programName, args[1], programName)
+				a.unknownCommand(args[1])
 				return exitUsage
 			}
 			// The command registers its flags before parsing, so let it handle --help.
@@ -137,12 +149,22 @@ func (a *app) run(ctx context.Context, args []string) int {
 	}
 	c := findCommand(name)
 	if c == nil {
-		fmt.Fprintf(a.stderr, "%s: unknown command %q (see '%s help')\n", programName, name, programName)
+		a.unknownCommand(name)
 		return exitUsage
 	}
 	inv := &invocation{fs: newFlagSet(a, c), cmd: c}
 	err := c.run(ctx, a, inv.withArgs(args[1:]))
 	return a.exitStatus(c, inv, err)
+}
+
+// unknownCommand says that name is no command, and which one was probably meant.
+func (a *app) unknownCommand(name string) {
+	var names []string
+	for _, c := range commands() {
+		names = append(names, c.name)
+		names = append(names, c.aliases...)
+	}
+	fmt.Fprintf(a.stderr, "%s: unknown command %q%s (see '%s help')\n", programName, name, suggest.Hint(name, names), programName)
 }
 
 // withArgs records the raw arguments; the command's run function registers its flags
@@ -191,7 +213,7 @@ func (inv *invocation) parse(min, max int) ([]string, error) {
 			if errors.Is(err, flag.ErrHelp) {
 				return nil, err
 			}
-			return nil, &usageError{msg: err.Error()}
+			return nil, inv.flagError(err)
 		}
 		left := inv.fs.Args()
 		consumed := len(rest) - len(left)
@@ -218,6 +240,45 @@ func (inv *invocation) parse(min, max int) ([]string, error) {
 		return nil, usagef("too many arguments (want at most %d: %s)", max, inv.cmd.args)
 	}
 	return pos, nil
+}
+
+// flagError rewords the flag package's errors: the nearest flag for an unknown
+// one, and what a value should look like instead of "parse error".
+func (inv *invocation) flagError(err error) error {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		var names []string
+		inv.fs.VisitAll(func(f *flag.Flag) { names = append(names, "--"+f.Name) })
+		return usagef("unknown flag --%s%s", name, suggest.Hint("--"+name, names))
+	}
+	if strings.HasSuffix(msg, ": parse error") {
+		if i := strings.Index(msg, " for flag -"); i >= 0 {
+			name := strings.TrimSuffix(msg[i+len(" for flag -"):], ": parse error")
+			if f := inv.fs.Lookup(name); f != nil {
+				msg = strings.TrimSuffix(msg, "parse error") + valueHint(f)
+			}
+		}
+	}
+	return &usageError{msg: msg}
+}
+
+// valueHint says what a flag's value must look like, by its type.
+func valueHint(f *flag.Flag) string {
+	g, ok := f.Value.(flag.Getter)
+	if !ok {
+		return "invalid value"
+	}
+	switch g.Get().(type) {
+	case time.Duration:
+		return "want a duration with a unit, e.g. 500ms, 5s or 1m"
+	case int, int64, uint, uint64:
+		return "want a whole number"
+	case float64:
+		return "want a number"
+	case bool:
+		return "want true or false"
+	}
+	return "invalid value"
 }
 
 func (a *app) printOverview(w io.Writer) {
@@ -292,12 +353,30 @@ func indent(s, prefix string) string {
 	return strings.Join(lines, "\n")
 }
 
-// isTerminal reports whether f is a character device (a terminal), the signal for
-// live progress output.
-func isTerminal(f *os.File) bool {
-	st, err := f.Stat()
-	if err != nil {
-		return false
+// confirm guards a command that destroys or replaces something: it goes ahead
+// with --yes (yes true); without it, it asks when stdin is a terminal, and
+// otherwise refuses with what would happen (a usage error, exit 2).
+func (a *app) confirm(yes bool, what string) error {
+	if yes {
+		return nil
 	}
-	return st.Mode()&os.ModeCharDevice != 0
+	if !a.stdinTTY || a.stdin == nil {
+		return usagef("%s; add --yes to go ahead", what)
+	}
+	fmt.Fprintf(a.stderr, "%s.\nGo ahead? [y/N] ", what)
+	line, _ := bufio.NewReader(a.stdin).ReadString('\n')
+	switch strings.ToLower(strings.TrimSpace(line)) {
+	case "y", "yes":
+		return nil
+	}
+	fmt.Fprintln(a.stderr, "cancelled")
+	return &silentError{err: errors.New("not confirmed")}
+}
+
+// isTerminal reports whether f is a terminal: the signal for live progress
+// output and for asking instead of requiring --yes. (/dev/null is a character
+// device too, so the mode bits cannot tell.)
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }

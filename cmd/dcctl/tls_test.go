@@ -72,7 +72,7 @@ func TestDataCommandsOverTLS(t *testing.T) {
 	// A listener that requires client certificates.
 	mtlsAddr, _ := startTLSServer(t, ca.Issue(t, "node2", "127.0.0.1"), ca)
 	certFile, keyFile := testpki.WritePair(t, dir, "client", ca.Issue(t, "client"))
-	if r := runCLI(t, nil, "add", "s2", "v2", "--server", mtlsAddr, "--tls-ca", caFile, "--tls-cert", certFile, "--tls-key", keyFile); r.code != exitOK {
+	if r := runCLI(t, nil, "add", "s2", "value2", "--server", mtlsAddr, "--tls-ca", caFile, "--tls-cert", certFile, "--tls-key", keyFile); r.code != exitOK {
 		t.Fatalf("add with a client certificate: exit %d, %q", r.code, r.stderr)
 	}
 	if r := runCLI(t, nil, "get", "s2", "--server", mtlsAddr, "--tls-ca", caFile, "--timeout", "2s"); r.code != exitFailed {

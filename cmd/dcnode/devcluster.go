@@ -21,7 +21,7 @@ import (
 // exit, unless -data-dir was given. It returns the process exit status once ctx ends.
 func runDevCluster(ctx context.Context, o options, stdout io.Writer, logger *slog.Logger) int {
 	base := o.dataDir
-	if !setByUser(o.dataDir) {
+	if !o.given("data-dir") {
 		dir, err := os.MkdirTemp("", "dcnode-dev-")
 		if err != nil {
 			logger.Error("cannot create a data directory", "err", err)
@@ -46,13 +46,13 @@ func runDevCluster(ctx context.Context, o options, stdout io.Writer, logger *slo
 		if o.inMemory {
 			oi.nodeID = "" // a fresh id at every start
 		}
-		oi.listen = listFlag{fmt.Sprintf("IP:127.0.0.1:%d", 9100+i)}
+		oi.listen = []string{fmt.Sprintf("IP:127.0.0.1:%d", 9100+i)}
 		oi.raftAddr = fmt.Sprintf("127.0.0.1:%d", 9200+i)
 		oi.gossipAddr = gossip(i)
 		oi.adminAddr = fmt.Sprintf("127.0.0.1:%d", 9400+i)
-		oi.memcache = listFlag{fmt.Sprintf("127.0.0.1:%d", 9500+i)}
-		oi.resp = listFlag{fmt.Sprintf("127.0.0.1:%d", 9600+i)}
-		oi.sessiond = listFlag{fmt.Sprintf("127.0.0.1:%d", 9700+i)}
+		oi.memcache = []string{fmt.Sprintf("127.0.0.1:%d", 9500+i)}
+		oi.resp = []string{fmt.Sprintf("127.0.0.1:%d", 9600+i)}
+		oi.sessiond = []string{fmt.Sprintf("127.0.0.1:%d", 9700+i)}
 		oi.bootstrapExpect = o.devCluster
 		oi.join = nil
 		for j := range o.devCluster {
@@ -98,6 +98,3 @@ func runDevCluster(ctx context.Context, o options, stdout io.Writer, logger *slo
 	logger.Info("shutting down the dev cluster")
 	return exitOK
 }
-
-// setByUser tells whether -data-dir was changed from its default.
-func setByUser(dataDir string) bool { return dataDir != defaultDataDir }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -21,7 +23,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"extra"}, exitUsage, "every setting is a flag"},
 		{[]string{"-daemon"}, exitUsage, "systemd"},
 		{[]string{"-dev-cluster", "3", "-listen", "IP:127.0.0.1:1"}, exitUsage, "cannot be combined with -dev-cluster"},
-		{[]string{"-sessions", "0"}, exitUsage, "-sessions must be at least 1"},
+		{[]string{"-sessions", "0"}, exitUsage, "-sessions: must be at least 1 (for example -sessions 1000000)"},
 		{[]string{"-max-bytes", "lots"}, exitUsage, "positive size"},
 		{[]string{"-read-consistency", "eventual"}, exitUsage, "leader-on-miss"},
 		{[]string{"-bootstrap-expect", "1", "-join", "127.0.0.1:9300"}, exitUsage, "second one-node cluster"},
@@ -37,7 +39,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"-gossip-key", "@/nonexistent/gossip.key"}, exitUsage, "no such file"},
 	} {
 		var out, errb bytes.Buffer
-		code := run(tc.args, &out, &errb)
+		code := run(tc.args, nil, &out, &errb)
 		if code != tc.code {
 			t.Errorf("dcnode %v: exit %d, want %d (stderr %q)", tc.args, code, tc.code, errb.String())
 			continue
@@ -51,7 +53,7 @@ func TestFlagErrors(t *testing.T) {
 // TestVersionFlag: -version prints the build and exits 0 without starting anything.
 func TestVersionFlag(t *testing.T) {
 	var out, errb bytes.Buffer
-	if code := run([]string{"-version"}, &out, &errb); code != exitOK {
+	if code := run([]string{"-version"}, nil, &out, &errb); code != exitOK {
 		t.Fatalf("dcnode -version: exit %d, stderr %q", code, errb.String())
 	}
 	if want := "dcnode " + version.Get().String() + "\n"; out.String() != want {
@@ -69,6 +71,58 @@ func TestParseBytes(t *testing.T) {
 	for _, in := range []string{"", "0", "-1MiB", "1TiB", "MiB"} {
 		if _, err := parseBytes(in); err == nil {
 			t.Errorf("parseBytes(%q) succeeded", in)
+		}
+	}
+}
+
+// TestSecretFilesMustBePrivate: a token or key file that its group or others
+// may read is refused with the chmod to run; the same file at mode 600 passes.
+func TestSecretFilesMustBePrivate(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string, mode os.FileMode) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, mode); err != nil { // past the umask
+			t.Fatal(err)
+		}
+		return path
+	}
+	key := "MDEyMzQ1Njc4OWFiY2RlZg==" // 16 bytes
+	for _, tc := range []struct {
+		name  string
+		args  func(file string) []string
+		label string
+	}{
+		{"token", func(f string) []string { return []string{"-admin-token-file", f} }, "-admin-token-file"},
+		{"data.keys", func(f string) []string { return []string{"-data-key-file", f} }, "-data-key-file"},
+		{"gossip.key", func(f string) []string { return []string{"-gossip-key", "@" + f} }, "-gossip-key"},
+		{"client.key", func(f string) []string {
+			return []string{"-client-tls-cert", write("client.pem", "x", 0o644), "-client-tls-key", f}
+		}, "-client-tls-key"},
+		{"dcnode.conf", func(f string) []string { return []string{"-config", f} }, "config file"},
+	} {
+		content := key
+		if tc.name == "dcnode.conf" {
+			content = "gossip-key = " + key + "\n"
+		}
+		for _, mode := range []os.FileMode{0o640, 0o604} {
+			file := write(tc.name, content, mode)
+			var out, errb bytes.Buffer
+			args := append(tc.args(file), "-print-config")
+			if code := run(args, nil, &out, &errb); code != exitUsage {
+				t.Errorf("%s at mode %o: exit %d, want %d (%s)", tc.name, mode, code, exitUsage, errb.String())
+				continue
+			}
+			if msg := errb.String(); !strings.Contains(msg, tc.label) || !strings.Contains(msg, "chmod 600 "+file) {
+				t.Errorf("%s at mode %o: %q does not name %s and the chmod", tc.name, mode, msg, tc.label)
+			}
+		}
+		file := write(tc.name, content, 0o600)
+		var out, errb bytes.Buffer
+		if code := run(append(tc.args(file), "-print-config"), nil, &out, &errb); code != exitOK {
+			t.Errorf("%s at mode 600: exit %d (%s)", tc.name, code, errb.String())
 		}
 	}
 }

@@ -19,14 +19,17 @@ const (
 	PathMembers = "/v1/members"
 	// PathJoin: POST JoinRequest → JoinAnswer.
 	PathJoin = "/v1/join"
-	// PathRemove: POST RemoveRequest → Ack.
+	// PathRemove: POST RemoveRequest → Ack; 404 for an id not in the
+	// configuration.
 	PathRemove = "/v1/remove"
 	// PathLeave: POST (any body, {} by convention) → Ack; the node then shuts down.
 	PathLeave = "/v1/leave"
-	// PathTransferLeader: POST TransferLeaderRequest → TransferLeaderAnswer.
+	// PathTransferLeader: POST TransferLeaderRequest → TransferLeaderAnswer; 404
+	// for an id not in the configuration, 409 for a non-voter.
 	PathTransferLeader = "/v1/transfer-leader"
 	// PathSnapshot: GET → the snapshot as ContentTypeSnapshot; POST the snapshot
-	// → Ack once the cluster has restored it (a follower relays it to the leader).
+	// → Ack once the cluster has restored it (a follower relays it to the
+	// leader); 400 for a body that is not a snapshot.
 	PathSnapshot = "/v1/snapshot"
 	// PathKeyring: GET → KeyringAnswer; POST KeyringRequest → KeyringAnswer.
 	PathKeyring = "/v1/keyring"
@@ -250,7 +253,10 @@ func KeyFingerprint(key []byte) string {
 	return hex.EncodeToString(sum[:8])
 }
 
-// ErrorBody is the body of every non-2xx JSON answer.
+// ErrorBody is the body of every non-2xx JSON answer. The status says whose
+// fault it is: 4xx the request's (400 malformed, 401 token, 404 unknown node id,
+// 409 not possible in the cluster's state), 5xx the node's or the cluster's (503
+// no leader, retry; 504 not finished in time, the outcome is unknown).
 type ErrorBody struct {
 	Error string `json:"error"`
 }

@@ -77,8 +77,10 @@ func baseURL(addr string) (string, error) {
 }
 
 // Error is an answer with a status other than 2xx. Test for the common causes with
-// errors.Is (ErrUnauthorized, ErrBadRequest, ErrUnavailable, ErrTimeout), or take
-// the status and the node's message with errors.As.
+// errors.Is (ErrUnauthorized, ErrBadRequest, ErrNotFound, ErrConflict,
+// ErrUnavailable, ErrTimeout), or take the status and the node's message with
+// errors.As. A 4xx status is the caller's mistake, which the message explains;
+// 5xx is a failure of the node or the cluster.
 type Error struct {
 	Status int
 	// Message is the node's explanation: ErrorBody.Error, or the body's text when
@@ -99,6 +101,12 @@ var (
 	ErrUnauthorized = errors.New("admin API: missing or wrong admin token")
 	// ErrBadRequest: the node refused the request as malformed; retrying it is useless (400).
 	ErrBadRequest = errors.New("admin API: bad request")
+	// ErrNotFound: the request names a node id that is not in the cluster's
+	// configuration (404); the members' ids are in Members.
+	ErrNotFound = errors.New("admin API: no such node")
+	// ErrConflict: the request cannot apply to the cluster as it is, e.g.
+	// leadership to a non-voter (409); nothing was changed.
+	ErrConflict = errors.New("admin API: conflicts with the cluster's state")
 	// ErrUnavailable: no leader is known or the node is closing; retry later (503).
 	ErrUnavailable = errors.New("admin API: unavailable")
 	// ErrTimeout: the cluster did not finish the call within the node's wait (504).
@@ -112,6 +120,10 @@ func (e *Error) Is(target error) bool {
 		return e.Status == http.StatusUnauthorized
 	case ErrBadRequest:
 		return e.Status == http.StatusBadRequest
+	case ErrNotFound:
+		return e.Status == http.StatusNotFound
+	case ErrConflict:
+		return e.Status == http.StatusConflict
 	case ErrUnavailable:
 		return e.Status == http.StatusServiceUnavailable
 	case ErrTimeout:
