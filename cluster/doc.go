@@ -91,7 +91,8 @@
 // bootstraps all of them. A node with existing state never bootstraps.
 // The leader reconciles on gossip events and every ReconcileInterval: alive
 // members missing from the configuration are added as voters, members that
-// left gracefully are removed, failed members stay voters unless
+// left (Leave: a departure for good) are removed, failed members (crashed or
+// stopped gracefully) stay voters unless
 // DeadServerTimeout is set (and never below a majority of the expected
 // size). An operator-removed node is tombstoned on the leader and told to
 // leave gossip; Join brings it back.

@@ -291,7 +291,7 @@ func (c *Cluster) reconcile(conf raft.Configuration) {
 		case gossip.StatusLeft:
 			c.clearTombstone(id)
 			if in {
-				c.log.Info("removing server that left gracefully", "id", id)
+				c.log.Info("removing server that left the cluster", "id", id)
 				if err := c.await(c.raft.RemoveServer(raft.ServerID(id), 0, c.cfg.WriteTimeout)); err != nil {
 					c.log.Warn("remove server failed", "id", id, "err", err)
 				}
