@@ -45,7 +45,6 @@ type Cluster struct {
 
 	leaders      leaderHistory               // recent changes of leader, for operators
 	ready        atomic.Pointer[leaderReady] // current leadership term's readiness
-	skip         skippedEntries              // see appliedIndex
 	progress     catchUp                     // see Ready
 	disk         diskHealth                  // see Ready
 	reconcileNow chan struct{}               // capacity 1: reconcile without waiting for the interval
@@ -205,9 +204,10 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 
 	c.batch = newBatcher(r, cfg)
 	c.watchLeaders()
-	c.wg.Add(5)
+	c.wg.Add(6)
 	go func() { defer c.wg.Done(); c.batch.run() }()
 	go func() { defer c.wg.Done(); c.readyLoop() }()
+	go func() { defer c.wg.Done(); c.skipLoop() }()
 	go func() { defer c.wg.Done(); c.leaderLoop() }()
 	go func() { defer c.wg.Done(); c.reconcileLoop() }()
 	go func() { defer c.wg.Done(); c.joinLoop(hasState) }()

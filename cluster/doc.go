@@ -60,14 +60,18 @@
 //
 // Failures are answered, never hung: no known leader fails at once with
 // ErrNoLeader; every wait is bounded by WriteTimeout (ErrTimeout, outcome
-// unknown); ErrNotLeader from a leader that just stepped down is re-routed
-// up to twice.
+// unknown), except the leader's VerifyLeader, which raft itself answers within
+// its leader lease; ErrNotLeader from a leader that just stepped down is
+// re-routed up to twice.
 //
 // # Reads
 //
 // ReadBarrier implements ReadIndex: the leader (after committing a barrier
 // in its term) captures its commit index, confirms leadership with
 // VerifyLeader, and the asking node waits until it has applied that index.
+// Concurrent reads share one round and wait on one channel per index, woken
+// by the apply path; the limits count the cluster's work (a round, the
+// apply), never the time a read spent queued behind others.
 // QueryLeader runs StateMachine.Query on the leader for leader-on-miss reads.
 //
 // # Readiness
@@ -80,8 +84,9 @@
 // leader, a recent read index from that leader, this node not behind such an
 // index for longer than ReadyMaxLag, and its storage writable (the last log
 // store write did not fail, the probe succeeded). Applied means through
-// Raft's own entries too (appliedIndex: no-ops and barriers never reach the
-// FSM), so an idle cluster is ready right after an election.
+// Raft's own entries too (no-ops and barriers never reach the FSM: the skip
+// loop advances the applied index over them for the probe's wait as for any
+// other), so an idle cluster is ready right after an election.
 //
 // # Membership
 //

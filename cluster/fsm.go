@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 )
@@ -37,34 +38,105 @@ type appliedFSM struct {
 	batch   raft.BatchingFSM // nil if inner does not batch
 	snaps   raft.SnapshotStore
 	mu      sync.Mutex
-	applied uint64
-	changed chan struct{} // closed and replaced on every advance
+	applied atomic.Uint64 // written under mu; read without it on the fast path
+	// waiters holds one channel per index someone waits for, closed once
+	// applied reaches it: the apply path wakes exactly the waiters it
+	// satisfies, and every reader of one read-index round shares a channel.
+	waiters map[uint64]*applyWaiters
+	// waiting is signalled when a waiter is added, so that the cluster's
+	// skip loop looks for entries the FSM never sees (see Cluster.skipLoop).
+	waiting chan struct{}
+}
+
+// applyWaiters are the callers waiting for one index.
+type applyWaiters struct {
+	ch chan struct{} // closed once the index is applied
+	n  int           // callers still waiting
 }
 
 var _ raft.BatchingFSM = (*appliedFSM)(nil)
 
 func newAppliedFSM(inner raft.FSM, snaps raft.SnapshotStore) *appliedFSM {
-	f := &appliedFSM{inner: inner, snaps: snaps, changed: make(chan struct{})}
+	f := &appliedFSM{inner: inner, snaps: snaps, waiters: make(map[uint64]*applyWaiters),
+		waiting: make(chan struct{}, 1)}
 	f.batch, _ = inner.(raft.BatchingFSM)
 	return f
 }
 
 func (f *appliedFSM) set(idx uint64, force bool) {
 	f.mu.Lock()
-	if idx > f.applied || force {
-		f.applied = idx
-		close(f.changed)
-		f.changed = make(chan struct{})
+	if idx > f.applied.Load() || force {
+		f.advance(idx)
 	}
 	f.mu.Unlock()
 }
 
-// appliedIndex returns the FSM's applied index and a channel closed at the
-// next change.
-func (f *appliedFSM) appliedIndex() (uint64, <-chan struct{}) {
+// skip advances the applied index from cur to idx if it is still cur: the
+// caller has checked that the entries after cur up to idx never reach the
+// FSM (no-op, barrier), so the FSM's state at cur is its state at idx.
+func (f *appliedFSM) skip(cur, idx uint64) {
+	f.mu.Lock()
+	if f.applied.Load() == cur && idx > cur {
+		f.advance(idx)
+	}
+	f.mu.Unlock()
+}
+
+// advance sets the applied index and wakes the waiters it satisfies; f.mu
+// is held.
+func (f *appliedFSM) advance(idx uint64) {
+	f.applied.Store(idx)
+	for i, w := range f.waiters {
+		if i <= idx {
+			close(w.ch)
+			delete(f.waiters, i)
+		}
+	}
+}
+
+// appliedIndex returns the FSM's applied index and whether anyone waits for
+// a later one.
+func (f *appliedFSM) appliedIndex() (applied uint64, waited bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.applied, f.changed
+	return f.applied.Load(), len(f.waiters) > 0
+}
+
+// wait returns nil if idx has been applied, else a channel closed once it
+// is; the caller calls unwait if it stops waiting before that.
+func (f *appliedFSM) wait(idx uint64) <-chan struct{} {
+	if f.applied.Load() >= idx {
+		return nil // without the lock: a read-index round wakes thousands at once
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.applied.Load() >= idx {
+		return nil
+	}
+	w := f.waiters[idx]
+	if w == nil {
+		w = &applyWaiters{ch: make(chan struct{})}
+		f.waiters[idx] = w
+		select {
+		case f.waiting <- struct{}{}:
+		default:
+		}
+	}
+	w.n++
+	return w.ch
+}
+
+// unwait withdraws a caller that waited on ch for idx and reports whether
+// idx has been applied after all.
+func (f *appliedFSM) unwait(idx uint64, ch <-chan struct{}) (applied bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if w := f.waiters[idx]; w != nil && w.ch == ch {
+		if w.n--; w.n == 0 {
+			delete(f.waiters, idx)
+		}
+	}
+	return f.applied.Load() >= idx
 }
 
 // Apply implements raft.FSM.
@@ -116,59 +188,28 @@ func (f *appliedFSM) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
-// waitApplied blocks until the local FSM has applied idx, or ctx ends.
-// extra is consulted when the FSM index alone is not enough (entries that
-// never reach the FSM, such as the leader's no-op), see Cluster.appliedIndex.
-func (f *appliedFSM) waitApplied(ctx context.Context, idx uint64, extra func(uint64) bool) error {
-	for {
-		cur, ch := f.appliedIndex()
-		if cur >= idx {
-			return nil
-		}
-		if extra != nil && extra(cur) {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return fmt.Errorf("%w: waiting for local apply of index %d (at %d): %w", ErrTimeout, idx, cur, ctx.Err())
-		case <-timeAfterPoll():
-			// Re-check extra: non-FSM entries advance no channel.
-		}
+// waitApplied blocks until the local FSM has applied idx, or ctx ends, or
+// expired (nil: never) is closed. It takes no timer of its own: thousands of
+// linearizable reads wait on one channel per index. An index that has been
+// applied by the time the waiter looks is never reported as a failure, however
+// late the waiter was scheduled.
+func (f *appliedFSM) waitApplied(ctx context.Context, idx uint64, expired <-chan struct{}) error {
+	ch := f.wait(idx)
+	if ch == nil {
+		return nil
 	}
-}
-
-// appliedIndex is the index through which this node has applied the log: the
-// FSM's applied index, extended over the entries after it that the FSM never
-// sees (a new leader's no-op, barriers) once raft has processed them. Without
-// them a node that has applied everything would look behind after every
-// election until the next write. The scan resumes where the last one ended
-// and is skipped when neither index moved, so a call costs a lock and, at
-// most, a look at entries not seen before (in the log cache: they are recent).
-func (c *Cluster) appliedIndex() uint64 {
-	applied, _ := c.fsm.appliedIndex()
-	last := c.raft.AppliedIndex()
-	c.skip.mu.Lock()
-	defer c.skip.mu.Unlock()
-	s := &c.skip
-	if applied == s.fsm && last == s.raft {
-		return s.through
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+	case <-expired:
 	}
-	through := max(applied, s.through)
-	var l raft.Log
-	for i := through + 1; i <= last; i++ {
-		if err := c.logs.GetLog(i, &l); err != nil || l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
-			break // the FSM has yet to apply it (or it is gone: a snapshot covers it)
-		}
-		through = i
+	if f.unwait(idx, ch) {
+		return nil
 	}
-	s.fsm, s.raft, s.through = applied, last, through
-	return through
-}
-
-// skippedEntries is appliedIndex's memory: the FSM's and raft's applied
-// indexes at its last scan, and how far that scan found the log applied.
-type skippedEntries struct {
-	mu                 sync.Mutex
-	fsm, raft, through uint64
+	cur, _ := f.appliedIndex()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%w: waiting for local apply of index %d (at %d): %w", ErrTimeout, idx, cur, err)
+	}
+	return fmt.Errorf("%w: waiting for local apply of index %d (at %d)", ErrTimeout, idx, cur)
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -18,6 +20,7 @@ type kvFSM struct {
 	mu       sync.Mutex
 	m        map[string]string
 	restores int
+	delay    atomic.Int64 // nanoseconds each Apply takes: a loaded apply path
 }
 
 func newKV() *kvFSM { return &kvFSM{m: map[string]string{}} }
@@ -59,6 +62,9 @@ func (f *kvFSM) applyOne(cmd []byte) []byte {
 }
 
 func (f *kvFSM) Apply(l *raft.Log) interface{} {
+	if d := f.delay.Load(); d > 0 {
+		time.Sleep(time.Duration(d))
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(l.Data) > 0 && l.Data[0] == 'B' {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/hashicorp/raft"
 )
 
 // writeCtx bounds ctx by the write timeout.
@@ -64,7 +66,7 @@ func (c *Cluster) Propose(ctx context.Context, cmd []byte) ([]byte, error) {
 			return nil, fmt.Errorf("cluster: short propose answer from %s", lid)
 		}
 		idx := binary.BigEndian.Uint64(out)
-		if err := c.waitApplied(ctx, idx); err != nil {
+		if err := c.fsm.waitApplied(ctx, idx, nil); err != nil {
 			return nil, err
 		}
 		return out[8:], nil
@@ -72,15 +74,45 @@ func (c *Cluster) Propose(ctx context.Context, cmd []byte) ([]byte, error) {
 	return nil, lastErr
 }
 
-// waitApplied waits until this node has applied idx (see appliedIndex:
-// entries that never reach the FSM, the leader's no-op and barriers, count
-// once raft has processed them, so a read index that points at one does not
-// wait forever).
-func (c *Cluster) waitApplied(ctx context.Context, idx uint64) error {
-	return c.fsm.waitApplied(ctx, idx, func(uint64) bool {
-		return c.raft.AppliedIndex() >= idx && c.appliedIndex() >= idx
-	})
+// skipLoop advances the FSM's applied index over committed entries that
+// never reach the FSM (the leader's no-op, barriers) while anyone waits for a
+// later index: a read index often points at one. Raft gives no signal when it
+// passes them, so one goroutine polls for all waiters, only while there are
+// waiters.
+func (c *Cluster) skipLoop() {
+	t := time.NewTicker(2 * time.Millisecond) // idle costs nothing: nobody receives
+	defer t.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-c.fsm.waiting:
+		}
+		for {
+			cur, waited := c.fsm.appliedIndex()
+			if !waited {
+				break
+			}
+			c.skipNonFSM(cur)
+			select {
+			case <-c.done:
+				return
+			case <-t.C:
+			}
+		}
+	}
 }
 
-// timeAfterPoll paces re-checks of conditions that have no change signal.
-func timeAfterPoll() <-chan time.Time { return time.After(2 * time.Millisecond) }
+// skipNonFSM advances the applied index past the entries after cur that
+// raft has processed and the FSM never sees.
+func (c *Cluster) skipNonFSM(cur uint64) {
+	last, end := c.raft.AppliedIndex(), cur
+	var l raft.Log
+	for j := cur + 1; j <= last; j++ {
+		if err := c.logs.GetLog(j, &l); err != nil || l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
+			break
+		}
+		end = j
+	}
+	c.fsm.skip(cur, end)
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // ReadBarrier makes the next local read linearizable (ReadIndex): the leader
@@ -17,41 +18,51 @@ import (
 // started yet, so the index it gets was captured after it arrived, which is
 // all linearizability asks. Without this, 25,000 pipelined linearizable GETs
 // meant 25,000 quorum checks (or round trips to the leader) and some timed out.
+//
+// The waits are bounded per step of the cluster's work, not per caller: a
+// round's fetch by raft's answer or the write timeout (see readIndex), then
+// the local apply of its index by the write timeout. A read that queued
+// behind thousands of others, or was scheduled late, still succeeds when its
+// round did. ctx only cancels (the client went away), unless its caller gave
+// it a deadline.
 func (c *Cluster) ReadBarrier(ctx context.Context) error {
 	if c.closing.Load() {
 		return ErrClosed
 	}
-	ctx, cancel := c.writeCtx(ctx)
-	defer cancel()
-	idx, err := c.sharedReadIndex(ctx)
+	r, err := c.readGroup().join(ctx)
 	if err != nil {
 		return err
 	}
-	return c.waitApplied(ctx, idx)
+	return c.fsm.waitApplied(ctx, r.idx, r.expired)
 }
 
-// sharedReadIndex returns a read index captured after the call began, from a
-// round shared with concurrent callers: the leader's own on the leader, one
-// asked of the leader on a follower.
-func (c *Cluster) sharedReadIndex(ctx context.Context) (uint64, error) {
-	g := c.forwardedReads
+// readGroup is where this node's read-index rounds are shared: the leader's
+// own on the leader, those asked of the leader on a follower.
+func (c *Cluster) readGroup() *readIndexGroup {
 	if c.IsLeader() {
-		g = c.leaderReads
+		return c.leaderReads
 	}
-	return g.get(ctx)
+	return c.forwardedReads
 }
 
 // readIndex runs on the leader: wait for its term's barrier, capture the
-// commit index, then verify leadership with a quorum.
+// commit index, then verify leadership with a quorum. The barrier wait is
+// bounded by the write timeout, the verification only by ctx: raft answers
+// every VerifyLeader, with an error once it cannot reach a quorum within its
+// leader lease, while a deadline of ours there measured how long raft's
+// goroutine waited for a CPU behind tens of thousands of queued reads (over
+// a second on a loaded machine, for a single voter).
 func (c *Cluster) readIndex(ctx context.Context) (uint64, error) {
 	rd := c.ready.Load()
 	if rd == nil || !c.IsLeader() {
 		return 0, ErrNotLeader
 	}
+	wctx, cancel := c.writeCtx(ctx)
+	defer cancel()
 	select {
 	case <-rd.ch:
-	case <-ctx.Done():
-		return 0, fmt.Errorf("%w: leader not ready: %w", ErrTimeout, ctx.Err())
+	case <-wctx.Done():
+		return 0, fmt.Errorf("%w: leader not ready: %w", ErrTimeout, wctx.Err())
 	}
 	idx := c.raft.CommitIndex()
 	if err := waitFuture(ctx, c.raft.VerifyLeader()); err != nil {
@@ -60,12 +71,15 @@ func (c *Cluster) readIndex(ctx context.Context) (uint64, error) {
 	return idx, nil
 }
 
-// leaderReadIndex runs on a follower: ask the leader for a read index.
+// leaderReadIndex runs on a follower: ask the leader for a read index,
+// within the write timeout.
 func (c *Cluster) leaderReadIndex(ctx context.Context) (uint64, error) {
 	lid, addr := c.Leader()
 	if addr == "" || lid == c.id {
 		return 0, ErrNoLeader
 	}
+	ctx, cancel := c.writeCtx(ctx)
+	defer cancel()
 	out, err := c.client.call(ctx, addr, rpcReadIndex, nil)
 	if err != nil {
 		if errors.Is(err, errConnBroken) {
@@ -94,15 +108,30 @@ type readIndexGroup struct {
 }
 
 // readRound is one fetch shared by every caller that joined it; done is closed
-// when idx and err are set.
+// when idx, err and expired are set.
 type readRound struct {
 	done chan struct{}
 	idx  uint64
 	err  error
+	// expired is closed one write timeout after idx was fetched: the local
+	// apply of idx is given that long, one timer for all of the round's
+	// callers.
+	expired chan struct{}
 }
 
 // get returns a read index captured after the call began.
 func (g *readIndexGroup) get(ctx context.Context) (uint64, error) {
+	r, err := g.join(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return r.idx, nil
+}
+
+// join waits for a round that starts after the call began and returns it
+// once it has ended. A round that ended is never reported as a timeout,
+// however late this caller was scheduled.
+func (g *readIndexGroup) join(ctx context.Context) (*readRound, error) {
 	g.mu.Lock()
 	if g.pending == nil {
 		g.pending = &readRound{done: make(chan struct{})}
@@ -115,15 +144,23 @@ func (g *readIndexGroup) get(ctx context.Context) (uint64, error) {
 	g.mu.Unlock()
 	select {
 	case <-r.done:
-		return r.idx, r.err
 	case <-ctx.Done():
-		return 0, fmt.Errorf("%w: read index: %w", ErrTimeout, ctx.Err())
+		select {
+		case <-r.done:
+		default:
+			return nil, fmt.Errorf("%w: read index: %w", ErrTimeout, ctx.Err())
+		}
 	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	return r, nil
 }
 
-// run fetches rounds until none is pending. A round is bounded by the write
-// timeout and by the cluster's lifetime, not by any one caller's context: its
-// callers may give up, the others still get the answer.
+// run fetches rounds until none is pending. A round is bounded by the
+// cluster's lifetime and by its fetch's own limits (see readIndex and
+// leaderReadIndex), not by any one caller's context: its callers may give up,
+// the others still get the answer.
 func (g *readIndexGroup) run() {
 	for {
 		g.mu.Lock()
@@ -137,6 +174,10 @@ func (g *readIndexGroup) run() {
 		g.mu.Unlock()
 		g.rounds.Add(1)
 		r.idx, r.err = g.fetchRound()
+		if r.err == nil {
+			r.expired = make(chan struct{})
+			time.AfterFunc(g.c.cfg.WriteTimeout, func() { close(r.expired) })
+		}
 		close(r.done)
 	}
 }
@@ -145,7 +186,7 @@ func (g *readIndexGroup) fetchRound() (uint64, error) {
 	if g.c.closing.Load() {
 		return 0, ErrClosed
 	}
-	ctx, cancel := g.c.writeCtx(context.Background())
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	stop := make(chan struct{})
 	defer close(stop)

@@ -21,10 +21,10 @@ import (
 //   - this node applies what that leader has committed without falling
 //     behind: every readyProbeInterval it obtains a read index from the
 //     leader (its commit index, confirmed by a quorum); it must not stay
-//     behind such an index for longer than ReadyMaxLag. Raft's own entries (a new leader's no-op,
-//     barriers, configuration changes) count as applied (appliedIndex), so an
-//     idle cluster is ready without waiting for a client's write, at first
-//     and after every election;
+//     behind such an index for longer than ReadyMaxLag. Raft's own entries
+//     (a new leader's no-op, barriers) count as applied (the skip loop passes
+//     them for the probe's wait), so an idle cluster is ready without waiting
+//     for a client's write, at first and after every election;
 //   - its own storage is writable: the last write to its log store did not
 //     fail, and a small probe file in the data dir can be written (so a full
 //     disk is seen while the node is idle, and so is the space returning).
@@ -93,7 +93,7 @@ func (c *Cluster) Ready() error {
 		}
 		return fmt.Errorf("waiting for a read index from leader %s", lid)
 	}
-	if applied := c.appliedIndex(); applied < p.index {
+	if applied, _ := c.fsm.appliedIndex(); applied < p.index {
 		if behind := time.Since(p.behindSince); behind > c.cfg.ReadyMaxLag {
 			return fmt.Errorf("catching up: applied %d of the %d committed by leader %s, behind for %v (bound %v)",
 				applied, p.index, lid, behind.Round(time.Millisecond), c.cfg.ReadyMaxLag)
@@ -134,7 +134,7 @@ func (c *Cluster) probeReadIndex() {
 	defer cancel()
 	rctx, cancelR := c.writeCtx(ctx)
 	defer cancelR()
-	idx, err := c.sharedReadIndex(rctx)
+	idx, err := c.readGroup().get(rctx)
 	if err != nil {
 		c.progress.mu.Lock()
 		c.progress.err = err
@@ -142,7 +142,7 @@ func (c *Cluster) probeReadIndex() {
 		return
 	}
 	now := time.Now()
-	applied := c.appliedIndex()
+	applied, _ := c.fsm.appliedIndex()
 	p := readIndexProbe{leader: lid, index: idx, at: now, behindSince: now}
 	c.progress.mu.Lock()
 	if prev := c.progress.latest; prev.leader == lid && applied < prev.index {
@@ -154,7 +154,7 @@ func (c *Cluster) probeReadIndex() {
 	// it applies them.
 	actx, cancelA := context.WithTimeout(ctx, c.cfg.ReadyMaxLag)
 	defer cancelA()
-	c.waitApplied(actx, idx)
+	c.fsm.waitApplied(actx, idx, nil)
 }
 
 // untilClosed derives a context that also ends when the cluster closes, for

@@ -22,7 +22,7 @@ type Status struct {
 	Term         uint64
 	LastIndex    uint64
 	CommitIndex  uint64
-	AppliedIndex uint64    // applied by the FSM, or an entry it never sees (a no-op, a barrier) right after; not raft's dispatch index
+	AppliedIndex uint64    // applied by the FSM (no-ops and barriers passed once waited for, as readiness does); not raft's dispatch index
 	LastContact  time.Time // last contact with a leader (zero if leader or never)
 	Voters       int
 	NumPeers     int // other servers in the configuration
@@ -31,7 +31,7 @@ type Status struct {
 
 // Status reports this node's state, for health checks and dcctl.
 func (c *Cluster) Status() Status {
-	applied := c.appliedIndex()
+	applied, _ := c.fsm.appliedIndex()
 	lid, laddr := c.Leader()
 	st := Status{
 		ID: c.id, RaftAddr: c.RaftAddr(), GossipAddr: c.GossipAddr(),

@@ -39,6 +39,8 @@ const (
 	OpRemove Op = 3 // delete a live entry
 	OpTake   Op = 4 // return and delete a live entry (single-use read)
 	OpExpire Op = 5 // delete every entry whose expiry is at or before the batch time
+	// OpRotateTickets rotates the ring of TLS session-ticket keys (tickets.go).
+	OpRotateTickets Op = 6
 )
 
 // String returns the command name, for logs.
@@ -54,6 +56,8 @@ func (o Op) String() string {
 		return "TAKE"
 	case OpExpire:
 		return "EXPIRE"
+	case OpRotateTickets:
+		return "ROTATE_TICKETS"
 	default:
 		return fmt.Sprintf("Op(%d)", uint8(o))
 	}
@@ -187,6 +191,9 @@ func decodeCommand(b []byte) (command, error) {
 			return c, fmt.Errorf("%w: EXPIRE with %d trailing bytes", ErrMalformed, len(b))
 		}
 		return c, nil
+	case OpRotateTickets:
+		_, err := decodeRotation(b)
+		return c, err
 	default:
 		return c, fmt.Errorf("%w: unknown op %d", ErrMalformed, uint8(c.op))
 	}

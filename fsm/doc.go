@@ -53,6 +53,15 @@
 // allocation per entry; the map key aliases it, so a session costs one
 // allocation plus about 100 bytes of index.
 //
+// # Ticket keys
+//
+// Besides the keyspace the store holds a ring of TLS session-ticket keys
+// (tickets.go): the current key, the next one and past ones, changed only by
+// ROTATE_TICKETS, which carries the new key bytes (drawn by the proposer) and
+// the generation it expects, so that two proposals made from the same ring
+// rotate once. Retention of past keys is decided at the batch time, like
+// expiry. Key bytes never appear in logs, errors or String output.
+//
 // # Snapshots
 //
 // Snapshot marks every shard copy-on-write in O(256) and hands the current
@@ -61,7 +70,9 @@
 // shard's worth of copying. Persist sorts the frozen entries by (expiry, seq)
 // and streams them: a versioned header, fixed-size record headers, and a
 // CRC-32C trailer. The bytes are a pure function of the replicated state, so
-// two replicas can be compared byte for byte. Restore validates everything
+// two replicas can be compared byte for byte. A non-empty ticket ring follows
+// as a versioned section of its own with its own checksum; a snapshot without
+// it (older, or no ring) restores an empty ring. Restore validates everything
 // (magic, version, order, uniqueness, lengths, checksum, trailing bytes)
 // while building the new state aside, and swaps it in only when complete.
 package fsm

@@ -20,6 +20,12 @@ func FuzzApply(f *testing.F) {
 		AppendExpire(nil),
 	}))
 	f.Add([]byte{1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0})
+	var k [TicketKeyLen]byte
+	f.Add(EncodeBatch(nil, 9, Limits{}, [][]byte{
+		AppendRotateTickets(nil, 0, ms(5), k, k),
+		AppendRotateTickets(nil, 1, ms(5), k),
+		AppendRotateTickets(nil, 1, ms(5), k),
+	}))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s := newTestStore()
 		a := &applier{t: t, s: s}
@@ -63,6 +69,9 @@ func FuzzRestore(f *testing.F) {
 	src := newTestStore()
 	a := &applier{t: f, s: src}
 	a.apply(7, Limits{}, AppendAdd(nil, []byte("k1"), []byte("v1"), 1, ms(5)), AppendAdd(nil, []byte("k2"), nil, 2, ms(5)))
+	f.Add(snapshotBytes(f, src))
+	var k [TicketKeyLen]byte
+	a.apply(8, Limits{}, AppendRotateTickets(nil, 0, ms(5), k, k), AppendRotateTickets(nil, 1, ms(5), k))
 	f.Add(snapshotBytes(f, src))
 	f.Add(snapshotBytes(f, newTestStore()))
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -15,9 +16,10 @@ import (
 // model is the trivially correct reference: a plain map, eviction by a full
 // scan for the smallest (expiry, seq).
 type model struct {
-	m   map[string]modelEntry
-	now int64
-	seq uint64
+	m    map[string]modelEntry
+	now  int64
+	seq  uint64
+	ring TicketRing
 }
 
 type modelEntry struct {
@@ -36,7 +38,38 @@ type op struct {
 	flags uint32
 	ttl   int64 // ms
 	bad   []byte
+	// ROTATE_TICKETS: the generation it expects (set by resolveRotations),
+	// whether that is deliberately not the ring's, and the new keys.
+	expect uint64
+	stale  bool
+	keys   [][TicketKeyLen]byte
 }
+
+// resolveRotations gives each ROTATE_TICKETS in ops the generation it expects,
+// for a ring at generation gen before the batch: the ring's own (it rotates)
+// unless the op is stale (it conflicts, as a leader's late proposal would),
+// and the number of keys that generation needs.
+func resolveRotations(ops []op, gen uint64) uint64 {
+	for i := range ops {
+		o := &ops[i]
+		if o.kind != OpRotateTickets {
+			continue
+		}
+		o.expect = gen
+		if o.stale {
+			o.expect = gen + 1
+		} else {
+			gen++
+		}
+		if o.expect != 0 {
+			o.keys = o.keys[:1]
+		}
+	}
+	return gen
+}
+
+// opGarbage is op.kind for bytes that are not a valid command.
+const opGarbage Op = 255
 
 func (o op) encode() []byte {
 	switch o.kind {
@@ -50,6 +83,8 @@ func (o op) encode() []byte {
 		return AppendTake(nil, o.key)
 	case OpExpire:
 		return AppendExpire(nil)
+	case OpRotateTickets:
+		return AppendRotateTickets(nil, o.expect, ms(o.ttl), o.keys...)
 	}
 	return o.bad
 }
@@ -109,12 +144,41 @@ func (m *model) apply(lim Limits, o op) Result {
 	case OpExpire:
 		maps.DeleteFunc(m.m, func(_ string, e modelEntry) bool { return e.expiry <= now })
 		return Result{Status: ResultOK}
+	case OpRotateTickets:
+		return m.rotate(o)
 	}
 	return Result{Status: ResultInvalid}
 }
 
+// rotate is the ring's reference: the new next key appended behind the old
+// next, the old current retired at the front of the past keys, past keys
+// kept while younger than the retention, at most MaxTicketKeys in all.
+func (m *model) rotate(o op) Result {
+	if m.ring.Generation != o.expect {
+		return Result{Status: ResultExists}
+	}
+	gen := m.ring.Generation + 1
+	if gen == 1 {
+		m.ring = TicketRing{Generation: 1, RotatedAt: m.now, Keys: []TicketKey{
+			{ID: 1, Created: m.now, Material: o.keys[0]}, {ID: 2, Created: m.now, Material: o.keys[1]},
+		}}
+		return Result{Status: ResultOK}
+	}
+	old := m.ring.Keys
+	cur := old[0]
+	cur.Retired = m.now
+	keys := []TicketKey{old[1], {ID: gen + 1, Created: m.now, Material: o.keys[0]}, cur}
+	for _, k := range old[2:] {
+		if m.now-k.Retired < max(o.ttl, 0) {
+			keys = append(keys, k)
+		}
+	}
+	m.ring = TicketRing{Generation: gen, RotatedAt: m.now, Keys: keys[:min(len(keys), MaxTicketKeys)]}
+	return Result{Status: ResultOK}
+}
+
 func (m *model) clone() *model {
-	c := &model{m: maps.Clone(m.m), now: m.now, seq: m.seq}
+	c := &model{m: maps.Clone(m.m), now: m.now, seq: m.seq, ring: m.ring}
 	return c
 }
 
@@ -193,7 +257,10 @@ func checkInvariants(t *rapid.T, s *Store) {
 
 func genOp(keys []string) *rapid.Generator[op] {
 	return rapid.Custom(func(t *rapid.T) op {
-		o := op{kind: Op(rapid.IntRange(1, 6).Draw(t, "kind"))}
+		o := op{kind: Op(rapid.IntRange(1, 7).Draw(t, "kind"))}
+		if o.kind == 7 {
+			o.kind = opGarbage
+		}
 		o.key = []byte(rapid.SampledFrom(keys).Draw(t, "key"))
 		switch o.kind {
 		case OpAdd, OpSet:
@@ -202,7 +269,16 @@ func genOp(keys []string) *rapid.Generator[op] {
 			o.ttl = rapid.Int64Range(-1, 12).Draw(t, "ttl")
 		case OpExpire:
 			o.key = nil
-		case 6:
+		case OpRotateTickets:
+			o.key = nil
+			o.stale = rapid.IntRange(0, 4).Draw(t, "stale") == 0
+			o.ttl = rapid.Int64Range(-1, 12).Draw(t, "retain")
+			for range 2 {
+				var k [TicketKeyLen]byte
+				copy(k[:], rapid.SliceOfN(rapid.Byte(), 1, 4).Draw(t, "keyBytes"))
+				o.keys = append(o.keys, k)
+			}
+		case opGarbage:
 			o.bad = rapid.SliceOfN(rapid.Byte(), 0, 6).Draw(t, "garbage")
 			if ValidateCommand(o.bad) == nil {
 				o.bad = nil // an accidentally valid command: use the empty one
@@ -245,6 +321,7 @@ func TestStoreMatchesModel(t *testing.T) {
 				lim.MaxSessions = rapid.IntRange(0, 8).Draw(t, "maxSessions")
 			}
 			ops := rapid.SliceOfN(genOp(keys), 1, 6).Draw(t, "ops")
+			resolveRotations(ops, m.ring.Generation)
 			cmds := make([][]byte, len(ops))
 			for i, o := range ops {
 				cmds[i] = o.encode()
@@ -278,6 +355,9 @@ func TestStoreMatchesModel(t *testing.T) {
 			if !slices.Equal(dumpStore(s), m.dump()) {
 				t.Fatalf("state differs:\nstore %v\nmodel %v", dumpStore(s), m.dump())
 			}
+			if ring, _ := s.TicketRing(); !reflect.DeepEqual(ring, m.ring) {
+				t.Fatalf("ticket ring differs:\nstore %+v\nmodel %+v", ring, m.ring)
+			}
 		}
 		// Persist the (long since frozen) snapshots now and check each
 		// restores to the model state of its moment.
@@ -291,6 +371,9 @@ func TestStoreMatchesModel(t *testing.T) {
 				t.Fatalf("restore snapshot %d: %v", i, err)
 			}
 			checkInvariants(t, r)
+			if ring, _ := r.TicketRing(); !reflect.DeepEqual(ring, p.m.ring) {
+				t.Fatalf("snapshot %d restored ticket ring %+v, model had %+v", i, ring, p.m.ring)
+			}
 			if !slices.Equal(dumpStore(r), p.m.dump()) || r.lastNow != p.m.now || r.nextSeq != p.m.seq {
 				t.Fatalf("snapshot %d restored to %v (now %d seq %d), model had %v (now %d seq %d)",
 					i, dumpStore(r), r.lastNow, r.nextSeq, p.m.dump(), p.m.now, p.m.seq)
@@ -328,9 +411,11 @@ func TestDeterminism(t *testing.T) {
 		clock := int64(1 << 40)
 		var log [][][]byte
 		var times []int64
+		var gen uint64 // the ticket ring's generation after the batches so far
 		for range rapid.IntRange(1, 30).Draw(t, "batches") {
 			clock += rapid.Int64Range(-3, 10).Draw(t, "tick")
 			ops := rapid.SliceOfN(genOp(keys), 1, 8).Draw(t, "ops")
+			gen = resolveRotations(ops, gen)
 			cmds := make([][]byte, len(ops))
 			for i, o := range ops {
 				cmds[i] = o.encode()

@@ -19,6 +19,8 @@ import (
 //	count ×  expiry i64 | seq u64 | flags u32 | key_len u8 | value_len u32 |
 //	         key | value
 //	trailer: crc32c u32 of every preceding byte
+//	then, only when the ring of ticket keys is not empty, its own section
+//	(tickets.go), so snapshots from before the ring restore as they were
 //
 // Entries are in strictly increasing (expiry, seq) order, which makes the
 // bytes a pure function of the replicated state (independent of shard count,
@@ -45,6 +47,7 @@ type snapshot struct {
 	appliedIndex uint64
 	sessions     int64
 	tables       [numShards]*table
+	tickets      TicketRing // immutable once published (tickets.go)
 }
 
 // Snapshot freezes the current state in O(numShards) time: every shard's
@@ -63,6 +66,7 @@ func (s *Store) snapshotLocked() *snapshot {
 		nextSeq:      s.nextSeq,
 		appliedIndex: s.appliedIndex.Load(),
 		sessions:     s.sessions.Load(),
+		tickets:      s.tickets.load().ring,
 	}
 	for i := range s.shards {
 		s.shards[i].frozen = true
@@ -157,6 +161,9 @@ func (p *snapshot) write(w io.Writer) error {
 	if _, err := bw.Write(binary.BigEndian.AppendUint32(rec[:0], crc)); err != nil {
 		return err
 	}
+	if err := writeTicketSection(bw, p.tickets); err != nil {
+		return err
+	}
 	return bw.Flush()
 }
 
@@ -191,6 +198,7 @@ func (s *Store) Restore(rc io.ReadCloser) error {
 	s.appliedIndex.Store(snap.appliedIndex)
 	s.sessions.Store(snap.sessions)
 	s.payload.Store(payload)
+	s.tickets.set(snap.tickets)
 	return nil
 }
 
@@ -211,17 +219,26 @@ func (sr *snapReader) read(b []byte) error {
 	return nil
 }
 
+// header reads a section header into hdr and checks that it starts with magic
+// (8 bytes) and version (u32).
+func (sr *snapReader) header(hdr []byte, magic string, version uint32) error {
+	if err := sr.read(hdr); err != nil {
+		return err
+	}
+	if string(hdr[:8]) != magic {
+		return fmt.Errorf("%w: bad magic (want %s)", ErrCorruptSnapshot, magic)
+	}
+	if v := binary.BigEndian.Uint32(hdr[8:]); v != version {
+		return fmt.Errorf("%w: unsupported %s version %d", ErrCorruptSnapshot, magic, v)
+	}
+	return nil
+}
+
 func (s *Store) readSnapshot(r io.Reader) (*snapshot, error) {
 	sr := &snapReader{r: bufio.NewReaderSize(r, 256<<10)}
 	var hdr [snapshotHeaderLen]byte
-	if err := sr.read(hdr[:]); err != nil {
+	if err := sr.header(hdr[:], snapshotMagic, snapshotVersion); err != nil {
 		return nil, err
-	}
-	if string(hdr[:8]) != snapshotMagic {
-		return nil, fmt.Errorf("%w: bad magic", ErrCorruptSnapshot)
-	}
-	if v := binary.BigEndian.Uint32(hdr[8:]); v != snapshotVersion {
-		return nil, fmt.Errorf("%w: unsupported version %d", ErrCorruptSnapshot, v)
 	}
 	snap := &snapshot{
 		lastNow:      int64(binary.BigEndian.Uint64(hdr[12:])),
@@ -280,12 +297,11 @@ func (s *Store) readSnapshot(r io.Reader) (*snapshot, error) {
 	if got := binary.BigEndian.Uint32(tr[:]); got != want {
 		return nil, fmt.Errorf("%w: checksum mismatch (stored %08x, computed %08x)", ErrCorruptSnapshot, got, want)
 	}
-	if _, err := sr.r.ReadByte(); !errors.Is(err, io.EOF) {
-		if err == nil {
-			return nil, fmt.Errorf("%w: trailing data after checksum", ErrCorruptSnapshot)
-		}
+	tickets, err := readTicketSection(sr.r)
+	if err != nil {
 		return nil, err
 	}
+	snap.tickets = tickets
 	snap.sessions = int64(count)
 	return snap, nil
 }

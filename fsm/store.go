@@ -211,6 +211,7 @@ type Store struct {
 	// eviction and EXPIRE find it in O(1) and each write updates 8 nodes.
 	tour    [2 * numShards]uint16
 	lastNow int64 // latest batch time applied; time never runs backwards
+	tickets ticketState
 	nextSeq uint64
 	scratch [][]byte
 	resBuf  []int // result end offsets, reused
@@ -466,6 +467,8 @@ func (s *Store) applyCommand(now int64, lim Limits, raw []byte) Result {
 			s.expirations.Add(1)
 		}
 		return Result{Status: ResultOK}
+	case OpRotateTickets:
+		return s.applyRotateTickets(now, raw)
 	}
 	// decodeCommand accepts only the ops above.
 	s.invalid.Add(1)

@@ -86,6 +86,9 @@ type clusterOptions struct {
 	Proxy bool
 	// ExtraArgs are appended to every node's command line.
 	ExtraArgs []string
+	// NodeArgs, when set, gives each node arguments of its own (after ExtraArgs),
+	// at every start.
+	NodeArgs func(nd *testNode) []string
 	// Ordered starts the nodes in index order instead of a random order.
 	Ordered bool
 }
@@ -271,6 +274,9 @@ func (nd *testNode) args() []string {
 		a = append(a, "-join", strings.Join(nd.join, ","))
 	}
 	a = append(a, o.ExtraArgs...)
+	if o.NodeArgs != nil {
+		a = append(a, o.NodeArgs(nd)...)
+	}
 	return append(a, nd.extra...)
 }
 

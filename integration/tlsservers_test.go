@@ -40,23 +40,14 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/distcache-replicated/distcache/internal/testtool"
 	"github.com/distcache-replicated/distcache/tlscache"
 )
 
-// lookTool returns the path of an external program the test needs. Outside CI a
-// missing program skips the test; in CI (CI set) it fails it, since .ci/run installs
-// every one of them.
+// lookTool returns the path of an external program the test needs (see testtool).
 func lookTool(t *testing.T, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "" {
-		t.Skipf("%s is not installed (apt-get install apache2 stunnel4 openssl): %v", name, err)
-	}
-	t.Fatalf("%s is not installed, but CI must provide it (.ci/run): %v", name, err)
-	return ""
+	return testtool.Look(t, name)
 }
 
 // frontEnds are the extra listeners of one node, in the syntax of each protocol.
@@ -328,17 +319,24 @@ func (p *proc) dump() string {
 	return b.String()
 }
 
-// apacheConfig is the data of testdata/tls/apache.conf.tmpl.
+// apacheConfig is the data of testdata/tls/apache.conf.tmpl: the session cache
+// (Cache), or the key file of stateless tickets (TicketKeyFile).
 type apacheConfig struct {
-	Dir, Modules, User, Group, Listen, ServerName, Cert, Key, Cache string
+	Dir, Modules, User, Group, Listen, ServerName, Cert, Key, Cache, TicketKeyFile string
 }
 
 // startApache runs `apache2 -f httpd.conf -DFOREGROUND` serving TLS on listen with
 // the given SSLSessionCache, and waits until it accepts connections.
 func startApache(t *testing.T, name, listen, serverName, cache string, files tlsFiles) *proc {
 	t.Helper()
+	return startApacheIn(t, worldReadableDir(t, "dcint-apache-"), name, listen, serverName, files, func(c *apacheConfig) { c.Cache = cache })
+}
+
+// startApacheIn is startApache with its ServerRoot in dir (httpd.conf and
+// httpd.pid live there) and the configuration completed by set.
+func startApacheIn(t *testing.T, dir, name, listen, serverName string, files tlsFiles, set func(*apacheConfig)) *proc {
+	t.Helper()
 	apache := lookTool(t, "apache2")
-	dir := worldReadableDir(t, "dcint-apache-")
 	if err := os.Mkdir(filepath.Join(dir, "htdocs"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -347,8 +345,9 @@ func startApache(t *testing.T, name, listen, serverName, cache string, files tls
 	}
 	cfg := apacheConfig{
 		Dir: dir, Modules: "/usr/lib/apache2/modules", Listen: listen, ServerName: serverName,
-		Cert: files.cert, Key: files.key, Cache: cache,
+		Cert: files.cert, Key: files.key,
 	}
+	set(&cfg)
 	// As root, Apache's children switch to User; as anyone else the directive is moot.
 	if os.Geteuid() == 0 {
 		cfg.User, cfg.Group = "nobody", "nogroup"
@@ -704,8 +703,9 @@ func TestStunnel(t *testing.T) {
 	}
 }
 
-// goTLSServer is a Go TLS server whose sessions live in the cluster through tlscache.
-// Each connection gets "ok\n" after the handshake, then is closed.
+// goTLSServer is a Go TLS server whose sessions live in the cluster through tlscache
+// (or, cache nil, whose tickets are encrypted with the cluster's keys). Each
+// connection gets "ok\n" after the handshake, then is closed.
 type goTLSServer struct {
 	addr  string
 	ln    net.Listener
@@ -719,15 +719,23 @@ func startGoTLSServer(t *testing.T, nd *testNode, files tlsFiles) *goTLSServer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { cache.Close() }) // after the server's own cleanup (LIFO)
 	// The default 250ms is meant for production; the test machine may be slower
 	// under -race, and a lookup timeout would silently turn into a full handshake.
 	cache.Timeout = 3 * time.Second
-	cfg := cache.Install(&tls.Config{Certificates: []tls.Certificate{files.pair}, MinVersion: tls.VersionTLS12})
+	s := serveGoTLS(t, cache.Install(&tls.Config{Certificates: []tls.Certificate{files.pair}, MinVersion: tls.VersionTLS12}))
+	s.cache = cache
+	return s
+}
+
+// serveGoTLS runs a Go TLS server with cfg on a loopback port until the test ends.
+func serveGoTLS(t *testing.T, cfg *tls.Config) *goTLSServer {
+	t.Helper()
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &goTLSServer{addr: ln.Addr().String(), ln: ln, cache: cache}
+	s := &goTLSServer{addr: ln.Addr().String(), ln: ln}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -751,7 +759,6 @@ func startGoTLSServer(t *testing.T, nd *testNode, files tlsFiles) *goTLSServer {
 	t.Cleanup(func() {
 		ln.Close()
 		s.wg.Wait()
-		cache.Close()
 	})
 	return s
 }

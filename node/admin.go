@@ -24,8 +24,8 @@ import (
 )
 
 // The admin endpoint is versioned JSON over HTTP; dcctl is its main client. Status,
-// members, metrics, health reads and the status page are open (loopback by
-// default); every POST, the snapshot download (it holds every session value) and
+// members, metrics, health reads, the ticket keys' ids and the status page are open
+// (loopback by default); every POST, the snapshot download (it holds every session value) and
 // the keyring need the bearer token when one is set, and a non-loopback admin
 // address without a token is refused at start (see cmd/dcnode). The paths and JSON
 // shapes are node/adminapi's, which dcctl shares; this file maps the cluster's and
@@ -48,6 +48,7 @@ func (n *Node) Status() adminapi.Status {
 		ReadConsistency: string(n.cfg.ReadConsistency), Version: version.Get().Version, Listeners: n.Listeners(),
 		RaftAddr: cs.RaftAddr, GossipAddr: cs.GossipAddr, AdminAddr: n.adminAddr,
 		UptimeSeconds: now.Sub(n.started).Seconds(), LeaderChanges: changes,
+		Tickets: n.tickets.delivery(),
 	}
 }
 
@@ -98,7 +99,12 @@ func (n *Node) serveAdmin() {
 	mux.HandleFunc("POST "+adminapi.PathTransferLeader, n.authorized(n.handleTransfer))
 	mux.HandleFunc("GET "+adminapi.PathKeyring, n.authorized(n.handleKeyringList))
 	mux.HandleFunc("POST "+adminapi.PathKeyring, n.authorized(n.handleKeyring))
-	// A snapshot holds every session value: it needs the token like a write.
+	// Ticket keys by id and age only: their bytes never leave through this API.
+	mux.HandleFunc("GET "+adminapi.PathTickets, n.handleTickets)
+	mux.HandleFunc("GET "+adminapi.PathTicketsStatus, n.handleTicketsStatus)
+	mux.HandleFunc("POST "+adminapi.PathTicketsRotate, n.authorized(n.handleTicketsRotate))
+	// A snapshot holds every session value (and the ticket keys): it needs the
+	// token like a write.
 	mux.HandleFunc("GET "+adminapi.PathSnapshot, n.authorized(n.handleSnapshotSave))
 	mux.HandleFunc("POST "+adminapi.PathSnapshot, n.authorized(n.handleSnapshotRestore))
 	mux.Handle("GET "+adminapi.PathMetrics, promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))

@@ -125,6 +125,26 @@ func TestAdminAPIContract(t *testing.T) {
 		t.Fatalf("keyring install: %+v, %v", kc, err)
 	}
 
+	tk, err := anon.Tickets(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	strictDecode(t, "tickets", tk.JSON(), new(adminapi.TicketRing))
+	if tk.Generation != 0 || len(tk.Keys) != 0 || st.Tickets == nil || st.Tickets.Generation != 0 {
+		t.Errorf("tickets before any rotation: %+v, status %+v", tk, st.Tickets)
+	}
+	if _, err := anon.TicketsRotate(ctx); !errors.Is(err, adminapi.ErrUnauthorized) {
+		t.Errorf("ticket rotation without the token: %v, want ErrUnauthorized", err)
+	}
+	if tk, err = c.TicketsRotate(ctx); err != nil || tk.Generation != 1 || len(tk.Keys) != 2 {
+		t.Fatalf("ticket rotation: %+v, %v", tk, err)
+	}
+	ts, err := anon.TicketsStatus(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	strictDecode(t, "tickets status", ts.JSON(), new(adminapi.TicketsStatus))
+
 	var snap bytes.Buffer
 	n, err := c.SnapshotSave(ctx, &snap)
 	if err != nil || n == 0 || int64(snap.Len()) != n {

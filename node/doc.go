@@ -27,6 +27,20 @@
 // 0x02, memcache SERVER_ERROR, RESP -ERR). A leader-on-miss read that cannot reach the
 // leader is a miss: a miss costs the client a full handshake, a wait could stall it.
 //
+// # Session-ticket keys
+//
+// The ring of TLS session-ticket keys is replicated state (fsm). tickets.go proposes
+// rotations — on an operator's request through any node, and on the leader every
+// -ticket-rotate, measured from the replicated time of the last rotation so a change
+// of leader neither skips nor repeats one — drawing the new key from crypto/rand on
+// the proposing node. Each node with outputs hands its replica of the ring to the TLS
+// servers on its host (package ticketkeys) whenever it changes, but only once it has
+// caught up with the cluster after starting (a read index from a leader, applied
+// here): a node that was down during rotations never writes its servers an older
+// ring than they hold. The admin API names keys by id and age; their bytes leave a
+// node only in Raft entries and snapshots (sealed at rest with -data-key-file) and in
+// the files it writes.
+//
 // # Start and stop order
 //
 // Listeners are bound before the cluster starts, so a bad address fails fast and the

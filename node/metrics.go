@@ -148,6 +148,7 @@ func (n *Node) registerMetrics() {
 		return float64(total)
 	})
 	m.reg.MustRegister(&peerLagCollector{n: n})
+	n.tickets.registerMetrics(m)
 }
 
 func raftStateValue(s string) float64 {

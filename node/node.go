@@ -52,6 +52,10 @@ type Config struct {
 	Progress        int           // print an activity line every N operations (0: on change only)
 	ProgressLines   bool          // print the once-a-second activity line at all
 
+	// Tickets configures the TLS session-ticket keys: their rotation schedule and
+	// the files this node writes for the servers on its host (tickets.go).
+	Tickets TicketConfig
+
 	// Cluster tunables, passed through (zero means the cluster's LAN defaults).
 	Tune cluster.Config
 
@@ -98,6 +102,7 @@ type Node struct {
 	store   *fsm.Store
 	cluster *cluster.Cluster
 	svc     *Service
+	tickets *tickets
 	metrics *metrics
 	started time.Time
 
@@ -162,6 +167,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		leaveCh:   make(chan struct{}),
 	}
 	n.store = fsm.New(fsm.Config{Logger: cfg.Logger})
+	if n.tickets, err = newTickets(cfg.Tickets, n.store, cfg.WriteTimeout, cfg.Logger); err != nil {
+		return nil, fmt.Errorf("ticket keys: %w", err)
+	}
 	defer func() {
 		if err != nil {
 			n.closeAll(context.Background())
@@ -197,6 +205,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("start cluster: %w", err)
 	}
 	n.cluster = cl
+	n.tickets.cluster = cl
 	n.addCloser(cl.Close)
 	// From here on every line says which node it is about (the dev cluster runs
 	// several in one process), as the cluster's own lines do.
@@ -212,6 +221,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.startServing()
 	n.bg.Add(1)
 	go func() { defer n.bg.Done(); n.expireLoop(bgctx) }()
+	n.tickets.start(bgctx, &n.bg)
 	if cfg.ProgressLines {
 		n.bg.Add(1)
 		go func() { defer n.bg.Done(); n.progressLoop(bgctx) }()

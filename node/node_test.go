@@ -31,6 +31,13 @@ func freeAddr(t *testing.T) string { return testport.Addr(t) }
 // temp dir, real sockets on loopback, every front-end enabled.
 func startNodes(t *testing.T, n int, rc ReadConsistency) []*Node {
 	t.Helper()
+	return startNodesConfig(t, n, rc, nil)
+}
+
+// startNodesConfig is startNodes with each node's configuration adjusted by
+// mutate (node i from 0) before it starts.
+func startNodesConfig(t *testing.T, n int, rc ReadConsistency, mutate func(i int, c *Config)) []*Node {
+	t.Helper()
 	dir := t.TempDir()
 	gossip := make([]string, n)
 	for i := range gossip {
@@ -62,6 +69,9 @@ func startNodes(t *testing.T, n int, rc ReadConsistency) []*Node {
 		// Slower failure detection than the LAN defaults: these nodes share two
 		// cores with the race detector and other test packages.
 		cfg.Tune.HeartbeatTimeout, cfg.Tune.ElectionTimeout = 500*time.Millisecond, 500*time.Millisecond
+		if mutate != nil {
+			mutate(i, &cfg)
+		}
 		nd, err := Start(context.Background(), cfg)
 		if err != nil {
 			t.Fatalf("start node %d: %v", i+1, err)

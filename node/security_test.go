@@ -83,6 +83,7 @@ func TestAdminTokenGuardsMutationsAndSecrets(t *testing.T) {
 		{"POST", "/v1/keyring", `{"op":"install","key":"bad"}`},
 		{"GET", "/debug/pprof/", ""},
 		{"GET", "/debug/pprof/cmdline", ""},
+		{"POST", "/v1/tickets/rotate", ""},
 		{"POST", "/v1/leave", ""},
 	} {
 		for _, tok := range []string{"", "wrong", token[:len(token)-1], token + "x"} {

@@ -75,8 +75,9 @@ type Session struct {
 	Flags uint32
 }
 
-// withTimeout bounds every call that may wait on the cluster, so no client is ever
-// left hanging even when its own protocol has no deadline (Apache's memcache client).
+// withTimeout bounds every call that may wait on the cluster and has no bound of its
+// own, so no client is ever left hanging even when its own protocol has no deadline
+// (Apache's memcache client).
 func (s *Service) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok || s.timeout <= 0 {
 		return ctx, func() {}
@@ -143,13 +144,14 @@ func (s *Service) Take(ctx context.Context, key []byte) (Session, bool, error) {
 	return Session{Value: res.Value, Flags: res.Flags}, true, nil
 }
 
-// Get reads a session with the node's read consistency.
+// Get reads a session with the node's read consistency. The read barrier is
+// not given the service's timeout: it bounds each of its own steps (see
+// cluster.Cluster.ReadBarrier), whereas a timer started here would also count
+// the time the read spent queued behind thousands of others, and fail reads
+// the cluster served in time.
 func (s *Service) Get(ctx context.Context, key []byte) (Session, bool, error) {
 	if s.consistency == ReadLinearizable {
-		ctx, cancel := s.withTimeout(ctx)
-		err := s.cluster.ReadBarrier(ctx)
-		cancel()
-		if err != nil {
+		if err := s.cluster.ReadBarrier(ctx); err != nil {
 			return Session{}, false, err
 		}
 	}

@@ -15,6 +15,12 @@
 //
 // Go servers never resume TLS 1.2 sessions by session id, only by ticket, so tickets
 // must stay enabled (SessionTicketsDisabled false) for TLS 1.2 as well.
+//
+// The stateless alternative is WatchTicketKeys: Go's own self-encrypted tickets,
+// under the session-ticket keys the cluster rotates for the whole fleet (nginx,
+// HAProxy, Apache and Go servers alike), read from the file the node on the same
+// host writes. No request reaches the cluster during a handshake; a ticket resumes
+// on every server until its key leaves the ring. See tickets.go for the trade-off.
 package tlscache
 
 import (

@@ -108,7 +108,12 @@ func testCert(t *testing.T) tls.Certificate {
 // startTLSServer runs a TLS echo-less server whose sessions live in c.
 func startTLSServer(t *testing.T, cert tls.Certificate, c *Cache) string {
 	t.Helper()
-	cfg := c.Install(&tls.Config{Certificates: []tls.Certificate{cert}})
+	return listenTLS(t, c.Install(&tls.Config{Certificates: []tls.Certificate{cert}}))
+}
+
+// listenTLS runs a TLS echo-less server with cfg and returns its address.
+func listenTLS(t *testing.T, cfg *tls.Config) string {
+	t.Helper()
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
 	if err != nil {
 		t.Fatal(err)

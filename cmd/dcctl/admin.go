@@ -145,6 +145,7 @@ func adminCommands() []*command {
 			run:     runSnapshot,
 		},
 		keyringCommand(),
+		ticketsCommand(),
 		{
 			name: "version", group: group,
 			summary: "Print dcctl's version and, when the node at --addr answers, the node's.",

@@ -8,7 +8,9 @@
 //     127.0.0.1:9400, bearer token from --token-file / DCCTL_TOKEN_FILE): status,
 //     members, join, remove-node, leave, transfer-leader, snapshot save|restore,
 //     keyring list|install|use|remove (gossip key rotation, keys shown by fingerprint),
-//     version (dcctl's own build, and the node's when it answers);
+//     tickets list|status|rotate (the TLS session-ticket keys, shown by id and age,
+//     and what every member delivered to its servers), version (dcctl's own build,
+//     and the node's when it answers);
 //   - sessions, over the distcache protocol (--server / DCCTL_SERVER, original address
 //     syntax, a comma-separated list fails over in order): add, get, take, remove, have;
 //   - proxy and snoop, long-running protocol-aware proxies;

@@ -21,6 +21,7 @@ import (
 	"github.com/distcache-replicated/distcache/internal/version"
 	"github.com/distcache-replicated/distcache/node"
 	"github.com/distcache-replicated/distcache/protocol/distcache"
+	"github.com/distcache-replicated/distcache/ticketkeys"
 )
 
 // shutdownTimeout bounds a graceful stop (leaving first, with -leave-on-terminate).
@@ -85,7 +86,7 @@ func (o *options) validate() error {
 		return fmt.Errorf("%s is not supported: run dcnode in the foreground under systemd (Type=simple) or another supervisor", l("daemon"))
 	}
 	if o.devCluster > 0 {
-		for _, f := range []string{"listen", "memcache-listen", "resp-listen", "sessiond-listen", "join", "node-id", "raft-addr", "gossip-addr", "admin-addr", "bootstrap-expect", "pidfile", "user"} {
+		for _, f := range []string{"listen", "memcache-listen", "resp-listen", "sessiond-listen", "join", "node-id", "raft-addr", "gossip-addr", "admin-addr", "bootstrap-expect", "pidfile", "user", "ticket-dir"} {
 			if o.given(f) {
 				return fmt.Errorf("%s cannot be combined with %s, which picks every address itself; drop one of them", l(f), l("dev-cluster"))
 			}
@@ -125,10 +126,59 @@ func (o *options) validate() error {
 			return fmt.Errorf("%s: %w (make one with: head -c32 /dev/urandom | base64)", l("gossip-key"), err)
 		}
 	}
+	if err := o.validateTickets(); err != nil {
+		return err
+	}
 	if o.adminAddr != "" && o.adminTokenFile == "" && !isLoopback(o.adminAddr) {
 		return fmt.Errorf("%s %s is not a loopback address: give -admin-token-file too, so that only operators can change the cluster", l("admin-addr"), o.adminAddr)
 	}
 	return nil
+}
+
+// validateTickets checks the ticket key settings together: the outputs need
+// -ticket-dir, and -ticket-dir needs to know what to write.
+func (o *options) validateTickets() error {
+	l := func(name string) string { return o.lookup(name).label() }
+	if o.ticketRotate > 0 && o.ticketRotate < time.Second {
+		return fmt.Errorf("%s %v: want 0 (off) or at least 1s", l("ticket-rotate"), o.ticketRotate)
+	}
+	if o.ticketDir == "" {
+		for _, f := range []string{"ticket-formats", "ticket-nginx-keys", "ticket-owner", "ticket-reload", "ticket-reload-timeout", "ticket-haproxy-socket"} {
+			if o.given(f) {
+				return fmt.Errorf("%s needs %s, the directory the ticket keys are written to", l(f), l("ticket-dir"))
+			}
+		}
+		return nil
+	}
+	if o.ticketFormats == "" {
+		return fmt.Errorf("%s needs %s: the servers on this host (nginx, haproxy, apache, go)", l("ticket-dir"), l("ticket-formats"))
+	}
+	if o.ticketHAProxySocket != "" && !strings.Contains(o.ticketFormats, string(ticketkeys.HAProxy)) {
+		return fmt.Errorf("%s needs haproxy in %s: HAProxy loads haproxy.keys when it starts", l("ticket-haproxy-socket"), l("ticket-formats"))
+	}
+	return nil
+}
+
+// ticketOutput maps the ticket settings onto the node's outputs; nil without
+// -ticket-dir. Each value was checked as it was read.
+func (o *options) ticketOutput() (*ticketkeys.Config, error) {
+	if o.ticketDir == "" {
+		return nil, nil
+	}
+	formats, err := ticketkeys.ParseFormats(o.ticketFormats)
+	if err != nil {
+		return nil, err
+	}
+	out := &ticketkeys.Config{
+		Dir: o.ticketDir, Formats: formats, NginxKeys: o.ticketNginxKeys,
+		Reload: o.ticketReload, ReloadTimeout: o.ticketReloadTimeout, HAProxySocket: o.ticketHAProxySocket,
+	}
+	if o.ticketOwner != "" {
+		if out.Owner, err = ticketkeys.ParseOwner(o.ticketOwner); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // checkSecretFile refuses a file of secrets that its group or others may read:
@@ -238,6 +288,10 @@ func (o *options) nodeConfig(logger *slog.Logger) (node.Config, error) {
 	}
 	cfg.Socket = sock
 	cfg.Tune.InMemory = o.inMemory
+	cfg.Tickets = node.TicketConfig{Rotate: o.ticketRotate, Lifetime: o.ticketLifetime}
+	if cfg.Tickets.Output, err = o.ticketOutput(); err != nil {
+		return cfg, err
+	}
 	if o.gossipKey != "" {
 		key, err := readGossipKey(o.gossipKey)
 		if err != nil {

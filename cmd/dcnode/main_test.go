@@ -37,6 +37,15 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"-in-memory", "-data-key-file", "keys"}, exitUsage, "choose one"},
 		{[]string{"-gossip-key", "c2hvcnQ="}, exitUsage, "-gossip-key"},
 		{[]string{"-gossip-key", "@/nonexistent/gossip.key"}, exitUsage, "no such file"},
+		{[]string{"-ticket-rotate", "10ms"}, exitUsage, "at least 1s"},
+		{[]string{"-ticket-lifetime", "0s"}, exitUsage, "-ticket-lifetime"},
+		{[]string{"-ticket-reload", "nginx -s reload"}, exitUsage, "needs -ticket-dir"},
+		{[]string{"-ticket-dir", "/tmp/t"}, exitUsage, "needs -ticket-formats"},
+		{[]string{"-ticket-dir", "/tmp/t", "-ticket-formats", "nginx,iis"}, exitUsage, "unknown ticket key format"},
+		{[]string{"-ticket-dir", "/tmp/t", "-ticket-formats", "nginx", "-ticket-nginx-keys", "1"}, exitUsage, "-ticket-nginx-keys"},
+		{[]string{"-ticket-dir", "/tmp/t", "-ticket-formats", "nginx", "-ticket-haproxy-socket", "/run/haproxy.sock"}, exitUsage, "needs haproxy"},
+		{[]string{"-ticket-dir", "/tmp/t", "-ticket-formats", "go", "-ticket-owner", "no-such-user-dc"}, exitUsage, "-ticket-owner"},
+		{[]string{"-dev-cluster", "3", "-ticket-dir", "/tmp/t"}, exitUsage, "cannot be combined with -dev-cluster"},
 	} {
 		var out, errb bytes.Buffer
 		code := run(tc.args, nil, &out, &errb)

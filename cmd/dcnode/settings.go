@@ -7,8 +7,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/distcache-replicated/distcache/fsm"
 	"github.com/distcache-replicated/distcache/node"
 	"github.com/distcache-replicated/distcache/protocol/distcache"
+	"github.com/distcache-replicated/distcache/ticketkeys"
 )
 
 // options is dcnode's configuration once every source has been read. Its
@@ -44,6 +46,11 @@ type options struct {
 	gossipKey, dataKeyFile                   string
 	inMemory                                 bool
 
+	ticketRotate, ticketLifetime, ticketReloadTimeout   time.Duration
+	ticketDir, ticketFormats, ticketOwner, ticketReload string
+	ticketHAProxySocket                                 string
+	ticketNginxKeys                                     int
+
 	configFile  string
 	printConfig bool
 	version     bool
@@ -66,11 +73,12 @@ const (
 	groupCluster  = "Cluster"
 	groupSessions = "Sessions"
 	groupSecurity = "Security"
+	groupTickets  = "TLS session-ticket keys"
 	groupRaft     = "Raft tuning"
 	groupProcess  = "Process"
 )
 
-var groupOrder = []string{groupClients, groupCluster, groupSessions, groupSecurity, groupRaft, groupProcess}
+var groupOrder = []string{groupClients, groupCluster, groupSessions, groupSecurity, groupTickets, groupRaft, groupProcess}
 
 // registry is the one place where dcnode's settings are declared: each entry
 // yields the flag, the DCNODE_* environment variable, the config-file key, the
@@ -81,7 +89,7 @@ func (o *options) registry() []*setting {
 	return []*setting{
 		// Client listeners.
 		{name: "listen", group: groupClients, example: "IP:10.0.0.1:9100",
-			value: newListValue(&o.listen, []string{"IP:127.0.0.1:9100"}, checkDistcacheAddr),
+			value: newListValue(&o.listen, []string{"IP:127.0.0.1:9100"}, parses(distcache.ParseAddress)),
 			usage: "distcache `address` to serve, repeatable or comma-separated: IP:host:port, IP:port (all interfaces) or UNIX:/path"},
 		{name: "memcache-listen", group: groupClients, example: "127.0.0.1:9500",
 			value: newListValue(&o.memcache, nil, checkHostPort),
@@ -161,6 +169,26 @@ func (o *options) registry() []*setting {
 		{name: "admin-token-file", group: groupSecurity, example: "/etc/dcnode/admin.token", value: stringValue{p: &o.adminTokenFile}, secretFile: true,
 			usage: "`file` (mode 600) holding the token that mutating admin calls must present (required off loopback)"},
 
+		// TLS session-ticket keys.
+		{name: "ticket-rotate", group: groupTickets, example: "1h", value: durationValue{p: &o.ticketRotate},
+			usage: "rotate the session-ticket keys every `duration`, on the leader, counted from the last rotation (0: only by dcctl tickets rotate)"},
+		{name: "ticket-lifetime", group: groupTickets, example: "25h", value: durationValue{p: setDuration(&o.ticketLifetime, node.DefaultTicketLifetime), min: time.Second},
+			usage: "keep a key this `duration` after it stopped encrypting: the servers' ticket lifetime plus the time they take to pick up a rotation"},
+		{name: "ticket-dir", group: groupTickets, example: "/run/dcnode/tickets", value: stringValue{p: &o.ticketDir},
+			usage: "`directory` where this node writes the ticket keys for the TLS servers on its host (created 0711; files 0600)"},
+		{name: "ticket-formats", group: groupTickets, example: "nginx,go", value: stringValue{p: &o.ticketFormats, check: optional(parses(ticketkeys.ParseFormats))},
+			usage: "`formats` to write in -ticket-dir: nginx (nginx.1.key..N, 1 encrypts), haproxy (haproxy.keys), apache (apache.key), go (go.keys, for tlscache)"},
+		{name: "ticket-nginx-keys", group: groupTickets, example: "4", value: intValue{p: setInt(&o.ticketNginxKeys, ticketkeys.DefaultNginxKeys), min: 2, max: fsm.MaxTicketKeys},
+			usage: "number of nginx key `files`, one ssl_session_ticket_key directive each (current, next, then past keys)"},
+		{name: "ticket-owner", group: groupTickets, example: "www-data:www-data", value: stringValue{p: &o.ticketOwner, check: optional(parses(ticketkeys.ParseOwner))},
+			usage: "`user[:group]` owning the ticket key files (default: the node's user; another user needs dcnode to run as root, without -user)"},
+		{name: "ticket-reload", group: groupTickets, example: "nginx -s reload", value: stringValue{p: &o.ticketReload},
+			usage: "shell `command` run after the ticket key files changed (it gets DISTCACHE_TICKET_GENERATION and DISTCACHE_TICKET_DIR)"},
+		{name: "ticket-reload-timeout", group: groupTickets, example: "30s", value: durationValue{p: setDuration(&o.ticketReloadTimeout, ticketkeys.DefaultReloadTimeout), min: time.Millisecond},
+			usage: "longest -ticket-reload may run (`duration`) before it is killed"},
+		{name: "ticket-haproxy-socket", group: groupTickets, example: "/run/haproxy/admin.sock", value: stringValue{p: &o.ticketHAProxySocket},
+			usage: "HAProxy runtime API (unix socket `path` or host:port, admin level): push the keys there, with no reload"},
+
 		// Raft tuning.
 		{name: "heartbeat-timeout", group: groupRaft, example: "500ms", value: durationValue{p: &o.heartbeat},
 			usage: "Raft heartbeat timeout (`duration`; 0: 500ms, tuned for a LAN)"},
@@ -219,9 +247,13 @@ func checkHostPort(s string) error {
 	return nil
 }
 
-func checkDistcacheAddr(s string) error {
-	_, err := distcache.ParseAddress(s)
-	return err
+// parses checks a value with the parser that will read it (an address, a list
+// of formats, a user), so the check and the use cannot disagree.
+func parses[T any](parse func(string) (T, error)) func(string) error {
+	return func(s string) error {
+		_, err := parse(s)
+		return err
+	}
 }
 
 func checkOctalMode(s string) error {

@@ -8,10 +8,10 @@ import (
 	"time"
 )
 
-// Paths of the admin endpoint. Reads of status, members, metrics, health and the
-// status page are open (the endpoint is loopback by default); every POST, the snapshot download
-// (it holds every session value) and the keyring need the bearer token when the
-// node has one.
+// Paths of the admin endpoint. Reads of status, members, metrics, health, the
+// ticket keys' ids and the status page are open (the endpoint is loopback by
+// default); every POST, the snapshot download (it holds every session value and
+// the ticket keys) and the keyring need the bearer token when the node has one.
 const (
 	// PathStatus: GET → Status.
 	PathStatus = "/v1/status"
@@ -33,6 +33,15 @@ const (
 	PathSnapshot = "/v1/snapshot"
 	// PathKeyring: GET → KeyringAnswer; POST KeyringRequest → KeyringAnswer.
 	PathKeyring = "/v1/keyring"
+	// PathTickets: GET → TicketRing (ids and ages of the session-ticket keys,
+	// never their bytes).
+	PathTickets = "/v1/tickets"
+	// PathTicketsRotate: POST (any body, {} by convention) → TicketRing after
+	// one rotation of the session-ticket keys.
+	PathTicketsRotate = "/v1/tickets/rotate"
+	// PathTicketsStatus: GET → TicketsStatus: what every member delivered to
+	// its local TLS servers.
+	PathTicketsStatus = "/v1/tickets/status"
 	// PathMetrics: GET → Prometheus text exposition.
 	PathMetrics = "/metrics"
 	// PathHealthz: GET → 200 "ok" while the process serves.
@@ -107,6 +116,33 @@ type Status struct {
 	// oldest first (at most the last 128): more than one or two is a sign of
 	// trouble (a node restarting, an overloaded host, a flaky network).
 	LeaderChanges []LeaderChange `json:"leader_changes"`
+	// Tickets is this node's share of the session-ticket keys: the ring it
+	// holds and what it delivered to its local TLS servers.
+	Tickets *TicketDelivery `json:"tickets,omitempty"`
+}
+
+// TicketDelivery is one node's view of the session-ticket keys it hands to the
+// TLS servers on its host (files, HAProxy's runtime API, a reload command).
+type TicketDelivery struct {
+	// Generation is the generation of the ring this node holds (0: none yet).
+	Generation uint64 `json:"generation"`
+	// Outputs say where the node writes the ring (format:path, and a HAProxy
+	// runtime socket); empty when it writes nothing.
+	Outputs []string `json:"outputs,omitempty"`
+	// CaughtUp reports that the node has applied the cluster's log as far as
+	// a leader had committed it after the node started: until then it writes
+	// nothing, so a node back from an outage never hands its servers a ring
+	// older than the one they hold.
+	CaughtUp bool `json:"caught_up"`
+	// Delivered is the generation the node last delivered completely (files
+	// written, keys pushed, reload command succeeded); 0 before the first.
+	Delivered   uint64     `json:"delivered_generation"`
+	DeliveredAt *time.Time `json:"delivered_at,omitempty"`
+	// Reloads counts successful runs of the reload command since start.
+	Reloads uint64 `json:"reloads"`
+	// Error is the last delivery's failure, retried with backoff; "" after a
+	// success.
+	Error string `json:"error,omitempty"`
 }
 
 // LeaderChange is one change of leader as the answering node saw it.
@@ -251,6 +287,64 @@ type KeyringNode struct {
 func KeyFingerprint(key []byte) string {
 	sum := sha256.Sum256(key)
 	return hex.EncodeToString(sum[:8])
+}
+
+// TicketRing is the answer of GET PathTickets and POST PathTicketsRotate: the
+// session-ticket keys by id and age. Key bytes never leave the cluster through
+// the admin API: a node writes them only to its local servers' files.
+type TicketRing struct {
+	Raw
+	// Generation counts the rotations applied; 0 means no ring yet (rotate
+	// once, or set -ticket-rotate, to create it).
+	Generation uint64 `json:"generation"`
+	// RotatedAt is when the last rotation was applied (the leader's clock).
+	RotatedAt *time.Time `json:"rotated_at,omitempty"`
+	// RotateEverySeconds is the answering node's -ticket-rotate (0: off);
+	// the leader's setting is the one that schedules rotations.
+	RotateEverySeconds float64 `json:"rotate_every_seconds"`
+	// NextRotation is when that schedule rotates next, if it is on.
+	NextRotation *time.Time `json:"next_rotation,omitempty"`
+	// LifetimeSeconds is the answering node's -ticket-lifetime: a past key is
+	// kept this long after it stopped encrypting.
+	LifetimeSeconds float64 `json:"lifetime_seconds"`
+	// Keys are the current key, the next and the past keys, newest first.
+	Keys []TicketKey `json:"keys"`
+}
+
+// Roles of a ticket key.
+const (
+	TicketCurrent = "current" // encrypts new tickets everywhere
+	TicketNext    = "next"    // decrypts already; encrypts after the next rotation
+	TicketPast    = "past"    // decrypts tickets issued while it was current
+)
+
+// TicketKey names one key of the ring without its bytes.
+type TicketKey struct {
+	ID   uint64 `json:"id"`
+	Role string `json:"role"`
+	// CreatedAt is when the key joined the ring (as the next key).
+	CreatedAt  time.Time `json:"created_at"`
+	AgeSeconds float64   `json:"age_seconds"`
+	// RetiredAt is when a past key stopped encrypting.
+	RetiredAt *time.Time `json:"retired_at,omitempty"`
+}
+
+// TicketsStatus is the answer of GET PathTicketsStatus: the answering node's
+// ring generation and every member's delivery, asked of each member's admin
+// endpoint.
+type TicketsStatus struct {
+	Raw
+	Generation uint64       `json:"generation"`
+	Nodes      []TicketNode `json:"nodes"`
+}
+
+// TicketNode is one member's delivery, or why it could not be read.
+type TicketNode struct {
+	Node    string `json:"node"`
+	Reached bool   `json:"reached"`
+	// Err says why the member's status could not be read.
+	Err string `json:"status_error,omitempty"`
+	TicketDelivery
 }
 
 // ErrorBody is the body of every non-2xx JSON answer. The status says whose

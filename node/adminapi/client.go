@@ -176,6 +176,23 @@ func (c *Client) KeyringChange(ctx context.Context, op KeyringOp, key []byte) (K
 	return call[KeyringAnswer](ctx, c, http.MethodPost, PathKeyring, req)
 }
 
+// Tickets returns the ring of session-ticket keys (ids and ages) as the node
+// holds it.
+func (c *Client) Tickets(ctx context.Context) (TicketRing, error) {
+	return call[TicketRing](ctx, c, http.MethodGet, PathTickets, nil)
+}
+
+// TicketsRotate rotates the session-ticket keys once (creating the ring if
+// there is none) and returns the ring after the rotation.
+func (c *Client) TicketsRotate(ctx context.Context) (TicketRing, error) {
+	return call[TicketRing](ctx, c, http.MethodPost, PathTicketsRotate, struct{}{})
+}
+
+// TicketsStatus returns every member's delivery of the ticket keys.
+func (c *Client) TicketsStatus(ctx context.Context) (TicketsStatus, error) {
+	return call[TicketsStatus](ctx, c, http.MethodGet, PathTicketsStatus, nil)
+}
+
 // SnapshotSave streams the node's snapshot into w and returns the bytes
 // written. On an error w may hold part of it: write to a temporary file and
 // rename it when SnapshotSave succeeds.

@@ -12,6 +12,10 @@
 //   - with no upstream connected, a request is answered at once with an empty payload;
 //     requests outstanding when the upstream fails are answered with 0x02
 //     (DISCONNECTED), and the proxy then connects to the next server of its list;
+//   - new: while it (re)connects — at start and after losing a server — a request
+//     waits for the outcome within its deadline instead of getting the empty answer,
+//     so a failover costs only the requests in flight; the empty answer is for the
+//     pause (-retry) after a round in which no server could be reached;
 //   - new: every request has a deadline (0x02 when it passes), and an upstream that
 //     returns nothing at all while a request times out is considered stuck and
 //     dropped, so the proxy fails over instead of hanging; answers with an unknown uid

@@ -55,9 +55,13 @@ type Proxy struct {
 	nextID atomic.Uint32
 	slots  chan struct{}
 
-	mu   sync.Mutex
-	up   *upstream // nil while not connected
-	down chan struct{}
+	mu sync.Mutex
+	up *upstream // nil while not connected
+	// dialing is non-nil while the connection manager tries to (re)connect after
+	// the start or a lost upstream, and closed when that round ends: requests
+	// arriving meanwhile wait for it (within their deadline) instead of failing,
+	// so a failover costs only the requests that were in flight.
+	dialing chan struct{}
 
 	// kick wakes the connection manager after an upstream was lost.
 	kick chan struct{}
@@ -87,10 +91,11 @@ func New(cfg Config) (*Proxy, error) {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	return &Proxy{
-		cfg:   cfg,
-		log:   cfg.Logger,
-		slots: make(chan struct{}, cfg.MaxInFlight),
-		kick:  make(chan struct{}, 1),
+		cfg:     cfg,
+		log:     cfg.Logger,
+		slots:   make(chan struct{}, cfg.MaxInFlight),
+		kick:    make(chan struct{}, 1),
+		dialing: make(chan struct{}),
 	}, nil
 }
 
@@ -124,6 +129,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 				connected = true
 				break
 			}
+			p.endDialing()
 			if !connected && ctx.Err() == nil {
 				t := time.NewTimer(p.cfg.Retry)
 				select {
@@ -131,11 +137,13 @@ func (p *Proxy) Run(ctx context.Context) error {
 				case <-ctx.Done():
 					t.Stop()
 				}
+				p.startDialing()
 				continue
 			}
 		}
 		select {
 		case <-ctx.Done():
+			p.endDialing()
 			p.mu.Lock()
 			up := p.up
 			p.mu.Unlock()
@@ -172,11 +180,35 @@ func (p *Proxy) connect(ctx context.Context, addr string) error {
 	return nil
 }
 
-// lost is called once by a failing upstream.
+// startDialing marks a connection round as under way (see Proxy.dialing).
+func (p *Proxy) startDialing() {
+	p.mu.Lock()
+	if p.dialing == nil {
+		p.dialing = make(chan struct{})
+	}
+	p.mu.Unlock()
+}
+
+// endDialing marks the connection round as over and wakes the requests that
+// waited for it.
+func (p *Proxy) endDialing() {
+	p.mu.Lock()
+	if p.dialing != nil {
+		close(p.dialing)
+		p.dialing = nil
+	}
+	p.mu.Unlock()
+}
+
+// lost is called once by a failing upstream. The manager is woken to fail over,
+// and requests wait for that round from now on (not only once it has started).
 func (p *Proxy) lost(up *upstream, err error) {
 	p.mu.Lock()
 	if p.up == up {
 		p.up = nil
+		if p.dialing == nil {
+			p.dialing = make(chan struct{})
+		}
 	}
 	p.mu.Unlock()
 	p.log.Warn("upstream connection lost", "server", up.addr, "err", err)
@@ -196,14 +228,28 @@ var (
 // ServeDistcache forwards req upstream under a fresh uid and returns the upstream's
 // answer verbatim (the distcache.Server restores the client's uid and operation).
 func (p *Proxy) ServeDistcache(ctx context.Context, req *distcache.Message) ([]byte, error) {
+	timer := time.NewTimer(p.cfg.Timeout)
+	defer timer.Stop()
 	p.mu.Lock()
-	up := p.up
+	up, dialing := p.up, p.dialing
 	p.mu.Unlock()
+	if up == nil && dialing != nil {
+		// A (re)connection is under way: wait for its outcome, not for the retry
+		// pause that follows a round in which no server answered.
+		select {
+		case <-dialing:
+		case <-timer.C:
+			return disconnectedAnswer, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		p.mu.Lock()
+		up = p.up
+		p.mu.Unlock()
+	}
 	if up == nil {
 		return emptyAnswer, nil
 	}
-	timer := time.NewTimer(p.cfg.Timeout)
-	defer timer.Stop()
 	select {
 	case p.slots <- struct{}{}:
 	case <-timer.C:

@@ -441,3 +441,39 @@ func TestNewChecksConfig(t *testing.T) {
 	}
 
 }
+
+// A request that arrives while the proxy is failing over waits for the next
+// server instead of failing: a failover costs only the requests in flight.
+func TestRequestDuringFailoverWaitsForNextServer(t *testing.T) {
+	s1 := dctest.StartServer(t, "tcp", nil)
+	s2 := dctest.StartServer(t, "unix", nil)
+	// The second server accepts only once released, so the request below surely
+	// arrives while the proxy is still connecting to it.
+	release := make(chan struct{})
+	dial := func(ctx context.Context, addr string) (net.Conn, error) {
+		if addr == s2.Addr {
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		return distcache.DialConn(ctx, addr)
+	}
+	p, addr := startProxy(t, Config{Servers: []string{s1.Addr, s2.Addr}, Timeout: 5 * time.Second,
+		DialTimeout: 5 * time.Second, Retry: time.Hour, Dial: dial})
+	dctest.WaitFor(t, 5*time.Second, "upstream connection", func() bool { return p.Upstream() == s1.Addr })
+	l := dialLocal(t, addr)
+	s1.Stop()
+	dctest.WaitFor(t, 5*time.Second, "the proxy notices the loss", func() bool { return p.Upstream() != s1.Addr })
+	// Sent before the second server can be reached: the old proxy answered it at
+	// once with the empty "no upstream" answer.
+	l.send(7, distcache.OpAdd, addPayload("during", "failover"))
+	close(release)
+	if m := l.recv(10 * time.Second); m.UID != 7 || !bytes.Equal(m.Payload, []byte{0}) {
+		t.Fatalf("ADD during failover: uid %d answer %x, want 00 from the second server", m.UID, m.Payload)
+	}
+	if _, ok := s2.Cache.Lookup([]byte("during")); !ok {
+		t.Fatal("the ADD did not reach the second server")
+	}
+}
