@@ -45,6 +45,8 @@ type Cluster struct {
 
 	leaders      leaderHistory               // recent changes of leader, for operators
 	ready        atomic.Pointer[leaderReady] // current leadership term's readiness
+	progress     catchUp                     // see Ready
+	disk         diskHealth                  // see Ready
 	reconcileNow chan struct{}               // capacity 1: reconcile without waiting for the interval
 	tombMu       sync.Mutex
 	tombstones   map[string]time.Time // operator-removed ids not to re-add while alive
@@ -115,6 +117,7 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 		return nil, err
 	}
 	cleanups = append(cleanups, func() { c.closeStore() })
+	c.logs = watchedLogStore{LogStore: c.logs, health: &c.disk}
 	store, snaps := c.logs, c.snaps
 
 	m, err := mux.Listen(cfg.RaftAddr, cfg.AdvertiseRaftAddr, cfg.TLS, log)
@@ -158,6 +161,9 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: inspect raft state: %w", err)
 	}
+	if err := c.recoverIfAsked(rc, hasState, m.Advertise().String()); err != nil {
+		return nil, err
+	}
 	r, err := raft.NewRaft(rc, c.fsm, store, c.stable, snaps, c.trans)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: start raft: %w", err)
@@ -198,8 +204,9 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 
 	c.batch = newBatcher(r, cfg)
 	c.watchLeaders()
-	c.wg.Add(5)
+	c.wg.Add(6)
 	go func() { defer c.wg.Done(); c.batch.run() }()
+	go func() { defer c.wg.Done(); c.readyLoop() }()
 	go func() { defer c.wg.Done(); c.skipLoop() }()
 	go func() { defer c.wg.Done(); c.leaderLoop() }()
 	go func() { defer c.wg.Done(); c.reconcileLoop() }()

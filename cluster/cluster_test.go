@@ -145,6 +145,17 @@ func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	}
 }
 
+// holdsFor polls cond for d (several reconcile rounds, say) and fails the
+// test as soon as it does not hold: for what must not happen.
+func holdsFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if !cond() {
+			t.Fatalf("no longer true: %s", what)
+		}
+	}
+}
+
 // waitStableLeader waits until every running node agrees on one leader and
 // sees a configuration of voters voters.
 func waitStableLeader(t testing.TB, nodes []*testNode, voters int) *testNode {
@@ -589,12 +600,16 @@ func TestGracefulCloseLeaderAndRestart(t *testing.T) {
 		nodes := newTestCluster(t, 3, nil)
 		leader, _ := leaderAndFollowers(t, nodes)
 		leader.close()
-		// Transferred leadership and left: the new leader removes it.
-		newLeader := waitStableLeader(t, nodes, 2)
+		// Transferred leadership and stayed a voter: the others lead with a
+		// configuration of three.
+		newLeader := waitStableLeader(t, nodes, 3)
 		if got := propose(t, newLeader, "x", "1"); got != "ok:x" {
 			t.Fatalf("write after graceful leader close = %q", got)
 		}
-		// Same command line again: it rejoins and is re-added.
+		holdsFor(t, 3*newLeader.config().ReconcileInterval, leader.id+", stopped gracefully, stays in the configuration", func() bool {
+			return configIDs(t, newLeader)[leader.id]
+		})
+		// Same command line again: it resumes.
 		leader.start()
 		waitStableLeader(t, nodes, 3)
 		eventually(t, 10*time.Second, "restarted node has x", func() bool { _, ok := leader.fsm.get("x"); return ok })
@@ -669,4 +684,38 @@ func TestDataDirInUse(t *testing.T) {
 	if el := time.Since(start); el > 10*time.Second {
 		t.Fatalf("refusal took %v", el)
 	}
+}
+
+// Leave works on any node, the leader included: leadership is handed over
+// first, and the removal waits for the new leader instead of failing with
+// "no leader".
+func TestLeaveLeaderThenFollower(t *testing.T) {
+	nodes := newTestCluster(t, 3, nil)
+	leader, followers := leaderAndFollowers(t, nodes)
+	if err := leader.c.Leave(context.Background()); err != nil {
+		t.Fatalf("leave on the leader %s: %v", leader.id, err)
+	}
+	if leader.c.IsLeader() {
+		t.Fatalf("%s still leads after Leave", leader.id)
+	}
+	leader.close()
+	rest := []*testNode{followers[0], followers[1]}
+	newLeader := waitStableLeader(t, rest, 2)
+	if configIDs(t, newLeader)[leader.id] {
+		t.Fatalf("%s still in the configuration after Leave", leader.id)
+	}
+	holdsFor(t, 3*newLeader.config().ReconcileInterval, leader.id+" stays out", func() bool {
+		return !configIDs(t, newLeader)[leader.id]
+	})
+
+	f := followers[0]
+	if f == newLeader {
+		f = followers[1]
+	}
+	if err := f.c.Leave(context.Background()); err != nil {
+		t.Fatalf("leave on the follower %s: %v", f.id, err)
+	}
+	f.close()
+	waitStableLeader(t, []*testNode{newLeader}, 1)
+	proposeEventually(t, newLeader, "alone", "1")
 }

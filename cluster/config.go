@@ -107,6 +107,10 @@ type Config struct {
 	// DeadServerTimeout removes a failed voter automatically after this long
 	// (never below a majority of the configured size); 0 = never.
 	DeadServerTimeout time.Duration
+	// ReadyMaxLag is how long this node may take to apply what the leader
+	// has committed and still be Ready; default 1s. A follower that cannot
+	// keep up (or store entries at all) turns not-ready.
+	ReadyMaxLag time.Duration
 	// ReconcileInterval is how often the leader reconciles Raft membership
 	// with gossip even without events; default 5s.
 	ReconcileInterval time.Duration
@@ -152,6 +156,7 @@ func (c Config) withDefaults() Config {
 	def(&c.SnapshotInterval, 30*time.Second)
 	def(&c.WriteTimeout, 2*time.Second)
 	def(&c.ReconcileInterval, 5*time.Second)
+	def(&c.ReadyMaxLag, time.Second)
 	if c.SnapshotThreshold == 0 {
 		c.SnapshotThreshold = 16384
 	}

@@ -15,13 +15,16 @@
 //
 // cluster.go: the Cluster and Open; config.go; stores.go: bolt, snapshots
 // and the log cache under DataDir (raft.db, snapshots/, node-id,
-// gossip-keyring); propose.go and batcher.go: the write path; fsm.go: the
+// gossip-keyring; write-probe and peers.json are ready.go's and
+// recover.go's); propose.go and batcher.go: the write path; fsm.go: the
 // StateMachine and the applied-index wrapper; forward.go and rpc.go: the
 // forwarding RPC; readindex.go: reads; membership.go: bootstrap,
 // reconciliation, Join/RemoveServer/TransferLeadership; meta.go: the
 // cluster's gossip metadata; status.go: Status and Members; leaders.go: the
 // recent changes of leader; keyring.go: the cluster-wide gossip keyring;
-// snapshot.go: SnapshotSave/SnapshotRestore; lifecycle.go: Leave, Close, Kill.
+// snapshot.go: SnapshotSave/SnapshotRestore; ready.go: Ready and what keeps
+// it current; logging.go: the hclog bridge for raft; lifecycle.go: Leave,
+// Close, Kill; recover.go: recovery from a lost quorum (peers.json).
 //
 // # Ports and wire format
 //
@@ -71,6 +74,20 @@
 // apply), never the time a read spent queued behind others.
 // QueryLeader runs StateMachine.Query on the leader for leader-on-miss reads.
 //
+// # Readiness
+//
+// Ready is the one answer to "does this node serve current reads and take
+// writes" (the admin /readyz, and the service manager's notification). A
+// background loop obtains a read index from the leader every 250ms (sharing
+// rounds with linearizable reads) and probes the data dir with a small write
+// (write-probe, created and removed) every second. Ready then needs a known
+// leader, a recent read index from that leader, this node not behind such an
+// index for longer than ReadyMaxLag, and its storage writable (the last log
+// store write did not fail, the probe succeeded). Applied means through
+// Raft's own entries too (no-ops and barriers never reach the FSM: the skip
+// loop advances the applied index over them for the probe's wait as for any
+// other), so an idle cluster is ready right after an election.
+//
 // # Membership
 //
 // A node first joins the -join list; without Raft state and with
@@ -79,14 +96,34 @@
 // bootstraps all of them. A node with existing state never bootstraps.
 // The leader reconciles on gossip events and every ReconcileInterval: alive
 // members missing from the configuration are added as voters, members that
-// left gracefully are removed, failed members stay voters unless
+// left (Leave: a departure for good) are removed, failed members (crashed or
+// stopped gracefully) stay voters unless
 // DeadServerTimeout is set (and never below a majority of the expected
 // size). An operator-removed node is tombstoned on the leader and told to
 // leave gossip; Join brings it back.
 //
-// Close is a graceful leave: a leader transfers leadership, the node leaves
-// gossip (so the leader removes it from the configuration; restarting with
-// the same data dir rejoins and is re-added), raft stops and bolt is closed.
+// Close is a graceful stop that keeps the node a member: a leader transfers
+// leadership (to the reachable voter with the longest log), gossip stops
+// without a leave message, raft stops and the stores close. Peers see the
+// node failed, and a failed voter stays a voter, so stopping nodes for
+// maintenance or a rolling restart never changes the quorum size; the node
+// resumes from its data dir. Leave is the explicit way out: a leader hands
+// leadership over, then the node has the leader remove it (retrying while a
+// new leader is elected) and leaves gossip; "left" members are removed from
+// the configuration by the leader's reconciliation, and a node started again
+// after leaving is added back as a new voter.
+//
+// # Recovery from a lost quorum
+//
+// With a majority of the servers gone for good, no leader can be elected and
+// the configuration cannot change. The operator puts PeersFile (peers.json:
+// [{"id": ..., "address": ...}], "non_voter": true for a non-voter) in a
+// stopped survivor's data dir and starts it: before raft starts, Open checks
+// that the node has Raft state and is listed as a voter at the address it
+// advertises, logs loudly, rewrites the configuration with
+// raft.RecoverCluster (every entry in the survivor's log counts as committed)
+// and renames the file to peers.json.applied, so that it is applied once. New
+// nodes then join it the usual way.
 //
 // # Security
 //

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/distcache-replicated/distcache/cluster/gossip"
@@ -28,7 +30,11 @@ func (c *Cluster) leaderLoop() {
 			c.ready.Store(rd)
 			c.log.Info("became leader")
 			if err := c.await(c.raft.Barrier(c.cfg.WriteTimeout)); err != nil {
-				c.log.Warn("leader barrier failed", "err", err)
+				lv := slog.LevelWarn
+				if errors.Is(err, ErrClosed) {
+					lv = slog.LevelDebug // shutting down
+				}
+				c.log.Log(context.Background(), lv, "leader barrier failed", "err", err)
 				continue
 			}
 			close(rd.ch)
@@ -49,10 +55,14 @@ func (c *Cluster) reconcileSoon() {
 // node without Raft state) takes part in bootstrap-expect: when enough
 // servers with the same expect value are alive and none of them already
 // belongs to a cluster, the one with the lowest id bootstraps all of them.
+// While joining fails or bootstrap waits, it says so every few seconds.
 func (c *Cluster) joinLoop(hasState bool) {
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	var lastJoin time.Time
+	var joinFails int
+	var joinErr error
+	var joinPace, bootPace pacer
 	bootstrapDone := hasState || c.cfg.BootstrapExpect == 0
 	for {
 		members := c.peers()
@@ -65,13 +75,24 @@ func (c *Cluster) joinLoop(hasState bool) {
 		if len(c.cfg.Join) > 0 && alive <= 1 && time.Since(lastJoin) > time.Second && !c.gossip.Left() {
 			lastJoin = time.Now()
 			if n, err := c.gossip.Join(c.cfg.Join); err != nil {
+				joinFails, joinErr = joinFails+1, err
 				c.log.Debug("gossip join attempt", "contacted", n, "err", err)
 			} else {
 				c.log.Info("joined gossip", "contacted", n)
+				joinFails, joinErr = 0, nil
+				joinPace = pacer{}
 			}
 		}
+		if joinErr != nil && joinPace.due(time.Now()) {
+			c.log.Warn("cannot join the cluster yet: no -join address answers; retrying every second",
+				"join", c.cfg.Join, "attempts", joinFails, "err", joinErr)
+		}
 		if !bootstrapDone {
-			bootstrapDone = c.tryBootstrap(members)
+			var waiting string
+			bootstrapDone, waiting = c.tryBootstrap(members)
+			if !bootstrapDone && bootPace.due(time.Now()) {
+				c.log.Info("waiting to bootstrap the cluster: "+waiting, "bootstrap_expect", c.cfg.BootstrapExpect)
+			}
 		}
 		if bootstrapDone && (len(c.cfg.Join) == 0 || alive > 1) {
 			return
@@ -84,34 +105,67 @@ func (c *Cluster) joinLoop(hasState bool) {
 	}
 }
 
+// pacer spaces out the log lines of a condition that lasts: the first once
+// it has lasted two seconds (a normal start passes through it quietly), then
+// every five seconds for a minute, then once a minute. The zero value starts
+// counting at its first call.
+type pacer struct{ since, next time.Time }
+
+func (p *pacer) due(now time.Time) bool {
+	if p.since.IsZero() {
+		p.since, p.next = now, now.Add(2*time.Second)
+	}
+	if now.Before(p.next) {
+		return false
+	}
+	every := 5 * time.Second
+	if now.Sub(p.since) > time.Minute {
+		every = time.Minute
+	}
+	p.next = now.Add(every)
+	return true
+}
+
 // tryBootstrap reports whether bootstrapping is settled (done here, or not
-// this node's job because a cluster already exists).
-func (c *Cluster) tryBootstrap(members map[string]peer) bool {
+// this node's job because a cluster already exists) and, while it is not,
+// what it waits for, in words.
+func (c *Cluster) tryBootstrap(members map[string]peer) (bool, string) {
 	if f := c.raft.GetConfiguration(); f.Error() == nil && len(f.Configuration().Servers) > 0 {
-		return true // added by a leader or bootstrapped before
+		return true, "" // added by a leader or bootstrapped before
 	}
 	var peers []peer
+	var seen, others []string
 	for _, m := range members {
 		if m.Status != gossip.StatusAlive {
 			continue
 		}
 		if m.inCluster && m.ID != c.id {
-			return false // a cluster exists: wait for its leader to add us
+			return false, fmt.Sprintf("%s already belongs to a cluster; waiting for its leader to add this node", m.ID)
 		}
 		if m.expect == c.cfg.BootstrapExpect && m.raftAddr != "" {
 			peers = append(peers, m)
+			seen = append(seen, m.ID)
+		} else if m.ID != c.id {
+			others = append(others, fmt.Sprintf("%s (bootstrap-expect %d)", m.ID, m.expect))
 		}
 	}
+	sort.Strings(seen)
 	if len(peers) < c.cfg.BootstrapExpect {
-		return false
+		w := fmt.Sprintf("seen %d of %d servers: %s", len(peers), c.cfg.BootstrapExpect, strings.Join(seen, ", "))
+		if len(others) > 0 {
+			sort.Strings(others)
+			w += "; not counted, another bootstrap-expect: " + strings.Join(others, ", ")
+		}
+		return false, w
 	}
 	sort.Slice(peers, func(i, j int) bool { return peers[i].ID < peers[j].ID })
 	if peers[0].ID != c.id {
-		return false // the lowest id bootstraps; we wait to be contacted
+		return false, fmt.Sprintf("all %d servers seen; %s (the lowest id) bootstraps them", len(peers), peers[0].ID)
 	}
 	for _, p := range peers {
 		if p.ID != c.id && !c.peerAuthenticated(p.ID, p.raftAddr) {
-			return false // with mutual TLS, only peers that pass the handshake
+			// with mutual TLS, only peers that pass the handshake
+			return false, fmt.Sprintf("%s fails mutual TLS on its cluster port", p.ID)
 		}
 	}
 	var conf raft.Configuration
@@ -120,11 +174,11 @@ func (c *Cluster) tryBootstrap(members map[string]peer) bool {
 	}
 	if err := c.await(c.raft.BootstrapCluster(conf)); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 		c.log.Error("bootstrap failed", "err", err)
-		return false
+		return false, "bootstrap failed: " + err.Error()
 	}
 	c.log.Info("bootstrapped cluster", "servers", len(conf.Servers))
 	c.gossip.SetMeta(metaInCluster, "1")
-	return true
+	return true, ""
 }
 
 // reconcileLoop runs reconciliation on the leader on every gossip event and
@@ -237,7 +291,7 @@ func (c *Cluster) reconcile(conf raft.Configuration) {
 		case gossip.StatusLeft:
 			c.clearTombstone(id)
 			if in {
-				c.log.Info("removing server that left gracefully", "id", id)
+				c.log.Info("removing server that left the cluster", "id", id)
 				if err := c.await(c.raft.RemoveServer(raft.ServerID(id), 0, c.cfg.WriteTimeout)); err != nil {
 					c.log.Warn("remove server failed", "id", id, "err", err)
 				}

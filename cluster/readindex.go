@@ -29,15 +29,20 @@ func (c *Cluster) ReadBarrier(ctx context.Context) error {
 	if c.closing.Load() {
 		return ErrClosed
 	}
-	g := c.forwardedReads
-	if c.IsLeader() {
-		g = c.leaderReads
-	}
-	r, err := g.join(ctx)
+	r, err := c.readGroup().join(ctx)
 	if err != nil {
 		return err
 	}
 	return c.fsm.waitApplied(ctx, r.idx, r.expired)
+}
+
+// readGroup is where this node's read-index rounds are shared: the leader's
+// own on the leader, those asked of the leader on a follower.
+func (c *Cluster) readGroup() *readIndexGroup {
+	if c.IsLeader() {
+		return c.leaderReads
+	}
+	return c.forwardedReads
 }
 
 // readIndex runs on the leader: wait for its term's barrier, capture the

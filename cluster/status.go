@@ -22,7 +22,7 @@ type Status struct {
 	Term         uint64
 	LastIndex    uint64
 	CommitIndex  uint64
-	AppliedIndex uint64    // applied by the FSM (not raft's dispatch index)
+	AppliedIndex uint64    // applied by the FSM (no-ops and barriers passed once waited for, as readiness does); not raft's dispatch index
 	LastContact  time.Time // last contact with a leader (zero if leader or never)
 	Voters       int
 	NumPeers     int // other servers in the configuration

@@ -280,7 +280,7 @@ func (n *Node) handleRemove(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) handleLeave(w http.ResponseWriter, r *http.Request) {
-	if err := n.cluster.Leave(r.Context()); err != nil {
+	if err := n.Leave(r.Context()); err != nil {
 		writeClusterError(w, err)
 		return
 	}
@@ -364,18 +364,14 @@ func (n *Node) forwardToLeader(w http.ResponseWriter, r *http.Request) {
 	io.Copy(w, resp.Body)
 }
 
-// handleReady is for load balancers: ready when a leader is known and this node has
-// applied everything committed, so its local reads are current.
+// handleReady is for load balancers and probes: 200 "ready" when this node serves
+// current reads and can take writes, else 503 with the reason in words.
 func (n *Node) handleReady(w http.ResponseWriter, r *http.Request) {
-	cs := n.cluster.Status()
-	switch {
-	case cs.LeaderID == "":
-		http.Error(w, "no leader", http.StatusServiceUnavailable)
-	case cs.AppliedIndex < cs.CommitIndex:
-		http.Error(w, fmt.Sprintf("catching up: applied %d of %d", cs.AppliedIndex, cs.CommitIndex), http.StatusServiceUnavailable)
-	default:
-		io.WriteString(w, "ready\n")
+	if err := n.Ready(); err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
 	}
+	io.WriteString(w, "ready\n")
 }
 
 // Admin endpoint bounds.

@@ -207,6 +207,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.cluster = cl
 	n.tickets.cluster = cl
 	n.addCloser(cl.Close)
+	// From here on every line says which node it is about (the dev cluster runs
+	// several in one process), as the cluster's own lines do.
+	n.log = n.log.With("node", cl.ID())
 	n.svc = &Service{store: n.store, cluster: cl, consistency: cfg.ReadConsistency, timeout: cfg.WriteTimeout}
 	n.registerMetrics()
 
@@ -224,7 +227,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		go func() { defer n.bg.Done(); n.progressLoop(bgctx) }()
 	}
 	v := version.Get()
-	n.log.Info("node started", "id", cl.Status().ID, "version", v.Version, "revision", v.Revision, "go", v.Go,
+	n.log.Info("node started", "version", v.Version, "revision", v.Revision, "go", v.Go,
 		"raft", cfg.RaftAddr, "gossip", cfg.GossipAddr, "admin", cfg.AdminAddr, "read_consistency", cfg.ReadConsistency)
 	return n, nil
 }
@@ -245,6 +248,19 @@ func (n *Node) Listeners() map[string][]string {
 		out[k] = append([]string(nil), v...)
 	}
 	return out
+}
+
+// Ready returns nil when this node serves current reads and can take writes, or an
+// error saying why not in words. It is cheap (no round trip): /readyz answers with it,
+// and a service manager's readiness notification should too. The cluster decides it
+// (cluster.Ready): a known leader, this node keeping up with it, writable storage.
+func (n *Node) Ready() error { return n.cluster.Ready() }
+
+// Leave departs the cluster for good (see cluster.Leave): leadership is handed over,
+// the leader removes this node from the Raft configuration and it leaves gossip.
+// Close the node afterwards.
+func (n *Node) Leave(ctx context.Context) error {
+	return n.cluster.Leave(ctx)
 }
 
 // LeaveRequested is closed when an operator asked this node, through the admin
@@ -278,7 +294,9 @@ func (n *Node) expireLoop(ctx context.Context) {
 }
 
 // Close shuts the node down gracefully: listeners stop accepting, in-flight requests
-// finish, a leader hands leadership over, the node leaves gossip and the stores close.
+// finish, a leader hands leadership over and the stores close. The node stays a
+// member of the cluster (a voter stays a voter) and resumes when started again from
+// its data dir; Leave first to depart for good.
 func (n *Node) Close(ctx context.Context) error {
 	n.closeOnce.Do(func() {
 		n.closing.Store(true)

@@ -2,7 +2,9 @@ package node
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -283,8 +285,8 @@ func TestFrontEndsShareOneKeyspace(t *testing.T) {
 
 // TestNoQuorumFailsFast: with both peers crashed a write is answered with the
 // protocol's error within the write timeout, and local reads keep working. (Peers that
-// stop gracefully leave the configuration instead, and the survivor keeps a quorum of
-// one: see the cluster package.)
+// stop gracefully stay voters too, with the same result; only a node that leaves, with
+// dcctl leave, shrinks the configuration.)
 func TestNoQuorumFailsFast(t *testing.T) {
 	nodes := startNodes(t, 3, ReadLocal)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -372,6 +374,21 @@ func TestProgressLineMatchesOriginal(t *testing.T) {
 	}
 	if got := progressLine(5, 0, 2, -3); !strings.HasSuffix(got, "(-  3)") {
 		t.Fatalf("negative change: %q", got)
+	}
+
+	// As a log line: the original's text, and the counters as fields next to node=.
+	var buf bytes.Buffer
+	logProgress(slog.New(slog.NewJSONHandler(&buf, nil)).With("node", "n1"), 1000, 995, 4, -3)
+	var rec map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &rec); err != nil {
+		t.Fatalf("activity line is not one JSON record: %v: %s", err, buf.Bytes())
+	}
+	wantFields := map[string]any{"msg": progressLine(1000, 995, 4, -3), "node": "n1",
+		"operations": 1000.0, "operations_delta": 995.0, "sessions": 4.0, "sessions_delta": -3.0}
+	for k, v := range wantFields {
+		if rec[k] != v {
+			t.Errorf("activity line: %s = %#v, want %#v (%s)", k, rec[k], v, buf.Bytes())
+		}
 	}
 }
 

@@ -27,9 +27,17 @@ func (n *Node) progressLoop(ctx context.Context) {
 		if sessions == lastSessions && !crossed {
 			continue
 		}
-		n.log.Info(progressLine(ops, ops-lastOps, sessions, sessions-lastSessions))
+		logProgress(n.log, ops, ops-lastOps, sessions, sessions-lastSessions)
 		lastOps, lastSessions = ops, sessions
 	}
+}
+
+// logProgress logs the activity line: the original's text as the message, for the
+// scripts that scraped it, and the same counters as fields (the node's logger adds
+// node=) for everything else.
+func logProgress(log *slog.Logger, ops, dOps, sessions, dSessions int64) {
+	log.Info(progressLine(ops, dOps, sessions, dSessions),
+		"operations", ops, "operations_delta", dOps, "sessions", sessions, "sessions_delta", dSessions)
 }
 
 // progressLine formats the counters the way the original server did, so scripts that

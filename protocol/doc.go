@@ -12,9 +12,9 @@
 // What the front-ends share lives in protocol/internal: connset (the accept
 // loop, the connection cap, refusal logging, graceful and immediate shutdown,
 // the base context, and the line protocols' connection loop and reading),
-// loglimit (at most one log line a second for events a peer can repeat at
-// will), reqctx (the per-request context of the line protocols) and
-// frontendtest (what the front-ends' tests share).
+// reqctx (the per-request context of the line protocols) and frontendtest
+// (what the front-ends' tests share). Log lines for events a peer can repeat
+// at will go through internal/loglimit (at most one a second).
 //
 // Each front-end knows its wire format and a small Cache interface at its point
 // of use; none knows the replicated store, the cluster or the node that wires

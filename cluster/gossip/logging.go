@@ -28,6 +28,10 @@ func (w stdWriter) Write(p []byte) (int, error) {
 			break
 		}
 	}
+	// A restarted member refutes the suspicion its stop raised: routine.
+	if lv == slog.LevelWarn && bytes.Contains(msg, []byte("Refuting a ")) {
+		lv = slog.LevelInfo
+	}
 	// Memberlist logs a line per probe/push-pull at debug; keep them at debug.
 	w.l.Log(context.Background(), lv, string(msg))
 	return len(p), nil

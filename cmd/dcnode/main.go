@@ -24,6 +24,9 @@ import (
 	"github.com/distcache-replicated/distcache/ticketkeys"
 )
 
+// shutdownTimeout bounds a graceful stop (leaving first, with -leave-on-terminate).
+const shutdownTimeout = 15 * time.Second
+
 // Exit statuses: unlike the original (which exited 0 on start-up failures), every
 // failure is non-zero.
 const (
@@ -364,13 +367,24 @@ func runNode(ctx context.Context, o options, logger *slog.Logger) int {
 		}
 		defer os.Remove(o.pidfile)
 	}
+	leave := false
 	select {
 	case <-ctx.Done():
-		logger.Info("shutting down")
-	case <-n.LeaveRequested():
+		leave = o.leaveOnTerminate
+		if leave {
+			logger.Info("shutting down and leaving the cluster (-leave-on-terminate)")
+		} else {
+			logger.Info("shutting down; staying a member of the cluster (dcctl leave departs for good)")
+		}
+	case <-n.LeaveRequested(): // it has left already
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
+	if leave {
+		if err := n.Leave(sctx); err != nil {
+			logger.Warn("could not leave the cluster; stopping as a member", "err", err)
+		}
+	}
 	if err := n.Close(sctx); err != nil {
 		logger.Error("unclean shutdown", "err", err)
 		return exitFail

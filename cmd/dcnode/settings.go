@@ -29,7 +29,7 @@ type options struct {
 	quiet                                                            bool
 	pidfile, runAs                                                   string
 	sockOwner, sockGroup, sockPerms                                  string
-	killable, daemon                                                 bool
+	killable, daemon, leaveOnTerminate                               bool
 	devCluster                                                       int
 	logLevel, logFormat                                              string
 
@@ -133,6 +133,8 @@ func (o *options) registry() []*setting {
 			usage: "bootstrap a new cluster once `N` servers are seen (-1: 1 without -join, 0 with it, i.e. join only)"},
 		{name: "admin-addr", group: groupCluster, example: "127.0.0.1:9400", value: stringValue{p: setString(&o.adminAddr, "127.0.0.1:9400"), check: optional(checkHostPort)},
 			usage: "admin HTTP `host:port` for dcctl, /metrics, /healthz, /readyz (\"\" disables)"},
+		{name: "leave-on-terminate", group: groupCluster, value: boolValue{&o.leaveOnTerminate},
+			usage: "on SIGTERM/SIGINT leave the cluster for good (removed from the Raft configuration) instead of stopping as a member that resumes when restarted; dcctl leave does this on demand"},
 		{name: "in-memory", group: groupCluster, value: boolValue{&o.inMemory},
 			usage: "keep the Raft log and snapshots in memory only: nothing at rest, but a restarted node rejoins as a new member with a fresh id (no -node-id)"},
 

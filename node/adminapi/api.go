@@ -46,8 +46,10 @@ const (
 	PathMetrics = "/metrics"
 	// PathHealthz: GET → 200 "ok" while the process serves.
 	PathHealthz = "/healthz"
-	// PathReadyz: GET → 200 "ready" when a leader is known and this node has
-	// applied everything committed, else 503 with the reason as plain text.
+	// PathReadyz: GET → 200 "ready" when this node serves current reads and
+	// can take writes (a leader is known, this node keeps up with what it
+	// commits, its storage takes writes), else 503 with the reason as plain
+	// text.
 	PathReadyz = "/readyz"
 	// PathUI: GET → the live status page (HTML, for a browser), which reads
 	// PathStatus, PathMembers, PathMetrics and PathReadyz and nothing else.

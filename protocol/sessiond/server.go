@@ -12,8 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/distcache-replicated/distcache/internal/loglimit"
 	"github.com/distcache-replicated/distcache/protocol/internal/connset"
-	"github.com/distcache-replicated/distcache/protocol/internal/loglimit"
 )
 
 // NoExpiry is the ttl passed to Cache.Set for a NEW with timeout 0 (stunnel

@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/distcache-replicated/distcache/protocol/internal/loglimit"
+	"github.com/distcache-replicated/distcache/internal/loglimit"
 )
 
 // Conn is one tracked connection.

@@ -48,3 +48,33 @@ func TestConcurrentBurst(t *testing.T) {
 		t.Fatalf("next line: %v, %d suppressed; want 63", ok, n)
 	}
 }
+
+// TestKeyedIntervalPerKey: each key has its own interval and count; a key
+// silent for long is forgotten.
+func TestKeyedIntervalPerKey(t *testing.T) {
+	k := Keyed{Interval: time.Minute}
+	t0 := time.Unix(3_000_000, 0)
+	for _, key := range []string{"a", "b"} {
+		if ok, n := k.Allow(key, t0); !ok || n != 0 {
+			t.Fatalf("first %s: %v, %d; want allowed, 0 suppressed", key, ok, n)
+		}
+	}
+	for i := range 180 { // three a second for a minute, as raft's heartbeats to a dead peer
+		if ok, _ := k.Allow("a", t0.Add(time.Duration(i+1)*time.Second/3-time.Millisecond)); ok {
+			t.Fatalf("a: event %d within the minute was allowed", i+2)
+		}
+	}
+	if ok, n := k.Allow("a", t0.Add(time.Minute)); !ok || n != 180 {
+		t.Fatalf("a a minute later: %v, %d; want allowed, 180 suppressed", ok, n)
+	}
+	if ok, n := k.Allow("b", t0.Add(time.Minute)); !ok || n != 0 {
+		t.Fatalf("b a minute later: %v, %d; want allowed, 0 suppressed", ok, n)
+	}
+	k.Allow("c", t0.Add(10*time.Minute))
+	k.mu.Lock()
+	_, kept := k.keys["a"]
+	k.mu.Unlock()
+	if kept {
+		t.Fatal("key a, silent for nine minutes, is still kept")
+	}
+}
