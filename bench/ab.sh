@@ -23,12 +23,7 @@ DCNODE=$BIN/dcnode-before start_node 1 1 ""
 BEFORE=$!
 start_node 2 1 ""
 AFTER=$!
-memcached -u nobody -l 127.0.0.1 -p "$(port 9 1)" -U 0 -t 2 -m 1024 &
-PIDS+=($!)
-MCPID=$!
-redis-server --port "$(port 9 2)" --bind 127.0.0.1 --save "" --appendonly no --daemonize no >"$WORK/redis.log" 2>&1 &
-PIDS+=($!)
-RDPID=$!
+start_references
 for i in 1 2; do
 	deadline=$((SECONDS + 30))
 	until [ "$("$BIN/dcctl" status --addr "$(admin "$i")" --json 2>/dev/null | jq -r '.leader_id // ""')" = "n$i" ]; do

@@ -123,6 +123,19 @@ cleanup_nodes() {
 	BENCH_KEEP=$keep
 }
 
+# start_references: memcached 1.6 (2 threads) on port 9 1 and redis-server on port
+# 9 2, the servers dcnode's memcache and RESP front-ends are compared with; their
+# pids in MCPID and RDPID.
+start_references() {
+	memcached -u nobody -l 127.0.0.1 -p "$(port 9 1)" -U 0 -t 2 -m 1024 &
+	PIDS+=($!)
+	MCPID=$!
+	redis-server --port "$(port 9 2)" --bind 127.0.0.1 --save "" --appendonly no --daemonize no >"$WORK/redis.log" 2>&1 &
+	PIDS+=($!)
+	RDPID=$!
+	sleep 0.5
+}
+
 # cpu_ticks PID: user+system CPU time of a process so far, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 

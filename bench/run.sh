@@ -94,13 +94,7 @@ if want frontends; then
 	log "frontends: GET, 64 persistent connections, one tool (bench/loadgen) for dcnode, memcached and redis-server"
 	start_cluster 3
 	leader_and_follower
-	memcached -u nobody -l 127.0.0.1 -p "$(port 9 1)" -U 0 -t 2 -m 1024 &
-	PIDS+=($!)
-	MCPID=$!
-	redis-server --port "$(port 9 2)" --bind 127.0.0.1 --save "" --appendonly no --daemonize no >"$WORK/redis.log" 2>&1 &
-	PIDS+=($!)
-	RDPID=$!
-	sleep 0.5
+	start_references
 	NPID=$(eval echo "\$NODEPID_$LEADER")
 	G=(-op get -conns 64 -keys 10000 -size 200 -duration "${SECS}s")
 	P=(-op get -conns 64 -keys 10000 -size 200 -duration 1s -prefill)
