@@ -57,12 +57,13 @@ start_cluster() {
 	wait_leader "$n"
 }
 
-# start_node I EXPECT JOIN [flags...]: (re)start node I on its data dir.
+# start_node I EXPECT JOIN [flags...]: (re)start node I on its data dir, with the
+# binary $DCNODE (default $BIN/dcnode).
 start_node() {
 	local i=$1 n=$2 join=$3
 	shift 3
 	mkdir -p "$WORK/data/n$i"
-	"$BIN/dcnode" -node-id "n$i" -data-dir "$WORK/data/n$i" \
+	"${DCNODE:-$BIN/dcnode}" -node-id "n$i" -data-dir "$WORK/data/n$i" \
 		-listen "$(dcaddr "$i")" -listen "UNIX:$WORK/n$i.sock" \
 		-memcache-listen "127.0.0.1:$(port 5 "$i")" -resp-listen "127.0.0.1:$(port 6 "$i")" \
 		-raft-addr "127.0.0.1:$(port 2 "$i")" -gossip-addr "127.0.0.1:$(port 3 "$i")" \
@@ -120,6 +121,37 @@ cleanup_nodes() {
 	local keep=${BENCH_KEEP:-}
 	BENCH_KEEP=1 cleanup
 	BENCH_KEEP=$keep
+}
+
+# start_references: memcached 1.6 (2 threads) on port 9 1 and redis-server on port
+# 9 2, the servers dcnode's memcache and RESP front-ends are compared with; their
+# pids in MCPID and RDPID.
+start_references() {
+	memcached -u nobody -l 127.0.0.1 -p "$(port 9 1)" -U 0 -t 2 -m 1024 &
+	PIDS+=($!)
+	MCPID=$!
+	redis-server --port "$(port 9 2)" --bind 127.0.0.1 --save "" --appendonly no --daemonize no >"$WORK/redis.log" 2>&1 &
+	PIDS+=($!)
+	RDPID=$!
+	sleep 0.5
+}
+
+# cpu_ticks PID: user+system CPU time of a process so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# lgcpu NAME PID [loadgen flags...]: lg, plus the CPU time the server process PID
+# spent during the run divided by the requests answered (µs per request), so that
+# servers sharing the cores with the load tool compare by cost, not only by rate.
+lgcpu() {
+	local name=$1 pid=$2 l t0 t1
+	shift 2
+	l=$(load1)
+	t0=$(cpu_ticks "$pid")
+	"$BIN/loadgen" "$@" >"$OUT/$name.json" || true
+	t1=$(cpu_ticks "$pid")
+	jq -r --arg n "$name" --arg l "$l" --argjson t "$((t1 - t0))" --argjson hz "$(getconf CLK_TCK)" \
+		'"\($n)\t\(.ops_per_sec|floor) ops/s\tp50 \(.p50_ms) ms\tp99 \(.p99_ms) ms\terrors \(.errors)\thits \(.hits)/\(.ops)\tcpu \(if .ops > 0 then ($t / $hz * 1e6 / .ops * 10 | round / 10) else 0 end) µs/op\tload \($l)"' \
+		"$OUT/$name.json" | tee -a "$OUT/summary.tsv"
 }
 
 # lg NAME [loadgen flags...]: JSON to $OUT/NAME.json, one summary line.

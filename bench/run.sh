@@ -10,7 +10,8 @@
 # The memcache and RESP comparisons use bench/loadgen for both sides (memaslap's keys
 # start with control bytes, which dcnode's memcache front-end refuses).
 # Env: BENCH_SECS (seconds per run, default 8), BENCH_PORTBASE (default 19000),
-# BENCH_KEEP=1 keeps the work dir (data, logs).
+# BENCH_KEEP=1 keeps the work dir (data, logs), ROUNDS (frontends: how many times
+# dcnode and the reference servers are measured in turn, default 5).
 . "$(dirname "$0")/lib.sh"
 trap cleanup EXIT INT TERM
 
@@ -93,21 +94,49 @@ if want frontends; then
 	log "frontends: GET, 64 persistent connections, one tool (bench/loadgen) for dcnode, memcached and redis-server"
 	start_cluster 3
 	leader_and_follower
-	memcached -u nobody -l 127.0.0.1 -p "$(port 9 1)" -U 0 -t 2 -m 1024 &
-	PIDS+=($!)
-	redis-server --port "$(port 9 2)" --bind 127.0.0.1 --save "" --appendonly no --daemonize no >"$WORK/redis.log" 2>&1 &
-	PIDS+=($!)
-	sleep 0.5
+	start_references
+	NPID=$(eval echo "\$NODEPID_$LEADER")
 	G=(-op get -conns 64 -keys 10000 -size 200 -duration "${SECS}s")
-	lg get-c64-distcache-dcnode -proto distcache -addr "$(dcaddr "$LEADER")" -prefill "${G[@]}"
+	P=(-op get -conns 64 -keys 10000 -size 200 -duration 1s -prefill)
+	"$BIN/loadgen" -proto distcache -addr "$(dcaddr "$LEADER")" "${P[@]}" >/dev/null
+	"$BIN/loadgen" -proto memcache -addr "127.0.0.1:$(port 9 1)" "${P[@]}" >/dev/null
+	"$BIN/loadgen" -proto resp -addr "127.0.0.1:$(port 9 2)" "${P[@]}" >/dev/null
+	# What the idle cluster costs each node (Raft's heartbeats and commit-index
+	# updates): the leader's share is part of its CPU per GET below.
+	for i in 1 2 3; do
+		pid_var="NODEPID_$i"
+		eval "idle0_$i=$(cpu_ticks "${!pid_var}")"
+	done
+	sleep 5
+	for i in 1 2 3; do
+		pid_var="NODEPID_$i" idle0="idle0_$i"
+		role=follower
+		[ "$i" = "$LEADER" ] && role=leader
+		ms=$((($(cpu_ticks "${!pid_var}") - ${!idle0}) * 1000 / $(getconf CLK_TCK)))
+		echo -e "idle-cpu-n$i-$role\t$ms ms of CPU in 5 s idle ($((ms / 50)) % of a core)\tload $(load1)" | tee -a "$OUT/summary.tsv"
+	done
+	# The ratios: the same tool against dcnode's leader and the reference server in
+	# turn, ROUNDS times (the machine is shared: a ratio is only meaningful within one
+	# round), each with the server's CPU time per GET from /proc/<pid>/stat.
+	for r in $(seq 1 "${ROUNDS:-5}"); do
+		lgcpu "get-c64-memcache-dcnode-r$r" "$NPID" -proto memcache -addr "127.0.0.1:$(port 5 "$LEADER")" "${G[@]}"
+		lgcpu "get-c64-memcache-memcached-r$r" "$MCPID" -proto memcache -addr "127.0.0.1:$(port 9 1)" "${G[@]}"
+		lgcpu "get-c64-resp-dcnode-r$r" "$NPID" -proto resp -addr "127.0.0.1:$(port 6 "$LEADER")" "${G[@]}"
+		lgcpu "get-c64-resp-redis-r$r" "$RDPID" -proto resp -addr "127.0.0.1:$(port 9 2)" "${G[@]}"
+	done
+	for pair in memcache-dcnode:memcache-memcached resp-dcnode:resp-redis; do
+		a=${pair%%:*} b=${pair#*:}
+		for r in $(seq 1 "${ROUNDS:-5}"); do
+			jq -s '.[0].ops_per_sec / .[1].ops_per_sec' "$OUT/get-c64-$a-r$r.json" "$OUT/get-c64-$b-r$r.json"
+		done | sort -n | jq -rs --arg n "ratio-get-c64-$a-vs-$b" \
+			'"\($n)\t\(map(. * 100 | round / 100) | join(" "))\trange \(min * 100 | round / 100)–\(max * 100 | round / 100)"' |
+			tee -a "$OUT/summary.tsv"
+	done
+	lgcpu get-c64-distcache-dcnode "$NPID" -proto distcache -addr "$(dcaddr "$LEADER")" "${G[@]}"
 	# Server capacity with the load tool's per-request cost amortised: 8 and 32
 	# requests pipelined on each of the 64 connections.
-	lg get-c64-d8-distcache-dcnode -proto distcache -addr "$(dcaddr "$LEADER")" -depth 8 "${G[@]}"
-	lg get-c64-d32-distcache-dcnode -proto distcache -addr "$(dcaddr "$LEADER")" -depth 32 "${G[@]}"
-	lg get-c64-memcache-dcnode -proto memcache -addr "127.0.0.1:$(port 5 "$LEADER")" "${G[@]}"
-	lg get-c64-memcache-memcached -proto memcache -addr "127.0.0.1:$(port 9 1)" -prefill "${G[@]}"
-	lg get-c64-resp-dcnode -proto resp -addr "127.0.0.1:$(port 6 "$LEADER")" "${G[@]}"
-	lg get-c64-resp-redis -proto resp -addr "127.0.0.1:$(port 9 2)" -prefill "${G[@]}"
+	lgcpu get-c64-d8-distcache-dcnode "$NPID" -proto distcache -addr "$(dcaddr "$LEADER")" -depth 8 "${G[@]}"
+	lgcpu get-c64-d32-distcache-dcnode "$NPID" -proto distcache -addr "$(dcaddr "$LEADER")" -depth 32 "${G[@]}"
 	lg get-c64-distcache-follower -proto distcache -addr "$(dcaddr "$FOLLOWER")" "${G[@]}"
 	S=(-op get -conns 1 -keys 10000 -size 200 -duration "${SECS}s")
 	lg get-seq-distcache-tcp-leader -proto distcache -addr "$(dcaddr "$LEADER")" "${S[@]}"

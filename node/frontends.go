@@ -11,6 +11,14 @@ import (
 	"github.com/distcache-replicated/distcache/protocol/sessiond"
 )
 
+// The front-ends answer reads from memory on the connection's goroutine only if their
+// Cache offers it: a signature that drifts would silently lose that.
+var (
+	_ distcache.QuickCache = distcacheCache{}
+	_ memcache.QuickCache  = memcacheCache{}
+	_ resp.QuickCache      = frontCache{}
+)
+
 // frontEnd builds the server for one bound listener: how to run it, how to stop it
 // gracefully, and how many connections it holds.
 func (n *Node) frontEnd(b boundListener) (serve func() error, shutdown func(context.Context) error, conns func() int) {
@@ -85,24 +93,27 @@ func (f frontCache) Get(ctx context.Context, key []byte) ([]byte, bool, error) {
 	return s.Value, ok, err
 }
 
-// GetNow serves GET hits (and misses under local reads) on the connection's reading
-// goroutine: see distcache.QuickCache.
-func (f frontCache) GetNow(key []byte) ([]byte, bool, bool) {
+// getNow answers a read from local memory when the node's read consistency allows
+// it without waiting, and counts it under cmd.
+func (f frontCache) getNow(key []byte, cmd int) (Session, bool, bool) {
 	start := time.Now()
 	s, ok, answered := f.n.svc.GetNow(key)
 	if answered {
-		f.observe(cmdGet, readResult(ok, nil), start)
+		f.observe(cmd, readResult(ok, nil), start)
 	}
+	return s, ok, answered
+}
+
+// GetNow serves GET hits (and misses under local reads) on the connection's reading
+// goroutine, without a request context: see distcache.QuickCache and resp.QuickCache.
+func (f frontCache) GetNow(key []byte) ([]byte, bool, bool) {
+	s, ok, answered := f.getNow(key, cmdGet)
 	return s.Value, ok, answered
 }
 
 // HaveNow is GetNow for HAVE.
 func (f frontCache) HaveNow(key []byte) (bool, bool) {
-	start := time.Now()
-	_, ok, answered := f.n.svc.GetNow(key)
-	if answered {
-		f.observe(cmdHave, readResult(ok, nil), start)
-	}
+	_, ok, answered := f.getNow(key, cmdHave)
 	return ok, answered
 }
 
@@ -219,6 +230,12 @@ type memcacheCache struct{ frontCache }
 func (m memcacheCache) Get(ctx context.Context, key []byte) ([]byte, uint32, bool, error) {
 	s, ok, err := m.get(ctx, key)
 	return s.Value, s.Flags, ok, err
+}
+
+// GetNow is memcache.QuickCache's GetNow, with memcached's flags word.
+func (m memcacheCache) GetNow(key []byte) ([]byte, uint32, bool, bool) {
+	s, ok, answered := m.getNow(key, cmdGet)
+	return s.Value, s.Flags, ok, answered
 }
 
 func (m memcacheCache) Set(ctx context.Context, key, value []byte, flags uint32, ttl time.Duration) error {

@@ -41,7 +41,9 @@ type Server struct {
 	// IdleTimeout closes connections with no partial message that send
 	// nothing for this long. Zero means never, like dc_server.
 	IdleTimeout time.Duration
-	// WriteTimeout bounds one write of answers to a peer that does not read.
+	// WriteTimeout bounds one write of answers to a peer that does not read:
+	// it fails between half of WriteTimeout and all of it after it began (the
+	// deadline is re-armed only when half has passed, not for every write).
 	// Zero means DefaultWriteTimeout, negative means no limit.
 	WriteTimeout time.Duration
 	// MaxConns caps concurrent connections; further ones are accepted and
@@ -117,9 +119,8 @@ func (s *Server) newConn(nc net.Conn) *serverConn {
 		cancel: cancel,
 		remote: connset.Remote(nc),
 		slots:  make(chan struct{}, connset.Default(s.MaxPipeline, DefaultMaxPipeline)),
-		rto:    durationOr(s.ReadTimeout, DefaultReadTimeout),
-		idle:   max(s.IdleTimeout, 0),
-		wto:    durationOr(s.WriteTimeout, DefaultWriteTimeout),
+		dl: connset.Deadlines{NC: nc, Read: durationOr(s.ReadTimeout, DefaultReadTimeout),
+			Idle: max(s.IdleTimeout, 0), Write: durationOr(s.WriteTimeout, DefaultWriteTimeout)},
 	}
 }
 
@@ -154,22 +155,17 @@ var pendingPool = sync.Pool{New: func() any { return new(pending) }}
 // completes the oldest outstanding request writes every answer that is ready
 // (in order), so answers are coalesced without a dedicated writer goroutine.
 type serverConn struct {
-	srv            *Server
-	nc             net.Conn
-	ctx            context.Context
-	cancel         context.CancelFunc
-	remote         string
-	dec            *Decoder
-	slots          chan struct{} // one token per outstanding request (backpressure)
-	inflight       sync.WaitGroup
-	rto, idle, wto time.Duration
-
-	// Read deadline state, used by the serve goroutine only. msgDeadline is
-	// when the message being received must be complete: it is fixed when the
-	// message's first byte is awaited and not moved by later reads, so a peer
-	// dribbling one byte at a time cannot hold the connection forever.
-	msgDeadline time.Time
-	deadline    time.Time // the deadline currently set on nc (zero: none)
+	srv      *Server
+	nc       net.Conn
+	ctx      context.Context
+	cancel   context.CancelFunc
+	remote   string
+	dec      *Decoder
+	slots    chan struct{} // one token per outstanding request (backpressure)
+	inflight sync.WaitGroup
+	// dl arms the socket's deadlines: reads by the serve goroutine, writes by
+	// the goroutine that is writing.
+	dl connset.Deadlines
 	// held is set by the serve goroutine when it answered a request itself and
 	// left the answer unwritten, so that answers to the requests already
 	// buffered join the same write; Read writes them before it waits for the
@@ -190,23 +186,7 @@ var errStopReading = errors.New("server shutting down")
 // Read implements io.Reader for the Decoder, arming the right deadline for
 // the decoder's state before each read.
 func (c *serverConn) Read(p []byte) (int, error) {
-	var dl time.Time
-	switch {
-	case c.dec.Partial():
-		if c.msgDeadline.IsZero() && c.rto > 0 {
-			c.msgDeadline = time.Now().Add(c.rto)
-		}
-		dl = c.msgDeadline
-	case c.idle > 0:
-		c.msgDeadline = time.Time{}
-		dl = time.Now().Add(c.idle)
-	default:
-		c.msgDeadline = time.Time{}
-	}
-	if !dl.Equal(c.deadline) {
-		c.nc.SetReadDeadline(dl)
-		c.deadline = dl
-	}
+	c.dl.ArmRead(c.dec.Partial())
 	if c.held {
 		c.held = false
 		c.flush()
@@ -249,9 +229,7 @@ func (c *serverConn) Serve() {
 			c.readFailed(err)
 			break
 		}
-		// The next message's clock starts when its bytes are first awaited
-		// (any already buffered arrived no earlier, so this is never stricter).
-		c.msgDeadline = time.Time{}
+		c.dl.Next()
 		select {
 		case c.slots <- struct{}{}:
 		default:
@@ -331,9 +309,9 @@ func (c *serverConn) readFailed(err error) {
 	case errors.As(err, &fe) || errors.As(err, &le):
 		c.drop(slog.LevelWarn, "malformed request; closing connection", err)
 	case errors.Is(err, os.ErrDeadlineExceeded) && c.dec.Partial():
-		c.drop(slog.LevelWarn, "peer stalled mid-message longer than the read timeout; closing connection", err, "read_timeout", c.rto)
+		c.drop(slog.LevelWarn, "peer stalled mid-message longer than the read timeout; closing connection", err, "read_timeout", c.dl.Read)
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		c.drop(slog.LevelInfo, "idle timeout; closing connection", nil, "idle_timeout", c.idle)
+		c.drop(slog.LevelInfo, "idle timeout; closing connection", nil, "idle_timeout", c.dl.Idle)
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		c.drop(slog.LevelWarn, "peer closed connection mid-message", err)
 	default:
@@ -390,11 +368,59 @@ func (c *serverConn) run(p *pending, after <-chan struct{}) {
 // before writing them.
 const writeChunk = 64 << 10
 
+// What the C client library (libdistcache) does with what it receives, which
+// decides how multi-frame answers are written (see the package docs, "The C
+// client's partial-frame bug"): it reads into a cBufSize-byte buffer and calls
+// a frame complete once cHeaderCount bytes plus its data are buffered.
+const (
+	cBufSize     = 4096
+	cHeaderCount = 10
+	// riskyPause is how long the server waits before writing the last frame
+	// of an answer that a C client reading everything at once would
+	// mis-decode, so that it has read the frames before it by then.
+	riskyPause = 500 * time.Microsecond
+)
+
+// riskyLastFrame reports whether a C client that finds a full frame and then
+// the last frame of this payload in its buffer at once is fooled: the last
+// frame is 1 to 4 bytes longer than what fits behind a full frame, so the
+// buffer holds all of it but those bytes, which the 10-byte header count
+// overlooks (payloads of 4,069–4,072, 6,117–6,120, … bytes).
+func riskyLastFrame(payload int) bool {
+	if payload <= MaxFrameData {
+		return false
+	}
+	last := HeaderSize + (payload-1)%MaxFrameData + 1
+	missing := last - (cBufSize - MaxFrameSize)
+	return missing >= 1 && missing <= HeaderSize-cHeaderCount
+}
+
+// writeFrames writes a multi-frame answer, encoded at the end of out from
+// start, after the answers before it (out[:start]): each frame on its own, as
+// the C server does, and the last one of a risky answer only after riskyPause.
+// A C client therefore reads the frames one by one unless it falls behind.
+func (c *serverConn) writeFrames(out []byte, start, payload int) error {
+	if start > 0 {
+		if err := c.write(out[:start]); err != nil {
+			return err
+		}
+	}
+	frames := out[start:]
+	for len(frames) > MaxFrameSize {
+		if err := c.write(frames[:MaxFrameSize]); err != nil {
+			return err
+		}
+		frames = frames[MaxFrameSize:]
+	}
+	if riskyLastFrame(payload) {
+		time.Sleep(riskyPause)
+	}
+	return c.write(frames)
+}
+
 // write sends encoded answers within the write timeout.
 func (c *serverConn) write(b []byte) error {
-	if c.wto > 0 {
-		c.nc.SetWriteDeadline(time.Now().Add(c.wto))
-	}
+	c.dl.ArmWrite()
 	_, err := c.nc.Write(b)
 	return err
 }
@@ -456,12 +482,17 @@ func (c *serverConn) flush() {
 				failure = q.err
 				break
 			}
+			start := len(out)
 			out, _ = AppendMessage(out, &Message{UID: q.req.UID, Op: q.req.Op, Response: true, Payload: q.resp})
-			q.resp = nil
-			if len(out) >= writeChunk {
+			switch {
+			case len(q.resp) > MaxFrameData:
+				werr = c.writeFrames(out, start, len(q.resp))
+				out = out[:0]
+			case len(out) >= writeChunk:
 				werr = c.write(out)
 				out = out[:0]
 			}
+			q.resp = nil
 		}
 		if !broken && werr == nil && len(out) > 0 {
 			werr = c.write(out)

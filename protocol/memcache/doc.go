@@ -44,10 +44,15 @@
 //     or when the stream cannot be resynchronised (bad byte count, data block
 //     not ending in CRLF, over-long line), the connection is closed after one
 //     log line. Other connections are unaffected.
-//   - The GET path allocates nothing itself: the connection reuses its read
-//     and write buffers, parses numbers by hand, and owns one re-armable
-//     request context (see requestContext) instead of calling
-//     context.WithTimeout per request. Keys and values given to the Cache
+//   - The GET path allocates nothing and, for a request that arrives whole,
+//     touches no timer: the connection reuses its read and write buffers,
+//     parses numbers by hand, arms its socket deadlines only when a request
+//     arrives in pieces (and the write deadline only when half of it has
+//     passed), and reads through QuickCache's GetNow when the Cache can
+//     answer at once (a local hit), without a request context. Other calls
+//     get the connection's one re-armable request context instead of
+//     context.WithTimeout per request. A get of several keys, and pipelined
+//     requests, are answered in one write. Keys and values given to the Cache
 //     alias connection buffers and are valid only during the call.
 //   - Hostile input: a request must arrive completely within ReadTimeout from
 //     its first byte (slowloris); a data buffer grows with the bytes that

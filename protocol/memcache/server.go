@@ -35,7 +35,9 @@ const (
 	// DefaultReadTimeout bounds how long a started request may take to arrive
 	// completely (slowloris protection).
 	DefaultReadTimeout = 10 * time.Second
-	// DefaultWriteTimeout bounds how long a client may take to accept a reply.
+	// DefaultWriteTimeout bounds how long a client may take to accept a reply:
+	// a write it does not accept fails between half of it and all of it after
+	// it began (the deadline is re-armed only when half has passed).
 	DefaultWriteTimeout = 10 * time.Second
 	// DefaultRequestTimeout bounds every Cache call, so a node without quorum
 	// still answers SERVER_ERROR instead of hanging Apache's TLS handshakes.
@@ -82,6 +84,16 @@ type Cache interface {
 	Delete(ctx context.Context, key []byte) (deleted bool, err error)
 }
 
+// A QuickCache is a Cache that can sometimes answer a read from memory at once
+// (a hit in the local replica). The server then skips the request context and
+// its timer, which a call that cannot wait does not need.
+type QuickCache interface {
+	Cache
+	// GetNow returns the entry if it can tell without waiting (answered
+	// true); otherwise the server calls Get.
+	GetNow(key []byte) (value []byte, flags uint32, ok, answered bool)
+}
+
 // StatsProvider is optionally implemented by a Cache to add its own figures
 // (entries, bytes, raft state ...) to the output of the stats command, which
 // status pages such as mod_socache's read.
@@ -109,6 +121,7 @@ type Server struct {
 
 	initOnce sync.Once
 	conns    *connset.Set[*conn] // listeners, connections, base context
+	quick    QuickCache          // Cache, if it can answer reads at once
 
 	cmdGet    atomic.Uint64
 	getHits   atomic.Uint64
@@ -123,6 +136,7 @@ func (s *Server) set() *connset.Set[*conn] {
 	s.initOnce.Do(func() {
 		s.conns = connset.New[*conn](connset.Config{Name: "memcache", Log: s.Logger, Closed: ErrServerClosed,
 			MaxConns: connset.Default(s.MaxConns, DefaultMaxConns), Refuse: s.refuse})
+		s.quick, _ = s.Cache.(QuickCache)
 	})
 	return s.conns
 }
@@ -322,9 +336,7 @@ func (c *conn) get(keys [][]byte) error {
 	}
 	for _, k := range keys {
 		c.s.cmdGet.Add(1)
-		ctx := c.Req.Begin()
-		v, flags, ok, err := c.s.Cache.Get(ctx, k)
-		c.Req.End()
+		v, flags, ok, err := c.lookup(k)
 		if err != nil {
 			c.serverError(err)
 			return nil
@@ -348,6 +360,18 @@ func (c *conn) get(keys [][]byte) error {
 	}
 	c.BW.WriteString("END\r\n")
 	return nil
+}
+
+// lookup reads one key, from memory at once when the Cache can.
+func (c *conn) lookup(key []byte) ([]byte, uint32, bool, error) {
+	if c.s.quick != nil {
+		if v, flags, ok, answered := c.s.quick.GetNow(key); answered {
+			return v, flags, ok, nil
+		}
+	}
+	ctx := c.Req.Begin()
+	defer c.Req.End()
+	return c.s.Cache.Get(ctx, key)
 }
 
 // store handles "set|add <key> <flags> <exptime> <bytes> [noreply]".

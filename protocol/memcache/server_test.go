@@ -36,6 +36,22 @@ func (m *memCache) Delete(_ context.Context, key []byte) (bool, error) {
 	return m.Store.Delete(key), nil
 }
 
+// quickCache also answers reads at once, as the node's Cache does.
+type quickCache struct{ *memCache }
+
+func (q quickCache) GetNow(key []byte) ([]byte, uint32, bool, bool) {
+	v, flags, ok := q.Store.GetNow(key)
+	return v, flags, ok, true
+}
+
+// cacheFor is the Cache a shared test's Setup asks for.
+func cacheFor(s frontendtest.Setup) Cache {
+	if s.Quick {
+		return quickCache{&memCache{s.Store}}
+	}
+	return &memCache{s.Store}
+}
+
 func (m *memCache) Stats() map[string]string {
 	return map[string]string{"curr_items": fmt.Sprint(m.Len())}
 }
@@ -187,6 +203,34 @@ func TestPipelinedAnswersInOrder(t *testing.T) {
 	want.WriteString("DELETED\r\n")
 	go c.Send(req.String()) // the server answers while we still write
 	c.Expect(want.String())
+}
+
+// TestMultiGetOneWrite: a get of many keys is answered in one write.
+func TestMultiGetOneWrite(t *testing.T) {
+	store := frontendtest.NewStore()
+	ln := frontendtest.Listen(t)
+	c := frontendtest.Dial(t, frontendtest.Serve(t, &Server{Cache: quickCache{&memCache{store}}, Logger: frontendtest.Logger(t)},
+		ln, ErrServerClosed))
+	var req, want strings.Builder
+	req.WriteString("get")
+	for i := range 100 {
+		v := fmt.Sprint("value-", i)
+		if i%10 != 9 { // every tenth key is a miss
+			store.Set(fmt.Appendf(nil, "k%d", i), []byte(v), 0, time.Hour)
+			fmt.Fprintf(&want, "VALUE k%d 0 %d\r\n%s\r\n", i, len(v), v)
+		}
+		fmt.Fprintf(&req, " k%d", i)
+	}
+	req.WriteString("\r\n")
+	want.WriteString("END\r\n")
+	c.Send(req.String())
+	c.Expect(want.String())
+	if w := ln.Writes.Load(); w != 1 {
+		t.Fatalf("a get of 100 keys took %d writes; want 1", w)
+	}
+	if q := store.QuickReads(); q != 100 {
+		t.Fatalf("%d of 100 keys read at once", q)
+	}
 }
 
 func TestOversizedValueIsSwallowed(t *testing.T) {

@@ -41,11 +41,16 @@
 //     answered "-ERR value too large for cache"; a larger or negative length, a
 //     bad array header or a bulk string not ending in CRLF is answered
 //     "-ERR Protocol error: ..." and the connection closed, as Redis does.
-//   - The GET path allocates nothing itself: arguments live in a reused
-//     per-connection arena, numbers are parsed by hand, and each connection
-//     owns one re-armable request context instead of calling
-//     context.WithTimeout per request. Keys and values given to the Cache
-//     alias connection buffers and are valid only during the call.
+//   - The GET path allocates nothing and, for a request that arrives whole,
+//     touches no timer: arguments live in a reused per-connection arena,
+//     numbers are parsed by hand, socket deadlines are armed only when a
+//     request arrives in pieces (the write deadline only when half of it has
+//     passed), and GET and EXISTS read through QuickCache's GetNow when the
+//     Cache can answer at once (a local hit), without a request context.
+//     Other calls get the connection's one re-armable request context instead
+//     of context.WithTimeout per request. Pipelined requests are answered in
+//     one write. Keys and values given to the Cache alias connection buffers
+//     and are valid only during the call.
 //   - Hostile input: a request must arrive completely within ReadTimeout from
 //     its first byte (slowloris); a data buffer grows with the bytes that
 //     actually arrived, 16 KiB at a time, so a client announcing a large

@@ -3,9 +3,7 @@ package resp
 import (
 	"bufio"
 	"fmt"
-	"log/slog"
 	"testing"
-	"time"
 
 	"github.com/distcache-replicated/distcache/protocol/internal/frontendtest"
 )
@@ -15,8 +13,9 @@ import (
 func lineProtocol() frontendtest.LineProtocol {
 	return frontendtest.LineProtocol{
 		Port: "RESP",
-		Start: func(t *testing.T, store *frontendtest.Store, readTimeout time.Duration, log *slog.Logger) string {
-			return startServer(t, &Server{Cache: &memCache{store}, ReadTimeout: readTimeout, Logger: log})
+		Start: func(t *testing.T, s frontendtest.Setup) string {
+			return frontendtest.Serve(t, &Server{Cache: cacheFor(s), ReadTimeout: s.ReadTimeout, WriteTimeout: s.WriteTimeout,
+				Logger: s.Logger(t)}, s.Listener, ErrServerClosed)
 		},
 		Set: func(key, value string) (string, string) { return cmd("SET", key, value), "+OK\r\n" },
 		Get: func(key, value string) (string, string) { return cmd("GET", key), bulk(value) },
@@ -38,6 +37,14 @@ func TestForeignProtocolsClosedWithReason(t *testing.T) {
 func TestStallLogged(t *testing.T) { frontendtest.StallLogged(t, lineProtocol()) }
 
 func TestValuesAcrossReadChunks(t *testing.T) { frontendtest.ValuesAcrossReadChunks(t, lineProtocol()) }
+
+func TestAnswersShareWrites(t *testing.T) { frontendtest.AnswersShareWrites(t, lineProtocol()) }
+
+func TestWholeRequestsArmNoDeadline(t *testing.T) {
+	frontendtest.WholeRequestsArmNoDeadline(t, lineProtocol())
+}
+
+func TestLargeAnswerAfterIdle(t *testing.T) { frontendtest.LargeAnswerAfterIdle(t, lineProtocol()) }
 
 func TestAnnouncedBlockCostsWhatArrived(t *testing.T) {
 	s := &Server{Cache: newMemCache(), Logger: frontendtest.Logger(t)}

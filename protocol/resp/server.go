@@ -32,7 +32,9 @@ const (
 	// DefaultReadTimeout bounds how long a started request may take to arrive
 	// completely (slowloris protection).
 	DefaultReadTimeout = 10 * time.Second
-	// DefaultWriteTimeout bounds how long a client may take to accept a reply.
+	// DefaultWriteTimeout bounds how long a client may take to accept a reply:
+	// a write it does not accept fails between half of it and all of it after
+	// it began (the deadline is re-armed only when half has passed).
 	DefaultWriteTimeout = 10 * time.Second
 	// DefaultRequestTimeout bounds every Cache call, so a node without quorum
 	// still answers -ERR instead of hanging Apache's TLS handshakes.
@@ -75,6 +77,16 @@ type Cache interface {
 	Delete(ctx context.Context, key []byte) (deleted bool, err error)
 }
 
+// A QuickCache is a Cache that can sometimes answer a read from memory at once
+// (a hit in the local replica). The server then skips the request context and
+// its timer, which a call that cannot wait does not need.
+type QuickCache interface {
+	Cache
+	// GetNow returns the value if it can tell without waiting (answered
+	// true); otherwise the server calls Get.
+	GetNow(key []byte) (value []byte, ok, answered bool)
+}
+
 // StatsProvider is optionally implemented by a Cache to add its figures to
 // INFO, which status pages such as mod_socache_redis's read.
 type StatsProvider interface {
@@ -99,6 +111,7 @@ type Server struct {
 
 	initOnce sync.Once
 	conns    *connset.Set[*conn] // listeners, connections, base context
+	quick    QuickCache          // Cache, if it can answer reads at once
 
 	commands atomic.Uint64
 	hits     atomic.Uint64
@@ -111,6 +124,7 @@ func (s *Server) set() *connset.Set[*conn] {
 	s.initOnce.Do(func() {
 		s.conns = connset.New[*conn](connset.Config{Name: "resp", Log: s.Logger, Closed: ErrServerClosed,
 			MaxConns: connset.Default(s.MaxConns, DefaultMaxConns), Refuse: s.refuse})
+		s.quick, _ = s.Cache.(QuickCache)
 	})
 	return s.conns
 }
@@ -387,12 +401,19 @@ func (c *conn) handle() error {
 		if len(args) == 0 {
 			return c.arity("del")
 		}
-		c.count(args, c.s.Cache.Delete)
+		c.count(args, func(key []byte) (bool, error) {
+			ctx := c.Req.Begin()
+			defer c.Req.End()
+			return c.s.Cache.Delete(ctx, key)
+		})
 	case "exists":
 		if len(args) == 0 {
 			return c.arity("exists")
 		}
-		c.count(args, c.exists)
+		c.count(args, func(key []byte) (bool, error) {
+			_, ok, err := c.lookup(key)
+			return ok, err
+		})
 	case "ping":
 		switch len(args) {
 		case 0:
@@ -504,9 +525,7 @@ func (c *conn) cacheError(err error) {
 }
 
 func (c *conn) get(key []byte) {
-	ctx := c.Req.Begin()
-	v, ok, err := c.s.Cache.Get(ctx, key)
-	c.Req.End()
+	v, ok, err := c.lookup(key)
 	switch {
 	case err != nil:
 		c.cacheError(err)
@@ -618,11 +637,10 @@ func (c *conn) setnx(args [][]byte) {
 }
 
 // count answers how many keys f holds for (DEL: deleted, EXISTS: live).
-func (c *conn) count(keys [][]byte, f func(ctx context.Context, key []byte) (bool, error)) {
+func (c *conn) count(keys [][]byte, f func(key []byte) (bool, error)) {
 	n := 0
 	for _, k := range keys {
-		ok, err := f(c.Req.Begin(), k)
-		c.Req.End()
+		ok, err := f(k)
 		if err != nil {
 			c.cacheError(err)
 			return
@@ -634,9 +652,16 @@ func (c *conn) count(keys [][]byte, f func(ctx context.Context, key []byte) (boo
 	c.writeLen(':', n)
 }
 
-func (c *conn) exists(ctx context.Context, key []byte) (bool, error) {
-	_, ok, err := c.s.Cache.Get(ctx, key)
-	return ok, err
+// lookup reads one key, from memory at once when the Cache can.
+func (c *conn) lookup(key []byte) ([]byte, bool, error) {
+	if c.s.quick != nil {
+		if v, ok, answered := c.s.quick.GetNow(key); answered {
+			return v, ok, nil
+		}
+	}
+	ctx := c.Req.Begin()
+	defer c.Req.End()
+	return c.s.Cache.Get(ctx, key)
 }
 
 // parseInt parses a signed decimal int64 without allocating.

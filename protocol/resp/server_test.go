@@ -38,6 +38,22 @@ func (m *memCache) Delete(_ context.Context, key []byte) (bool, error) {
 	return m.Store.Delete(key), nil
 }
 
+// quickCache also answers reads at once, as the node's Cache does.
+type quickCache struct{ *memCache }
+
+func (q quickCache) GetNow(key []byte) ([]byte, bool, bool) {
+	v, _, ok := q.Store.GetNow(key)
+	return v, ok, true
+}
+
+// cacheFor is the Cache a shared test's Setup asks for.
+func cacheFor(s frontendtest.Setup) Cache {
+	if s.Quick {
+		return quickCache{&memCache{s.Store}}
+	}
+	return &memCache{s.Store}
+}
+
 func (m *memCache) Stats() map[string]string {
 	return map[string]string{"entries": fmt.Sprint(m.Len())}
 }

@@ -22,7 +22,7 @@ func TestWriteFloodDoesNotFloodTheLog(t *testing.T) {
 	for range 200 {
 		send(t, srv, append(header(0x00, 300, id), 0x30))
 	}
-	waitFor(t, "100 dropped NEWs", func() bool { return s.Stats().Dropped >= 100 })
+	frontendtest.WaitFor(t, "100 dropped NEWs", func() bool { return s.Stats().Dropped >= 100 })
 	lines := strings.Count(logs.String(), "write queue full")
 	if lines == 0 || lines > 3 {
 		t.Fatalf("%d log lines for %d dropped datagrams, want 1 to 3:\n%s", lines, s.Stats().Dropped, logs)

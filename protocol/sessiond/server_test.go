@@ -104,17 +104,6 @@ func header(typ byte, timeout uint16, id []byte) []byte {
 	return h
 }
 
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 func TestStunnelRoundTrip(t *testing.T) {
 	mc := newMemCache()
 	s := &Server{Cache: mc}
@@ -129,7 +118,7 @@ func TestStunnelRoundTrip(t *testing.T) {
 
 		// NEW: timeout 300 -> 0x01 0x2c; no answer.
 		send(t, srv, append(header(0x00, 300, id), der...))
-		waitFor(t, "NEW to be applied", func() bool { _, _, ok := mc.Lookup(key); return ok })
+		frontendtest.WaitFor(t, "NEW to be applied", func() bool { _, _, ok := mc.Lookup(key); return ok })
 		v, ttl, _ := mc.Lookup(key)
 		if !bytes.Equal(v, der) || ttl != 300*time.Second {
 			t.Fatalf("stored %x with ttl %v", v, ttl)
@@ -142,7 +131,7 @@ func TestStunnelRoundTrip(t *testing.T) {
 		}
 
 		send(t, srv, header(0x02, 0, id))
-		waitFor(t, "REMOVE to be applied", func() bool { _, _, ok := mc.Lookup(key); return !ok })
+		frontendtest.WaitFor(t, "REMOVE to be applied", func() bool { _, _, ok := mc.Lookup(key); return !ok })
 
 		got = roundTrip(t, srv, header(0x01, 0, id))
 		if want := header(0x80, 0, id); !bytes.Equal(got, want) {
@@ -160,12 +149,12 @@ func TestKeyPrefixAndTimeouts(t *testing.T) {
 	id := []byte{0xAB}
 	key := "s:ab" + strings.Repeat("00", 31)
 	send(t, srv, append(header(0x00, 0, id), 1, 2, 3))
-	waitFor(t, "NEW", func() bool { _, _, ok := mc.Lookup(key); return ok })
+	frontendtest.WaitFor(t, "NEW", func() bool { _, _, ok := mc.Lookup(key); return ok })
 	if _, ttl, _ := mc.Lookup(key); ttl != NoExpiry {
 		t.Errorf("timeout 0: ttl %v, want NoExpiry", ttl)
 	}
 	send(t, srv, append(header(0x00, MaxTimeout, id), 1, 2, 3))
-	waitFor(t, "NEW", func() bool { _, ttl, _ := mc.Lookup(key); return ttl == 18*time.Hour })
+	frontendtest.WaitFor(t, "NEW", func() bool { _, ttl, _ := mc.Lookup(key); return ttl == 18*time.Hour })
 }
 
 func TestMalformedDatagramsAreIgnored(t *testing.T) {
@@ -218,7 +207,7 @@ func TestGetsStayFastWhenWritesBlock(t *testing.T) {
 	for range 5 {
 		send(t, srv, append(header(0x00, 300, id), 0x30))
 	}
-	waitFor(t, "dropped NEWs", func() bool { return s.Stats().Dropped > 0 })
+	frontendtest.WaitFor(t, "dropped NEWs", func() bool { return s.Stats().Dropped > 0 })
 	got := roundTrip(t, srv, header(0x01, 0, id))
 	if want := header(0x80, 0, id); !bytes.Equal(got, want) {
 		t.Fatalf("GET answer %x, want %x", got, want)
@@ -255,7 +244,7 @@ func TestShutdownDrainsQueuedWrites(t *testing.T) {
 	go func() { errc <- s.Serve(pc) }()
 	id := []byte{5}
 	send(t, pc.LocalAddr(), append(header(0x00, 300, id), 0x30))
-	waitFor(t, "NEW to reach a worker", func() bool { return s.Stats().News == 1 })
+	frontendtest.WaitFor(t, "NEW to reach a worker", func() bool { return s.Stats().News == 1 })
 
 	// The write is blocked: Shutdown with an expired context cancels it.
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)

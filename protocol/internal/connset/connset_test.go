@@ -17,6 +17,8 @@ import (
 
 	"github.com/distcache-replicated/distcache/internal/syncbuf"
 	"github.com/distcache-replicated/distcache/protocol/internal/reqctx"
+
+	"github.com/distcache-replicated/distcache/protocol/internal/frontendtest"
 )
 
 // lineConn echoes lines until its peer closes, it is woken during a shutdown,
@@ -96,17 +98,6 @@ func roundTrip(t *testing.T, nc net.Conn, r *bufio.Reader, msg string) string {
 	return strings.TrimSuffix(line, "\n")
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // TestCapRefusesAndCounts: past maxConns a connection gets the protocol's refusal
 // and is closed; counters add up; a burst of refusals logs one line.
 func TestCapRefusesAndCounts(t *testing.T) {
@@ -177,7 +168,7 @@ func TestShutdownDeadlineClosesStragglers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	waitFor(t, "the connection to be tracked", func() bool { return set.Active() == 1 })
+	frontendtest.WaitFor(t, "the connection to be tracked", func() bool { return set.Active() == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	if err := set.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
@@ -333,7 +324,7 @@ func TestShutdownDuringTraffic(t *testing.T) {
 				}
 			}()
 		}
-		waitFor(t, "the clients to connect", func() bool { return set.Active() == 4 })
+		frontendtest.WaitFor(t, "the clients to connect", func() bool { return set.Active() == 4 })
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		if err := set.Shutdown(ctx); err != nil {
 			t.Fatalf("round %d: Shutdown: %v (a connection missed its wake-up)", round, err)

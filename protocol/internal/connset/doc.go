@@ -11,10 +11,15 @@
 //   - Set: a Group with the one accept loop of the stream front-ends
 //     (distcache, memcache, RESP), the connection cap and the refusal log line
 //     (at most one a second, via loglimit).
-//   - Line and ServeStream: the connection of a line protocol (memcache, RESP):
-//     socket, buffers, timeouts, the request loop with its close reasons, and
-//     reading lines and announced values (ReadLine, AppendValue) so that a
-//     stalled client costs only what it sent.
+//   - Line: the connection of a line protocol (memcache, RESP): socket,
+//     buffers, timeouts, the request loop with its close reasons (answers
+//     flushed once nothing more is pipelined), and reading lines and announced
+//     values (ReadLine, AppendValue) so that a stalled client costs only what
+//     it sent.
+//   - Deadlines: the read, idle and write deadlines of a stream connection
+//     (Line's and distcache's), armed only when they can change what happens:
+//     a request that arrives whole and an answer that leaves at once cost no
+//     timer update.
 //
 // Each front-end keeps only what differs: how it refuses a connection, how a
 // connection reads and answers requests. connset knows nothing of any wire

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -14,9 +15,9 @@ import (
 type LineProtocol struct {
 	// Port is the front-end's name as its log lines name its port.
 	Port string
-	// Start serves the front-end over store on loopback, with readTimeout and
-	// log, until the test ends, and returns its address.
-	Start func(t *testing.T, store *Store, readTimeout time.Duration, log *slog.Logger) string
+	// Start serves the front-end as set up until the test ends, and returns
+	// its address.
+	Start func(t *testing.T, s Setup) string
 	// Set is a request that stores value under key, and its answer.
 	Set func(key, value string) (req, answer string)
 	// Get is a request that reads key, and its answer when key holds value.
@@ -26,6 +27,27 @@ type LineProtocol struct {
 	SetHead func(key string, n int) string
 	// MaxValue is the largest value the front-end stores by default.
 	MaxValue int
+}
+
+// Setup is how a test wants a line-protocol front-end started.
+type Setup struct {
+	Store        *Store
+	ReadTimeout  time.Duration // 0: the front-end's default
+	WriteTimeout time.Duration // 0: the front-end's default
+	Log          *slog.Logger  // nil: the test's log
+	// Listener is served instead of a fresh loopback listener (see Listen).
+	Listener net.Listener
+	// Quick makes the Cache answer reads at once (the front-end's QuickCache,
+	// backed by Store.GetNow), as the node's does.
+	Quick bool
+}
+
+// Logger is the Setup's logger, or one writing to the test's log.
+func (s Setup) Logger(t testing.TB) *slog.Logger {
+	if s.Log != nil {
+		return s.Log
+	}
+	return Logger(t)
 }
 
 // Foreign is what a misconfigured client sends, and the reason the log must
@@ -38,7 +60,7 @@ type Foreign struct{ Name, Send, Reason string }
 // mistake, and a well-behaved connection is unaffected.
 func ForeignProtocols(t *testing.T, p LineProtocol, extra ...Foreign) {
 	logs, log := LogBuffer()
-	addr := p.Start(t, NewStore(), time.Minute, log)
+	addr := p.Start(t, Setup{Store: NewStore(), ReadTimeout: time.Minute, Log: log})
 	good := Dial(t, addr)
 	cases := append([]Foreign{
 		// A TLS 1.2 ClientHello record header and the start of its body: no newline.
@@ -64,7 +86,7 @@ func ForeignProtocols(t *testing.T, p LineProtocol, extra ...Foreign) {
 // naming the read timeout, and one cut short by the peer with its own line.
 func StallLogged(t *testing.T, p LineProtocol) {
 	logs, log := LogBuffer()
-	addr := p.Start(t, NewStore(), 200*time.Millisecond, log)
+	addr := p.Start(t, Setup{Store: NewStore(), ReadTimeout: 200 * time.Millisecond, Log: log})
 	c := Dial(t, addr)
 	c.Send(p.SetHead("k", 10) + "abc")
 	c.ExpectClosed()
@@ -85,7 +107,7 @@ func StallLogged(t *testing.T, p LineProtocol) {
 // chunk and up to the largest allowed, pipelined in one write so that the
 // connection's value buffer is reused between requests.
 func ValuesAcrossReadChunks(t *testing.T, p LineProtocol) {
-	c := Dial(t, p.Start(t, NewStore(), time.Minute, Logger(t)))
+	c := Dial(t, p.Start(t, Setup{Store: NewStore(), ReadTimeout: time.Minute}))
 	var req, want strings.Builder
 	for i, n := range []int{1, 16<<10 - 1, 16 << 10, 16<<10 + 1, 40000, p.MaxValue, 3} {
 		key, v := fmt.Sprintf("k%d", i), strings.Repeat(string(rune('a'+i)), n)

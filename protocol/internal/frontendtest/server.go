@@ -54,6 +54,16 @@ func Start(t testing.TB, s StreamServer, closed error) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return Serve(t, s, ln, closed)
+}
+
+// Serve is Start on a listener of the test's own (see Listen); nil means a
+// fresh loopback one.
+func Serve(t testing.TB, s StreamServer, ln net.Listener, closed error) string {
+	t.Helper()
+	if ln == nil {
+		return Start(t, s, closed)
+	}
 	serveUntilCleanup(t, func() error { return s.Serve(ln) }, s.Shutdown, closed)
 	return ln.Addr().String()
 }
@@ -185,5 +195,18 @@ func BenchmarkRoundTrip(b *testing.B, addr string, req []byte, answerLen int) {
 		if _, err := io.ReadFull(nc, buf); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// WaitFor polls cond until it holds, for at most ten seconds, instead of
+// sleeping for a guessed time.
+func WaitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
