@@ -104,6 +104,7 @@ func commands() []*command {
 	cmds = append(cmds, adminCommands()...)
 	cmds = append(cmds, dataCommands()...)
 	cmds = append(cmds, toolCommands()...)
+	cmds = append(cmds, completionCommand())
 	return cmds
 }
 

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"unicode"
 )
 
 // Page writes one manual page to an io.Writer; the first write error is kept
@@ -74,11 +75,24 @@ func (p *Page) Example(text string) {
 
 // Escape makes s safe inside one line of roff: backslashes and hyphens (which
 // roff would render as typographic hyphens, breaking copied options) are
-// escaped, and double quotes do not end a macro argument.
+// escaped, double quotes do not end a macro argument, and characters beyond
+// ASCII are written as groff's \[uXXXX].
 func Escape(s string) string {
 	s = strings.ReplaceAll(s, `\`, `\e`)
 	s = strings.ReplaceAll(s, "-", `\-`)
-	return strings.ReplaceAll(s, `"`, `\(dq`)
+	s = strings.ReplaceAll(s, `"`, `\(dq`)
+	if !strings.ContainsFunc(s, func(r rune) bool { return r > unicode.MaxASCII }) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if r > unicode.MaxASCII {
+			fmt.Fprintf(&b, `\[u%04X]`, r) // groff reads ASCII; man(1) renders it back
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // escapeLines escapes each line and protects a line that would otherwise start

@@ -12,6 +12,7 @@ func TestEscape(t *testing.T) {
 		`C:\path`:          `C:\epath`,
 		`say "hi"`:         `say \(dqhi\(dq`,
 		"plain text, 1.0.": "plain text, 1.0.",
+		"len ≥ 5":          `len \[u2265] 5`,
 	} {
 		if got := Escape(in); got != want {
 			t.Errorf("Escape(%q) = %q, want %q", in, got, want)
