@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -34,6 +35,7 @@ package installs it; by hand, add to ~/.bashrc:
 }
 
 func runCompletion(ctx context.Context, a *app, inv *invocation) error {
+	asJSON := inv.fs.Bool("json", false, "print what completion knows (commands, aliases, flags, sub-commands) as JSON, for other shells' scripts")
 	pos, err := inv.parse(1, 1)
 	if err != nil {
 		return err
@@ -41,7 +43,41 @@ func runCompletion(ctx context.Context, a *app, inv *invocation) error {
 	if pos[0] != "bash" {
 		return usagef("unsupported shell %q: want bash", pos[0])
 	}
+	if *asJSON {
+		return writeCompletionJSON(ctx, a.stdout)
+	}
 	return writeBashCompletion(ctx, a.stdout)
+}
+
+// writeCompletionJSON writes the command table as completion sees it.
+func writeCompletionJSON(ctx context.Context, w io.Writer) error {
+	all, err := specs(ctx)
+	if err != nil {
+		return err
+	}
+	type flagJSON struct {
+		Name      string `json:"name"`
+		TakesFile bool   `json:"takes_file,omitempty"`
+		Bool      bool   `json:"bool,omitempty"`
+	}
+	type cmdJSON struct {
+		Name        string     `json:"name"`
+		Aliases     []string   `json:"aliases,omitempty"`
+		Args        string     `json:"args,omitempty"`
+		SubCommands []string   `json:"subcommands,omitempty"`
+		Flags       []flagJSON `json:"flags"`
+	}
+	var out []cmdJSON
+	for _, s := range all {
+		c := cmdJSON{Name: s.name, Aliases: s.aliases, Args: s.args, SubCommands: s.subs, Flags: []flagJSON{}}
+		for _, f := range s.flags {
+			c.Flags = append(c.Flags, flagJSON{Name: f.Name, TakesFile: takesFile(f), Bool: isBoolFlag(f)})
+		}
+		out = append(out, c)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
 }
 
 // commandSpec is what documentation needs of a command: its flags, which dcctl

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"os"
 	"os/exec"
@@ -75,6 +76,14 @@ func TestCompletionBash(t *testing.T) {
 		if strings.Join(got, " ") != strings.Join(tc.want, " ") {
 			t.Errorf("dcctl %s<TAB>: %q, want %q", strings.Join(tc.words, " "), got, tc.want)
 		}
+	}
+	r = runCLI(t, nil, "completion", "bash", "--json")
+	var table []struct {
+		Name  string
+		Flags []struct{ Name string }
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &table); err != nil || len(table) != len(commands()) {
+		t.Errorf("completion --json: %v, %d commands, want %d", err, len(table), len(commands()))
 	}
 	if r := runCLI(t, nil, "completion", "fish"); r.code != exitUsage || !strings.Contains(r.stderr, "want bash") {
 		t.Errorf("completion fish: exit %d, %q; want a usage error naming bash", r.code, r.stderr)
