@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Checks a package built by build-deb.sh without installing it on this machine:
+# unpacks it into a scratch root, runs the binaries from there, and verifies
+# the unit, the maintainer scripts, the manual pages and the completion.
+#
+#   packaging/check-deb.sh dist/distcache_VERSION_ARCH.deb
+#
+# CI runs it (.ci/run). Needs dpkg-deb and systemd-analyze; man and bash are
+# used when present.
+set -euo pipefail
+deb=${1:?usage: check-deb.sh PACKAGE.deb}
+fail() { echo "check-deb: $*" >&2; exit 1; }
+
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+dpkg-deb -x "$deb" "$root"
+dpkg-deb -e "$deb" "$root/DEBIAN"
+version=$(dpkg-deb -f "$deb" Version)
+
+for f in usr/bin/dcnode usr/bin/dcctl lib/systemd/system/dcnode.service etc/distcache/dcnode.conf \
+  usr/share/man/man8/dcnode.8.gz usr/share/man/man1/dcctl.1.gz \
+  usr/share/bash-completion/completions/dcctl usr/share/doc/distcache/operations.md \
+  usr/share/doc/distcache/grafana-dashboard.json usr/share/doc/distcache/alerts.yml; do
+  [ -e "$root/$f" ] || fail "$f missing from $deb"
+done
+grep -qx /etc/distcache/dcnode.conf "$root/DEBIAN/conffiles" || fail "dcnode.conf is not a conffile"
+
+# The binaries run from the scratch root and report the package's version.
+got=$("$root/usr/bin/dcnode" -version)
+case $got in "dcnode $version "* | "dcnode $version") ;; *) fail "dcnode -version: '$got', want $version" ;; esac
+got=$("$root/usr/bin/dcctl" version --addr 127.0.0.1:1 2>/dev/null)
+case $got in *"$version"*) ;; *) fail "dcctl version: '$got', want $version" ;; esac
+echo "check-deb: dcnode -version: $("$root/usr/bin/dcnode" -version)"
+
+# The shipped config is read without complaint and sets the packaged data dir.
+"$root/usr/bin/dcnode" -config "$root/etc/distcache/dcnode.conf" -print-config |
+  grep '^data-dir = /var/lib/distcache ' >/dev/null || fail "the shipped config does not set data-dir = /var/lib/distcache"
+
+# The unit, against this machine's systemd (targets, /bin/kill), with
+# ExecStart pointing into the scratch root: systemd-analyze checks that the
+# binary is there and executable.
+unitdir=$(mktemp -d)
+trap 'rm -rf "$root" "$unitdir"' EXIT
+sed "s|/usr/bin/dcnode|$root/usr/bin/dcnode|g" "$root/lib/systemd/system/dcnode.service" >"$unitdir/dcnode.service"
+# It exits 0 on directives it ignores, so any output is a failure too.
+out=$(systemd-analyze verify --man=no "$unitdir/dcnode.service" 2>&1) || fail "systemd-analyze verify dcnode.service: $out"
+[ -z "$out" ] || fail "systemd-analyze verify dcnode.service: $out"
+grep -q '^Type=notify$' "$root/lib/systemd/system/dcnode.service" || fail "the unit is not Type=notify"
+
+# Maintainer scripts: POSIX sh, and no systemctl unless booted with systemd.
+for s in postinst prerm postrm; do
+  sh -n "$root/DEBIAN/$s" || fail "$s: syntax"
+  if grep -n systemctl "$root/DEBIAN/$s" | grep -v '^[0-9]*: *#' >/dev/null &&
+    ! grep -q 'if .*-d /run/systemd/system' "$root/DEBIAN/$s"; then
+    fail "$s calls systemctl without checking /run/systemd/system"
+  fi
+done
+
+# Manual pages render without warnings; the completion script loads.
+if command -v groff >/dev/null; then
+  for m in usr/share/man/man8/dcnode.8.gz usr/share/man/man1/dcctl.1.gz; do
+    w=$(zcat "$root/$m" | groff -man -Tutf8 -ww -z 2>&1) || fail "$m: groff failed"
+    [ -z "$w" ] || fail "$m: $w"
+  done
+fi
+bash -n "$root/usr/share/bash-completion/completions/dcctl" || fail "completion script: syntax"
+echo "check-deb: $deb OK"
