@@ -45,6 +45,9 @@ sed "s|/usr/bin/dcnode|$root/usr/bin/dcnode|g" "$root/lib/systemd/system/dcnode.
 # It exits 0 on directives it ignores, so any output is a failure too.
 out=$(systemd-analyze verify --man=no "$unitdir/dcnode.service" 2>&1) || fail "systemd-analyze verify dcnode.service: $out"
 [ -z "$out" ] || fail "systemd-analyze verify dcnode.service: $out"
+# The hardening holds: systemd's own exposure score (0 best, 10 worst) at most 2.0.
+systemd-analyze security --offline=true --threshold=20 "$unitdir/dcnode.service" >/dev/null 2>&1 ||
+  fail "dcnode.service exposure above 2.0: $(systemd-analyze security --offline=true "$unitdir/dcnode.service" 2>&1 | tail -1)"
 grep -q '^Type=notify$' "$root/lib/systemd/system/dcnode.service" || fail "the unit is not Type=notify"
 
 # Maintainer scripts: POSIX sh, and no systemctl unless booted with systemd.
