@@ -7,7 +7,8 @@
 #
 # The version is $DISTCACHE_VERSION if set, else derived from git: the nearest
 # tag without its "v" (1.2.0), or 0.0.0~gitYYYYMMDD.SHORTSHA on an untagged
-# commit (~ sorts before any release), with +dirty for a modified work tree.
+# commit (~ sorts before any release), with +dirty for a modified work tree;
+# 0.0.0~nogit without git.
 # It is stamped into the binaries (dcnode -version) and is the package's.
 # Needs go, dpkg-deb and gzip; no root (dpkg-deb --root-owner-group).
 set -euo pipefail
@@ -15,6 +16,9 @@ cd "$(dirname "$0")/.."
 out=${1:-dist}
 
 version=${DISTCACHE_VERSION:-}
+if [ -z "$version" ] && ! git rev-parse HEAD >/dev/null 2>&1; then
+  version=0.0.0~nogit # a source tree without git (or one git refuses to read)
+fi
 if [ -z "$version" ]; then
   if tag=$(git describe --tags --abbrev=0 2>/dev/null); then
     version=${tag#v}
