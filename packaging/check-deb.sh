@@ -3,12 +3,19 @@
 # unpacks it into a scratch root, runs the binaries from there, and verifies
 # the unit, the maintainer scripts, the manual pages and the completion.
 #
-#   packaging/check-deb.sh dist/distcache_VERSION_ARCH.deb
+#   packaging/check-deb.sh [--install] dist/distcache_VERSION_ARCH.deb
 #
-# CI runs it (.ci/run). Needs dpkg-deb and systemd-analyze; man and bash are
+# With --install (root only; CI's throwaway machine) it then installs the
+# package for real with dpkg, checks what the maintainer scripts did (the
+# distcache user, the config's owner and mode, no systemctl without systemd),
+# runs dcnode from /usr/bin as that user, and purges the package again.
+#
+# CI runs it (.ci/run). Needs dpkg-deb and systemd-analyze; groff and bash are
 # used when present.
 set -euo pipefail
-deb=${1:?usage: check-deb.sh PACKAGE.deb}
+install=false
+if [ "${1:-}" = --install ]; then install=true; shift; fi
+deb=${1:?usage: check-deb.sh [--install] PACKAGE.deb}
 fail() { echo "check-deb: $*" >&2; exit 1; }
 
 root=$(mktemp -d)
@@ -67,4 +74,33 @@ if command -v groff >/dev/null; then
   done
 fi
 bash -n "$root/usr/share/bash-completion/completions/dcctl" || fail "completion script: syntax"
+
+if $install; then
+  [ "$(id -u)" = 0 ] || fail "--install needs root"
+  if dpkg -s distcache >/dev/null 2>&1; then fail "distcache is already installed here; not touching it"; fi
+  had_user=false
+  if getent passwd distcache >/dev/null; then had_user=true; fi
+  cleanup() {
+    dpkg --purge distcache >/dev/null 2>&1 || true
+    if ! $had_user; then userdel distcache 2>/dev/null || true; fi
+    rm -rf "$root" "$unitdir"
+  }
+  trap cleanup EXIT
+  out=$(dpkg -i "$deb" 2>&1) || fail "dpkg -i: $out"
+  if [ ! -d /run/systemd/system ] && printf '%s' "$out" | grep -i systemctl >/dev/null; then
+    fail "the maintainer scripts called systemctl on a machine not booted with systemd: $out"
+  fi
+  getent passwd distcache >/dev/null || fail "postinst did not create the distcache user"
+  [ "$(stat -c '%U:%G %a' /etc/distcache/dcnode.conf)" = "root:distcache 640" ] ||
+    fail "/etc/distcache/dcnode.conf is $(stat -c '%U:%G %a' /etc/distcache/dcnode.conf), want root:distcache 640"
+  got=$(/usr/bin/dcnode -version)
+  case $got in "dcnode $version "* | "dcnode $version") ;; *) fail "installed dcnode -version: '$got'" ;; esac
+  # The node's user can read its config (what the unit's User= does).
+  setpriv --reuid=distcache --regid=distcache --clear-groups --inh-caps=-all \
+    /usr/bin/dcnode -config /etc/distcache/dcnode.conf -print-config >/dev/null ||
+    fail "user distcache cannot read /etc/distcache/dcnode.conf"
+  out=$(dpkg -r distcache 2>&1) || fail "dpkg -r: $out"
+  [ ! -e /usr/bin/dcnode ] || fail "dpkg -r left /usr/bin/dcnode"
+  echo "check-deb: installed, checked and removed again"
+fi
 echo "check-deb: $deb OK"
