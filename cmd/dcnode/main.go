@@ -375,7 +375,9 @@ func runNode(ctx context.Context, o options, environ []string, logger *slog.Logg
 		logger.Warn("cannot notify systemd; continuing without", "err", err)
 	}
 	defer sd.close()
-	go sd.run(ctx, n, logger)
+	nctx, stopNotify := context.WithCancel(ctx)
+	notifyDone := make(chan struct{})
+	go func() { sd.run(nctx, n, logger); close(notifyDone) }()
 	leave := false
 	select {
 	case <-ctx.Done():
@@ -387,6 +389,8 @@ func runNode(ctx context.Context, o options, environ []string, logger *slog.Logg
 		}
 	case <-n.LeaveRequested(): // it has left already
 	}
+	stopNotify() // no status of a node being closed
+	<-notifyDone
 	sd.report(sd.send("STOPPING=1\nSTATUS=stopping"), logger)
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
