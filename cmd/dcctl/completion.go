@@ -231,10 +231,7 @@ func writeManPage(ctx context.Context, w io.Writer) error {
 			if isBoolFlag(f) {
 				arg = ""
 			}
-			if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "0s" {
-				usage += " (default " + f.DefValue + ")"
-			}
-			p.Tagged("--"+f.Name, arg, usage)
+			p.Tagged("--"+f.Name, arg, usage+defaultNote(f))
 		}
 		if s.example != "" {
 			p.Para("Example:")

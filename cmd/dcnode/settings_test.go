@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"flag"
 	"io"
 	"os"
@@ -9,6 +10,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/distcache-replicated/distcache/internal/manpage"
 )
 
 var update = flag.Bool("update", false, "rewrite README's settings table and the packaged config file and man page from the registry")
@@ -379,6 +382,9 @@ func TestPackagedFiles(t *testing.T) {
 	}
 	man := filepath.Join("..", "..", "packaging", "man", "dcnode.8")
 	page, _ := os.ReadFile(man)
+	if err := manpage.Lint(page); err != nil && !errors.Is(err, manpage.ErrNoFormatter) {
+		t.Errorf("%s: %v", man, err)
+	}
 	for _, s := range o.settings {
 		if s.allows(fromFlag) && !bytes.Contains(page, []byte(`.BI "\-`+strings.ReplaceAll(s.name, "-", `\-`)+` "`)) && !bytes.Contains(page, []byte(`.B \-`+strings.ReplaceAll(s.name, "-", `\-`)+"\n")) {
 			t.Errorf("%s does not document -%s", man, s.name)

@@ -8,8 +8,10 @@
 package manpage
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"os/exec"
 	"strings"
 	"unicode"
 )
@@ -110,4 +112,24 @@ func escapeLines(s string) string {
 		lines[i] = l
 	}
 	return strings.Join(lines, "\n")
+}
+
+// ErrNoFormatter is Lint's answer on a machine without groff.
+var ErrNoFormatter = errors.New("groff is not installed")
+
+// Lint formats page with groff, as man(1) would, with every warning on, and
+// returns what groff complained about: an error for the first problem, nil
+// for a clean page, ErrNoFormatter without groff (tests then skip).
+func Lint(page []byte) error {
+	groff, err := exec.LookPath("groff")
+	if err != nil {
+		return ErrNoFormatter
+	}
+	cmd := exec.Command(groff, "-man", "-Tutf8", "-ww", "-z")
+	cmd.Stdin = strings.NewReader(string(page))
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(out) > 0 {
+		return fmt.Errorf("groff: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }
