@@ -169,9 +169,13 @@ func TestNotifyRealNode(t *testing.T) {
 	}
 	environ := []string{"NOTIFY_SOCKET=" + path, "WATCHDOG_USEC=200000"} // a ping every 100ms
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	exit := make(chan int, 1)
-	go func() { exit <- runNode(ctx, o, environ, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		exit <- runNode(ctx, o, environ, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}()
+	t.Cleanup(func() { cancel(); <-done }) // the node is gone before its temp dirs
 
 	ready, before := next(t, ch, "READY=1", func(m string) bool { return strings.Contains(m, "READY=1") })
 	if !strings.Contains(ready, "STATUS=ready; leader, leader n1, term ") {
