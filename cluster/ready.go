@@ -102,6 +102,12 @@ func (c *Cluster) Ready() error {
 	return nil
 }
 
+// StorageWritable returns nil while this node's own storage takes writes (the
+// data dir's probe write and the last Raft log write succeeded), the disk part
+// of Ready, for the distcache_storage_writable metric: an alert can then say
+// "disk" rather than only "not ready".
+func (c *Cluster) StorageWritable() error { return c.disk.check() }
+
 // readyLoop keeps what Ready reads current: a read index from the leader
 // every readyProbeInterval and whether this node applies it, and a probe
 // write in the data dir every diskProbeInterval.

@@ -81,6 +81,11 @@ func newMetrics() *metrics {
 		ConstLabels: prometheus.Labels{"version": v.Version, "revision": v.Revision, "go": v.Go},
 	})
 	build.Set(1)
+	// Both reasons exist from the start at 0, so that rate() and the alert
+	// rules see the first error as an increase rather than a new series.
+	for _, reason := range []string{"unavailable", "other"} {
+		m.writeErr.WithLabelValues(reason)
+	}
 	m.reg.MustRegister(reqs, lat, m.writeErr, build)
 	for p := range numProtos {
 		for c := range numCmds {
@@ -147,8 +152,23 @@ func (n *Node) registerMetrics() {
 		}
 		return float64(total)
 	})
+	m.gauge("ready", "1 when this node is ready by the /readyz check (known leader, caught up, writable storage), else 0.", func() float64 {
+		return boolValue(n.Ready() == nil)
+	})
+	m.gauge("storage_writable", "1 while this node's data dir and Raft log take writes, 0 when a write failed (disk full, read-only, I/O error).", func() float64 {
+		return boolValue(n.cluster.StorageWritable() == nil)
+	})
+	m.gauge("max_sessions", "The session cap (-sessions): past it the sessions due to expire soonest are evicted.", func() float64 { return float64(n.cfg.MaxSessions) })
+	m.gauge("max_payload_bytes", "The byte cap on keys and values (-max-bytes), compared with distcache_payload_bytes.", func() float64 { return float64(n.cfg.MaxBytes) })
 	m.reg.MustRegister(&peerLagCollector{n: n})
 	n.tickets.registerMetrics(m)
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func raftStateValue(s string) float64 {

@@ -50,6 +50,10 @@
 //   - Session data never appears in logs; only get/take print a value, because the
 //     operator asked for it.
 //
+// The bash completion (dcctl completion bash) and the manual page dcctl(1) are
+// derived from the command table by running each command with --help, which
+// registers its flags (completion.go), so they cannot name a flag dcctl lacks.
+//
 // All output goes through an app value (stdout, stderr, environment, terminal
 // detection), so tests run the real command paths in-process.
 package main

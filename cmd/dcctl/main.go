@@ -104,6 +104,7 @@ func commands() []*command {
 	cmds = append(cmds, adminCommands()...)
 	cmds = append(cmds, dataCommands()...)
 	cmds = append(cmds, toolCommands()...)
+	cmds = append(cmds, completionCommand())
 	return cmds
 }
 
@@ -332,17 +333,23 @@ func (a *app) printCommandHelp(c *command, fs *flag.FlagSet) {
 		for _, n := range names {
 			f := fs.Lookup(n)
 			typ, usage := flag.UnquoteUsage(f)
-			def := ""
-			if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "0s" {
-				def = fmt.Sprintf(" (default %s)", f.DefValue)
-			}
-			fmt.Fprintf(tw, "  --%s %s\t%s%s\n", n, typ, usage, def)
+			fmt.Fprintf(tw, "  --%s %s\t%s%s\n", n, typ, usage, defaultNote(f))
 		}
 		tw.Flush()
 	}
 	if c.example != "" {
 		fmt.Fprintf(w, "\nExample:\n%s\n", indent(strings.TrimRight(c.example, "\n"), "  "))
 	}
+}
+
+// defaultNote is " (default X)" for a flag whose default is not the zero value
+// (the usage says what zero means), else "".
+func defaultNote(f *flag.Flag) string {
+	switch f.DefValue {
+	case "", "false", "0", "0s":
+		return ""
+	}
+	return fmt.Sprintf(" (default %s)", f.DefValue)
 }
 
 func indent(s, prefix string) string {

@@ -443,13 +443,18 @@ func (o *options) printHelp(w io.Writer) {
 			fmt.Fprintf(w, "\n    \t%s%s\n", s.help(), s.defaultNote(" (default %s)"))
 		}
 	}
-	var cmdline []string
+	fmt.Fprintf(w, usageSources, strings.Join(o.cmdlineOnly(), ", "))
+}
+
+// cmdlineOnly lists the flags that are not also config-file keys.
+func (o *options) cmdlineOnly() []string {
+	var out []string
 	for _, s := range o.settings {
 		if !s.allows(fromFile) {
-			cmdline = append(cmdline, "-"+s.name)
+			out = append(out, "-"+s.name)
 		}
 	}
-	fmt.Fprintf(w, usageSources, strings.Join(cmdline, ", "))
+	return out
 }
 
 // defaultNote formats the default with format, or "" when it is the zero value

@@ -25,11 +25,19 @@
 //     line whose `word` in backquotes names the value;
 //  3. use the field (nodeConfig maps options onto node.Config; validate holds
 //     checks that involve several settings, naming them with label);
-//  4. run `go test ./cmd/dcnode -run README -update` to regenerate README's
-//     table. The tests check the entry (name, example, usage) for you.
+//  4. run `go test ./cmd/dcnode -run 'README|Packaged' -update` to regenerate
+//     README's table and the packaged config file and dcnode(8) in packaging/.
+//     The tests check the entry (name, example, usage) for you.
 //
 // A value type's Set says in words what is wrong with a value; the source that
 // read it adds which setting it was and the example.
+//
+// # Under systemd
+//
+// notify.go speaks sd_notify(3) for the packaged Type=notify unit: READY=1 once
+// the node passes the /readyz check, STATUS= lines, WATCHDOG=1 and STOPPING=1.
+// packaging.go generates the config file and dcnode(8) that the package ships
+// (packaging/), from the registry.
 //
 // This package must not know how the node works inside: it maps settings onto
 // node.Config and runs node.Start.

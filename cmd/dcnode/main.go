@@ -74,7 +74,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	if o.devCluster > 0 {
 		return runDevCluster(ctx, o, stdout, logger)
 	}
-	return runNode(ctx, o, logger)
+	return runNode(ctx, o, environ, logger)
 }
 
 // validate rejects contradictory settings with a message that says what to do
@@ -332,7 +332,9 @@ func (o *options) nodeConfig(logger *slog.Logger) (node.Config, error) {
 	return cfg, nil
 }
 
-func runNode(ctx context.Context, o options, logger *slog.Logger) int {
+// runNode runs one node until ctx ends or it has left; environ (as os.Environ)
+// may name systemd's notification socket.
+func runNode(ctx context.Context, o options, environ []string, logger *slog.Logger) int {
 	cfg, err := o.nodeConfig(logger)
 	if err != nil {
 		logger.Error("invalid configuration", "err", err)
@@ -368,6 +370,14 @@ func runNode(ctx context.Context, o options, logger *slog.Logger) int {
 		}
 		defer os.Remove(o.pidfile)
 	}
+	sd, err := newNotifier(environ, os.Getpid())
+	if err != nil {
+		logger.Warn("cannot notify systemd; continuing without", "err", err)
+	}
+	defer sd.close()
+	nctx, stopNotify := context.WithCancel(ctx)
+	notifyDone := make(chan struct{})
+	go func() { sd.run(nctx, n, logger); close(notifyDone) }()
 	leave := false
 	select {
 	case <-ctx.Done():
@@ -379,6 +389,9 @@ func runNode(ctx context.Context, o options, logger *slog.Logger) int {
 		}
 	case <-n.LeaveRequested(): // it has left already
 	}
+	stopNotify() // no status of a node being closed
+	<-notifyDone
+	sd.report(sd.send("STOPPING=1\nSTATUS=stopping"), logger)
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	if leave {

@@ -2,15 +2,19 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/distcache-replicated/distcache/internal/manpage"
 )
 
-var update = flag.Bool("update", false, "rewrite README's settings table from the registry")
+var update = flag.Bool("update", false, "rewrite README's settings table and the packaged config file and man page from the registry")
 
 // loaded reads settings as run does, with an optional config file of the given
 // content (passed with -config).
@@ -319,5 +323,71 @@ func TestREADMESettings(t *testing.T) {
 	}
 	if err := os.WriteFile(path, []byte(readme[:i]+want+readme[j:]), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPackagedFiles: the config file and the manual page that
+// packaging/build-deb.sh ships are the registry's (-update rewrites them), and
+// dcnode reads the shipped config file without complaint, with the package's
+// values and the registry's defaults.
+func TestPackagedFiles(t *testing.T) {
+	var o options
+	o.settings = o.registry()
+	for _, s := range o.settings {
+		s.def = s.value.String()
+	}
+	for _, f := range []struct {
+		path  string
+		write func(io.Writer) error
+	}{
+		{filepath.Join("..", "..", "packaging", "dcnode.conf"), o.writePackagedConfig},
+		{filepath.Join("..", "..", "packaging", "man", "dcnode.8"), o.writeManPage},
+	} {
+		var want bytes.Buffer
+		if err := f.write(&want); err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(f.path)
+		if err == nil && bytes.Equal(got, want.Bytes()) {
+			continue
+		}
+		if !*update {
+			t.Errorf("%s differs from the registry (%v): run go test ./cmd/dcnode -run Packaged -update", f.path, err)
+			continue
+		}
+		if err := os.MkdirAll(filepath.Dir(f.path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f.path, want.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	conf := filepath.Join("..", "..", "packaging", "dcnode.conf")
+	got, err := loaded(t, []string{"-config", conf}, nil, "")
+	if err != nil {
+		t.Fatalf("dcnode -config %s: %v", conf, err)
+	}
+	if err := got.validate(); err != nil {
+		t.Fatalf("dcnode -config %s: %v", conf, err)
+	}
+	for _, s := range got.settings {
+		v, _, packaged := packagedValue(s.name)
+		switch {
+		case packaged && (s.value.String() != v || s.src.kind != srcFile):
+			t.Errorf("%s = %q from %s; want the package's %q from the file", s.name, s.value.String(), s.origin(), v)
+		case !packaged && s.src.kind == srcFile:
+			t.Errorf("%s is set (%s) by the shipped file; only the package's values may be", s.name, s.origin())
+		}
+	}
+	man := filepath.Join("..", "..", "packaging", "man", "dcnode.8")
+	page, _ := os.ReadFile(man)
+	if err := manpage.Lint(page); err != nil && !errors.Is(err, manpage.ErrNoFormatter) {
+		t.Errorf("%s: %v", man, err)
+	}
+	for _, s := range o.settings {
+		if s.allows(fromFlag) && !bytes.Contains(page, []byte(`.BI "\-`+strings.ReplaceAll(s.name, "-", `\-`)+` "`)) && !bytes.Contains(page, []byte(`.B \-`+strings.ReplaceAll(s.name, "-", `\-`)+"\n")) {
+			t.Errorf("%s does not document -%s", man, s.name)
+		}
 	}
 }

@@ -7,6 +7,19 @@ import (
 	"time"
 )
 
+// stamp is the version given at link time by a release build:
+//
+//	go build -ldflags "-X github.com/distcache-replicated/distcache/internal/version.stamp=1.2.0" ./cmd/...
+//
+// packaging/build-deb.sh sets it, so a package says its own version even when
+// the toolchain stamps nothing (GOFLAGS=-buildvcs=false, a source tarball
+// without .git). It is a variable only because the linker can set nothing
+// else; no code assigns it.
+var stamp string
+
+// StampVar is the linker's name for stamp, for -ldflags "-X StampVar=VERSION".
+const StampVar = "github.com/distcache-replicated/distcache/internal/version.stamp"
+
 // Unknown is the version of a build that carries no module version and no VCS
 // revision (go test binaries, go build -buildvcs=false of a work tree).
 const Unknown = "devel"
@@ -33,9 +46,19 @@ type Info struct {
 func Get() Info {
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
-		return Info{Version: Unknown}
+		bi = &debug.BuildInfo{}
 	}
-	return fromBuildInfo(bi)
+	return withStamp(fromBuildInfo(bi), stamp)
+}
+
+// withStamp puts a link-time stamp in place of the version the toolchain
+// derived: a release's explicit version wins over a pseudo-version or "devel".
+// The revision, time and toolchain still come from the build info.
+func withStamp(info Info, stamp string) Info {
+	if stamp != "" {
+		info.Version = stamp
+	}
+	return info
 }
 
 // fromBuildInfo maps the toolchain's stamp onto an Info, with a fallback for each

@@ -1,8 +1,11 @@
 package version
 
 import (
+	"os/exec"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"testing"
 	"time"
 )
@@ -47,5 +50,47 @@ func TestGet(t *testing.T) {
 	i := Get()
 	if i.Version == "" || i.Go != runtime.Version() {
 		t.Errorf("Get() = %+v; want a version and Go %s", i, runtime.Version())
+	}
+}
+
+func TestWithStamp(t *testing.T) {
+	base := Info{Version: "v0.0.0-20250102030405-0123456789ab", Revision: "0123456789ab", Go: "go1.26.8"}
+	if got := withStamp(base, ""); got != base {
+		t.Errorf("no stamp: %+v, want %+v unchanged", got, base)
+	}
+	got := withStamp(base, "1.4.0")
+	if got.Version != "1.4.0" || got.Revision != base.Revision || got.Go != base.Go {
+		t.Errorf("stamp 1.4.0: %+v; want the stamp as version and the rest kept", got)
+	}
+}
+
+// TestLinkStamp builds a program with -ldflags -X, as packaging/build-deb.sh
+// does, and checks that it reports the stamp; without the flag (and with
+// -buildvcs=false, as CI builds) it reports Unknown.
+func TestLinkStamp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a program")
+	}
+	dir := t.TempDir()
+	build := func(name string, ldflags ...string) string {
+		t.Helper()
+		bin := filepath.Join(dir, name)
+		args := append([]string{"build", "-buildvcs=false", "-o", bin}, ldflags...)
+		out, err := exec.Command("go", append(args, "./testdata/printversion")...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("go build: %v\n%s", err, out)
+		}
+		out, err = exec.Command(bin).Output()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	const want = "9.8.7-test"
+	if got := build("stamped", "-ldflags", "-X "+StampVar+"="+want); got != want {
+		t.Errorf("stamped build reports %q; want %q", got, want)
+	}
+	if got := build("plain"); got != Unknown {
+		t.Errorf("unstamped -buildvcs=false build reports %q; want %q", got, Unknown)
 	}
 }

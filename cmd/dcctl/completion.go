@@ -1,0 +1,250 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/distcache-replicated/distcache/internal/manpage"
+)
+
+// This file derives what is written about dcctl elsewhere from its command
+// table, so that nothing can name a command or flag dcctl lacks: the bash
+// completion script (dcctl completion bash; the .deb installs its output) and
+// the manual page dcctl(1) (packaging/man/dcctl.1, checked by
+// TestPackagedManPage).
+
+func completionCommand() *command {
+	return &command{
+		name: "completion", group: "Tools (replacing dc_client, dc_snoop, dc_test)", args: "bash",
+		summary: "Print the shell completion script for dcctl (bash).",
+		detail: `Completes command names, each command's flags and sub-commands (snapshot save,
+keyring install, ...), and file names after flags that take a file. The Debian
+package installs it; by hand, add to ~/.bashrc:
+  source <(dcctl completion bash)`,
+		example: "dcctl completion bash > /etc/bash_completion.d/dcctl",
+		run:     runCompletion,
+	}
+}
+
+func runCompletion(ctx context.Context, a *app, inv *invocation) error {
+	asJSON := inv.fs.Bool("json", false, "print what completion knows (commands, aliases, flags, sub-commands) as JSON, for other shells' scripts")
+	pos, err := inv.parse(1, 1)
+	if err != nil {
+		return err
+	}
+	if pos[0] != "bash" {
+		return usagef("unsupported shell %q: want bash", pos[0])
+	}
+	if *asJSON {
+		return writeCompletionJSON(ctx, a.stdout)
+	}
+	return writeBashCompletion(ctx, a.stdout)
+}
+
+// writeCompletionJSON writes the command table as completion sees it.
+func writeCompletionJSON(ctx context.Context, w io.Writer) error {
+	all, err := specs(ctx)
+	if err != nil {
+		return err
+	}
+	type flagJSON struct {
+		Name      string `json:"name"`
+		TakesFile bool   `json:"takes_file,omitempty"`
+		Bool      bool   `json:"bool,omitempty"`
+	}
+	type cmdJSON struct {
+		Name        string     `json:"name"`
+		Aliases     []string   `json:"aliases,omitempty"`
+		Args        string     `json:"args,omitempty"`
+		SubCommands []string   `json:"subcommands,omitempty"`
+		Flags       []flagJSON `json:"flags"`
+	}
+	var out []cmdJSON
+	for _, s := range all {
+		c := cmdJSON{Name: s.name, Aliases: s.aliases, Args: s.args, SubCommands: s.subs, Flags: []flagJSON{}}
+		for _, f := range s.flags {
+			c.Flags = append(c.Flags, flagJSON{Name: f.Name, TakesFile: takesFile(f), Bool: isBoolFlag(f)})
+		}
+		out = append(out, c)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}
+
+// commandSpec is what documentation needs of a command: its flags, which dcctl
+// registers only when the command runs, and its sub-commands.
+type commandSpec struct {
+	*command
+	flags []*flag.Flag // sorted by name
+	subs  []string     // sub-command words from args (save, restore), if any
+}
+
+// specs runs every command with --help in a silent app, which registers its
+// flags and stops before doing anything, and collects them.
+func specs(ctx context.Context) ([]commandSpec, error) {
+	a := &app{stdout: io.Discard, stderr: io.Discard, getenv: func(string) string { return "" },
+		logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	var out []commandSpec
+	for _, c := range commands() {
+		inv := &invocation{fs: newFlagSet(a, c), cmd: c}
+		if err := c.run(ctx, a, inv.withArgs([]string{"--help"})); !errors.Is(err, flag.ErrHelp) {
+			return nil, fmt.Errorf("%s --help: %v, want the help", c.name, err)
+		}
+		s := commandSpec{command: c}
+		inv.fs.VisitAll(func(f *flag.Flag) { s.flags = append(s.flags, f) })
+		s.subs = subCommands(c.args)
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// subCommandWord is a literal word of an argument synopsis ("save|restore
+// FILE": save and restore); placeholders are upper case.
+var subCommandWord = regexp.MustCompile(`^[a-z][a-z-]*$`)
+
+func subCommands(args string) []string {
+	var out []string
+	for _, f := range strings.FieldsFunc(args, func(r rune) bool { return r == ' ' || r == '|' }) {
+		if subCommandWord.MatchString(f) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// takesFile reports whether a flag's value is a file or path, by the name its
+// usage gives the value (`file`, `path`).
+func takesFile(f *flag.Flag) bool {
+	name, _ := flag.UnquoteUsage(f)
+	return name == "file" || name == "path" || name == "dir" || name == "directory"
+}
+
+func isBoolFlag(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+// writeBashCompletion writes a completion script that needs nothing but bash
+// (not the bash-completion package).
+func writeBashCompletion(ctx context.Context, w io.Writer) error {
+	all, err := specs(ctx)
+	if err != nil {
+		return err
+	}
+	var names []string
+	var b strings.Builder
+	for _, s := range all {
+		names = append(names, s.name)
+		names = append(names, s.aliases...)
+	}
+	sort.Strings(names)
+	fmt.Fprintf(&b, `# bash completion for dcctl; generated by: dcctl completion bash
+_dcctl() {
+	local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
+	local cmd=${COMP_WORDS[1]} flags="" subs="" files="" values=""
+	COMPREPLY=()
+	if [[ $COMP_CWORD -eq 1 || ( $COMP_CWORD -eq 2 && $cmd == help ) ]]; then
+		COMPREPLY=($(compgen -W "help %s" -- "$cur"))
+		return
+	fi
+	case $cmd in
+`, strings.Join(names, " "))
+	for _, s := range all {
+		var flags, files, values []string
+		for _, f := range s.flags {
+			flags = append(flags, "--"+f.Name)
+			switch {
+			case takesFile(f):
+				files = append(files, "--"+f.Name, "-"+f.Name)
+			case !isBoolFlag(f):
+				values = append(values, "--"+f.Name, "-"+f.Name)
+			}
+		}
+		pattern := strings.Join(append([]string{s.name}, s.aliases...), "|")
+		fmt.Fprintf(&b, "\t%s)\n\t\tflags=%q subs=%q\n\t\tfiles=%q\n\t\tvalues=%q ;;\n", pattern,
+			strings.Join(append(flags, "--help"), " "), strings.Join(s.subs, " "),
+			" "+strings.Join(files, " ")+" ", " "+strings.Join(values, " ")+" ")
+	}
+	b.WriteString(`	esac
+	if [[ $files == *" $prev "* ]]; then
+		COMPREPLY=($(compgen -f -- "$cur"))
+		return
+	fi
+	if [[ $values == *" $prev "* ]]; then
+		return # a value dcctl cannot guess: an address, a duration, a key
+	fi
+	if [[ $cur == -* ]]; then
+		COMPREPLY=($(compgen -W "$flags" -- "$cur"))
+		return
+	fi
+	if [[ -n $subs && $COMP_CWORD -eq 2 ]]; then
+		COMPREPLY=($(compgen -W "$subs" -- "$cur"))
+		return
+	fi
+	COMPREPLY=($(compgen -f -- "$cur"))
+}
+complete -F _dcctl dcctl
+`)
+	_, err = io.WriteString(w, b.String())
+	return err
+}
+
+// writeManPage writes dcctl(1) from the command table.
+func writeManPage(ctx context.Context, w io.Writer) error {
+	all, err := specs(ctx)
+	if err != nil {
+		return err
+	}
+	p := manpage.New(w, "dcctl", "1", "User Commands", "operate and query a replicated distcache cluster")
+	p.Section("Synopsis")
+	p.Para(programName + " COMMAND [flags] [args]\n\n" + programName + " help COMMAND\n\n" + programName + " COMMAND --help")
+	p.Section("Description")
+	p.Para(programName + ` is the operator's tool for a replicated distcache cluster: membership, leadership, snapshots, gossip and ticket keys through a node's admin HTTP API (--addr); sessions through the distcache protocol (--server); and the tools that replace the original dc_client, dc_snoop and dc_test. Flags may come before or after the arguments; every command takes --help (with an example) and --json.`)
+	group := ""
+	for _, s := range all {
+		if s.group != group {
+			group = s.group
+			p.Section(strings.ToUpper(strings.SplitN(group, " (", 2)[0]))
+			if _, how, ok := strings.Cut(group, " ("); ok {
+				p.Para("Through " + strings.TrimSuffix(how, ")") + ".")
+			}
+		}
+		p.Subsection(strings.TrimSpace(programName + " " + s.name + " " + s.args))
+		p.Para(s.summary)
+		if s.detail != "" {
+			p.Para(s.detail)
+		}
+		if len(s.aliases) > 0 {
+			p.Para("Aliases: " + strings.Join(s.aliases, ", ") + ".")
+		}
+		for _, f := range s.flags {
+			arg, usage := flag.UnquoteUsage(f)
+			if isBoolFlag(f) {
+				arg = ""
+			}
+			p.Tagged("--"+f.Name, arg, usage+defaultNote(f))
+		}
+		if s.example != "" {
+			p.Para("Example:")
+			p.Example(s.example)
+		}
+	}
+	p.Section("Environment")
+	p.Tagged("DCCTL_ADDR", "", "Admin HTTP address of a node (default "+defaultAdminAddr+").")
+	p.Tagged("DCCTL_TOKEN_FILE", "", "File holding the admin bearer token.")
+	p.Tagged("DCCTL_SERVER", "", "distcache address(es) for the session commands (default "+defaultServer+").")
+	p.Section("Exit status")
+	p.Para("0 success; 1 failure, including \"not found\" and \"no\" answers; 2 usage error.")
+	p.Section("See also")
+	p.Para("dcnode(8), the operations guide /usr/share/doc/distcache/operations.md.")
+	return p.Err()
+}
