@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -182,7 +183,7 @@ func runBench(ctx context.Context, addr string, d time.Duration, seed uint64) (b
 }
 
 // startDcctlProxy runs `dcctl proxy` on listen in front of servers until the
-// test ends, and waits until it accepts.
+// test ends (then SIGTERM), and waits until it accepts.
 func startDcctlProxy(t *testing.T, listen string, servers ...string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -190,6 +191,7 @@ func startDcctlProxy(t *testing.T, listen string, servers ...string) {
 	cmd := exec.CommandContext(ctx, bin.dcctl, "proxy", "--listen", listen, "--servers", strings.Join(servers, ","),
 		"--timeout", "2s", "--retry", "100ms")
 	cmd.Stdout, cmd.Stderr = &logs, &logs
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
