@@ -437,22 +437,24 @@ func checkDurable(t *testing.T, nodes []*testNode, acked map[string]string) (mis
 }
 
 // checkSameSessionCount: once converged and idle, every replica holds as many
-// sessions.
+// sessions. It polls for a while: a write still in flight when the clients
+// stopped may commit after the convergence point.
 func checkSameSessionCount(t *testing.T, nodes []*testNode) {
 	t.Helper()
-	counts := map[string]int{}
-	for _, nd := range nodes {
-		st, err := nd.status()
-		if err != nil {
-			t.Errorf("status of %s: %v", nd.id, err)
-			return
+	waitFor(t, 20*time.Second, "every replica holds as many sessions", func() (bool, string) {
+		counts := map[string]int{}
+		for _, nd := range nodes {
+			st, err := nd.status()
+			if err != nil {
+				return false, err.Error()
+			}
+			counts[nd.id] = st.Sessions
 		}
-		counts[nd.id] = st.Sessions
-	}
-	for _, n := range counts {
-		if n != counts[nodes[0].id] {
-			t.Errorf("replicas hold different numbers of sessions after convergence: %v", counts)
-			return
+		for _, n := range counts {
+			if n != counts[nodes[0].id] {
+				return false, fmt.Sprintf("sessions per node %v", counts)
+			}
 		}
-	}
+		return true, ""
+	})
 }
