@@ -92,16 +92,16 @@ func (c *Cluster) catchUpLoop() {
 	ctx, cancel := c.untilClosed(context.Background())
 	defer cancel()
 	for {
-		if err := c.catchUpOnce(ctx); err == nil {
+		err := c.catchUpOnce(ctx)
+		if err == nil {
 			c.start.caughtUp.Store(true)
 			close(c.start.done)
 			applied, _ := c.fsm.appliedIndex()
 			c.log.Info("caught up after start; serving reads", "applied", applied,
 				"read_index", c.start.target.Load(), "last_index_at_start", c.start.lastIndex)
 			return
-		} else {
-			c.log.Debug("not caught up yet", "err", err)
 		}
+		c.log.Debug("not caught up yet", "err", err)
 		select {
 		case <-c.done:
 			return
