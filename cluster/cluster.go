@@ -46,6 +46,7 @@ type Cluster struct {
 	leaders      leaderHistory               // recent changes of leader, for operators
 	ready        atomic.Pointer[leaderReady] // current leadership term's readiness
 	progress     catchUp                     // see Ready
+	start        *startCatchUp               // reads wait for it after a start: see catchup.go
 	disk         diskHealth                  // see Ready
 	reconcileNow chan struct{}               // capacity 1: reconcile without waiting for the interval
 	tombMu       sync.Mutex
@@ -169,6 +170,7 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 		return nil, fmt.Errorf("cluster: start raft: %w", err)
 	}
 	c.raft = r
+	c.start = newStartCatchUp(r.LastIndex())
 	cleanups = append(cleanups, func() { r.Shutdown().Error() })
 
 	c.server = newRPCServer(c.handleRPC, log)
@@ -204,7 +206,8 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 
 	c.batch = newBatcher(r, cfg)
 	c.watchLeaders()
-	c.wg.Add(6)
+	c.wg.Add(7)
+	go func() { defer c.wg.Done(); c.catchUpLoop() }()
 	go func() { defer c.wg.Done(); c.batch.run() }()
 	go func() { defer c.wg.Done(); c.readyLoop() }()
 	go func() { defer c.wg.Done(); c.skipLoop() }()

@@ -88,6 +88,13 @@
 // loop advances the applied index over them for the probe's wait as for any
 // other), so an idle cluster is ready right after an election.
 //
+// After a start (or a restart from the data dir) a node is not ready, and
+// serves no read in any read mode (WaitCaughtUp, which node.Service waits
+// on), until it has caught up once: a read index obtained after the start,
+// applied (catchup.go). Until then it holds its latest snapshot's state, which
+// may be older than what it acknowledged before it stopped; Ready says
+// "catching up after restart: applied X of Y".
+//
 // # Membership
 //
 // A node first joins the -join list; without Raft state and with

@@ -104,6 +104,16 @@ func TestReadBarrierManyWaitersLoadedApply(t *testing.T) {
 func TestReadBarrierOnNoopIndex(t *testing.T) {
 	nodes := newTestCluster(t, 1, nil)
 	n := nodes[0]
+	// The catch-up after start waits for the leader's first entries, which
+	// moves the FSM past them; a barrier after it makes a fresh one.
+	ctx0, cancel0 := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel0()
+	if err := n.c.WaitCaughtUp(ctx0); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.c.raft.Barrier(5 * time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
 	eventually(t, 10*time.Second, "the leader's barrier processed", func() bool {
 		rd := n.c.ready.Load()
 		if rd == nil {

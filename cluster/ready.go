@@ -18,6 +18,8 @@ import (
 // trip:
 //
 //   - a leader is known;
+//   - it has caught up once since it started (catchup.go), so it serves no
+//     state older than what it acknowledged before a restart;
 //   - this node applies what that leader has committed without falling
 //     behind: every readyProbeInterval it obtains a read index from the
 //     leader (its commit index, confirmed by a quorum); it must not stay
@@ -83,6 +85,9 @@ func (c *Cluster) Ready() error {
 	lid, _ := c.Leader()
 	if lid == "" {
 		return errors.New("no leader")
+	}
+	if reason := c.catchUpReason(); reason != "" {
+		return errors.New(reason)
 	}
 	c.progress.mu.Lock()
 	p, perr := c.progress.latest, c.progress.err

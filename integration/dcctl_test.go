@@ -1,16 +1,12 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -227,25 +223,7 @@ func testProxyFailover(t *testing.T, c *testCluster) {
 		servers = append(servers, nd.clientAddr)
 	}
 	sock := filepath.Join(t.TempDir(), "scache")
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, bin.dcctl, "proxy", "--listen", "UNIX:"+sock, "--servers", strings.Join(servers, ","), "--timeout", "2s", "--retry", "100ms")
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("proxy log:\n%s", logs.String())
-		}
-	})
-	waitFor(t, 10*time.Second, "the proxy socket", func() (bool, string) {
-		_, err := os.Stat(sock)
-		return err == nil, fmt.Sprint(err)
-	})
+	startDcctlProxy(t, "UNIX:"+sock, servers...)
 
 	// Short-lived connections, as applications use the proxy.
 	op := func(f func(ctx context.Context, cl *distcache.Client) error) error {

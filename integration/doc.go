@@ -15,10 +15,17 @@
 //     unknown. Under -read-consistency linearizable the history is checked with
 //     porcupine against a per-key model of the cache; under local reads the suite checks
 //     that no acknowledged write is lost and that no read returns a value nobody wrote.
-//   - The distcache protocol maps a failed read onto a miss (spec §12: no new result
-//     codes), so a GET or TAKE miss is ambiguous: the model lets a GET miss say nothing
-//     and treats a TAKE miss as "maybe removed". HAVE answers 0x02 on error, so HAVE is
-//     the suite's definite read of presence.
+//   - A node answers every failed operation, GET and TAKE included, with 0x02
+//     (DISCONNECTED), and the Go client reports it as distcache.ErrUnavailable, so a
+//     miss is a definite answer (issue 18). The porcupine model still lets a GET miss
+//     say nothing and treats a TAKE miss as "maybe removed", as it did when a failed
+//     read was answered as a miss; HAVE is the suite's definite read of presence.
+//   - TestSoak (soak_test.go; -soak 10m for a long run, 60s by default) is the chaos
+//     soak: dcctl bench with its exact per-session model on every node and through
+//     dcctl proxy, add-only writers, a node SIGKILLed and restarted every 15–20 s, the
+//     leader SIGSTOPped once, a node cut off once, and at the end every acknowledged
+//     session read on every node. TestRestartedNodeServesNoOlderState is the focused
+//     test of a restarted node catching up before it serves reads.
 //   - Partitions are made with a fault-injecting TCP proxy in front of each node's
 //     cluster port (the node advertises the proxy's address). The proxy identifies the
 //     dialing node of each connection through /proc (the socket's owning PID), so it can

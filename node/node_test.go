@@ -84,6 +84,11 @@ func startNodesConfig(t *testing.T, n int, rc ReadConsistency, mutate func(i int
 		if err := nd.Cluster().WaitForLeader(ctx); err != nil {
 			t.Fatalf("no leader: %v", err)
 		}
+		// Reads wait for this after a start; a test that takes peers down
+		// right away must not catch a node before it.
+		if err := nd.Cluster().WaitCaughtUp(ctx); err != nil {
+			t.Fatalf("%s not caught up: %v", nd.ID(), err)
+		}
 	}
 	return nodes
 }

@@ -20,7 +20,8 @@ const (
 	ReadLocal ReadConsistency = "local"
 	// ReadLeaderOnMiss answers hits locally and re-asks the leader on a miss, so a
 	// session stored through any node is found even on a lagging follower. Costs one
-	// round trip to the leader per miss; with no leader a miss is answered at once.
+	// round trip to the leader per miss; with no leader such a read fails at once
+	// (the protocol's error, 0x02 on distcache), since the session may exist.
 	ReadLeaderOnMiss ReadConsistency = "leader-on-miss"
 	// ReadLinearizable confirms leadership with a quorum (ReadIndex) before every read
 	// and waits for the local replica to catch up: never stale, costs a quorum round
@@ -55,6 +56,10 @@ type proposer interface {
 	Propose(ctx context.Context, cmd []byte) ([]byte, error)
 	ReadBarrier(ctx context.Context) error
 	QueryLeader(ctx context.Context, q []byte) ([]byte, error)
+	// CaughtUp and WaitCaughtUp gate every read after a start: see
+	// cluster.Cluster.WaitCaughtUp and Service.caughtUp.
+	CaughtUp() bool
+	WaitCaughtUp(ctx context.Context) error
 }
 
 // Service is the one place where protocol front-ends meet the replicated store: every
@@ -150,12 +155,15 @@ func (s *Service) Take(ctx context.Context, key []byte) (Session, bool, error) {
 // the time the read spent queued behind thousands of others, and fail reads
 // the cluster served in time.
 func (s *Service) Get(ctx context.Context, key []byte) (Session, bool, error) {
+	if err := s.caughtUp(ctx); err != nil {
+		return Session{}, false, err
+	}
 	if s.consistency == ReadLinearizable {
 		if err := s.cluster.ReadBarrier(ctx); err != nil {
 			return Session{}, false, err
 		}
 	}
-	if sess, ok := s.GetLocal(key); ok {
+	if sess, ok := s.getLocal(key); ok {
 		return sess, true, nil
 	}
 	if s.consistency != ReadLeaderOnMiss {
@@ -169,10 +177,10 @@ func (s *Service) Get(ctx context.Context, key []byte) (Session, bool, error) {
 // local. answered is false when Get must be called (linearizable reads, or a
 // miss that leader-on-miss re-asks the leader).
 func (s *Service) GetNow(key []byte) (sess Session, ok, answered bool) {
-	if s.consistency == ReadLinearizable {
+	if s.consistency == ReadLinearizable || !s.cluster.CaughtUp() {
 		return Session{}, false, false
 	}
-	if sess, ok := s.GetLocal(key); ok {
+	if sess, ok := s.getLocal(key); ok {
 		return sess, true, true
 	}
 	return Session{}, false, s.consistency != ReadLeaderOnMiss
@@ -180,8 +188,29 @@ func (s *Service) GetNow(key []byte) (sess Session, ok, answered bool) {
 
 // GetLocal reads a session from the local replica only, whatever the node's read
 // consistency: for clients that cannot wait for anything else (stunnel's sessiond
-// waits a few milliseconds for an answer).
+// waits a few milliseconds for an answer). Until the node has caught up after
+// its start it answers a miss, never its older state.
 func (s *Service) GetLocal(key []byte) (Session, bool) {
+	if !s.cluster.CaughtUp() {
+		return Session{}, false
+	}
+	return s.getLocal(key)
+}
+
+// caughtUp holds a read back until the node has caught up with the cluster
+// since it started (a restarted node holds its snapshot's state, which may be
+// older than what it acknowledged before it died), within the service's
+// timeout; then it fails, and the client gets the protocol's error, not a miss.
+func (s *Service) caughtUp(ctx context.Context) error {
+	if s.cluster.CaughtUp() {
+		return nil
+	}
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	return s.cluster.WaitCaughtUp(ctx)
+}
+
+func (s *Service) getLocal(key []byte) (Session, bool) {
 	if v, flags, _, ok := s.store.Get(key, time.Now()); ok {
 		return Session{Value: v, Flags: flags}, true
 	}
@@ -189,17 +218,22 @@ func (s *Service) GetLocal(key []byte) (Session, bool) {
 }
 
 // leaderGet re-asks the leader after a local miss. Having no leader, or failing to
-// reach it, is answered as a miss: a miss only costs the client a full handshake,
-// while an error or a wait could stall it.
+// reach it, fails the read at once rather than waiting: the session may exist (it
+// was stored through another node and this one has not applied it yet), so a miss
+// would be a failure passed off as an answer. A C client reads the protocol's
+// error (0x02) as a miss anyway and makes a full handshake, as it would have.
 func (s *Service) leaderGet(ctx context.Context, key []byte) (Session, bool, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	raw, err := s.cluster.QueryLeader(ctx, key)
 	if err != nil {
-		return Session{}, false, nil
+		return Session{}, false, fmt.Errorf("leader-on-miss read: %w", err)
 	}
 	res, err := fsm.DecodeResult(raw)
-	if err != nil || res.Status != fsm.ResultOK {
+	if err != nil {
+		return Session{}, false, fmt.Errorf("leader-on-miss read: decode the leader's answer: %w", err)
+	}
+	if res.Status != fsm.ResultOK {
 		return Session{}, false, nil
 	}
 	return Session{Value: res.Value, Flags: res.Flags}, true, nil

@@ -12,6 +12,9 @@
 // length or state that fails to parse resumes nothing (the handshake falls back to a
 // full one) instead of failing it. Storing a session is also best effort: if the
 // cluster cannot take the write, the client gets a ticket that will simply miss.
+// Stats tells the outcomes apart: a node that cannot answer (no leader, quorum
+// lost: distcache.ErrUnavailable) is counted as Unavailable, never as a miss, so
+// a single-use ticket refused during an election is not mistaken for a replay.
 //
 // Go servers never resume TLS 1.2 sessions by session id, only by ticket, so tickets
 // must stay enabled (SessionTicketsDisabled false) for TLS 1.2 as well.
@@ -31,6 +34,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/distcache-replicated/distcache/protocol/distcache"
@@ -69,6 +73,36 @@ type Cache struct {
 	mu    sync.Mutex
 	conns []*distcache.Client // one per address, dialled lazily
 	next  int                 // index of the node currently preferred
+
+	hits, misses, unavailable, badState, storeFailures atomic.Uint64
+}
+
+// Stats counts what became of the session lookups and stores of a Cache since
+// New, for a server's metrics: a rising Unavailable means handshakes are going
+// in full because the cluster cannot answer, not because tickets expired.
+type Stats struct {
+	// Hits are lookups that resumed a session.
+	Hits uint64
+	// Misses are lookups the cluster answered "not found": a ticket expired,
+	// never stored, or (SingleUse) already used.
+	Misses uint64
+	// Unavailable are lookups no node could answer (distcache.ErrUnavailable:
+	// no leader, quorum lost; or no node reachable). The handshake went on in
+	// full; the session was neither resumed nor known to be gone, and with
+	// SingleUse it may or may not have been consumed.
+	Unavailable uint64
+	// BadState are lookups whose stored state did not parse.
+	BadState uint64
+	// StoreFailures are sessions the cluster did not take; their tickets miss.
+	StoreFailures uint64
+}
+
+// Stats returns the counters so far.
+func (c *Cache) Stats() Stats {
+	return Stats{
+		Hits: c.hits.Load(), Misses: c.misses.Load(), Unavailable: c.unavailable.Load(),
+		BadState: c.badState.Load(), StoreFailures: c.storeFailures.Load(),
+	}
 }
 
 // New returns a Cache that talks to the given nodes (distcache addresses such as
@@ -112,6 +146,7 @@ func (c *Cache) WrapSession(_ tls.ConnectionState, ss *tls.SessionState) ([]byte
 		return cl.Add(ctx, key(id), state, ttl)
 	})
 	if err != nil {
+		c.storeFailures.Add(1)
 		c.logger().Warn("tlscache: session not stored; it will not resume", "err", err)
 	}
 	return id, nil
@@ -133,17 +168,24 @@ func (c *Cache) UnwrapSession(ticket []byte, _ tls.ConnectionState) (*tls.Sessio
 		}
 		return err
 	})
-	if err != nil {
-		if !errors.Is(err, distcache.ErrNotFound) {
-			c.logger().Warn("tlscache: session lookup failed; full handshake", "err", err)
-		}
+	switch {
+	case errors.Is(err, distcache.ErrNotFound):
+		c.misses.Add(1)
+		return nil, nil
+	case err != nil:
+		// Not a miss: the cluster could not tell (ErrUnavailable) or no node
+		// answered. Resume nothing; the session is not known to be gone.
+		c.unavailable.Add(1)
+		c.logger().Warn("tlscache: cluster unavailable for a session lookup; full handshake", "err", err)
 		return nil, nil
 	}
 	ss, err := tls.ParseSessionState(state)
 	if err != nil {
+		c.badState.Add(1)
 		c.logger().Warn("tlscache: stored session does not parse; full handshake", "err", err)
 		return nil, nil
 	}
+	c.hits.Add(1)
 	return ss, nil
 }
 
@@ -194,11 +236,12 @@ func (c *Cache) do(f func(context.Context, *distcache.Client) error) error {
 	return errors.Join(errs...)
 }
 
-// isAnswer tells a node's definite answer from a failure to get one.
+// isAnswer tells a node's definite answer from a failure to get one
+// (distcache.ErrUnavailable, or a transport error).
 func isAnswer(err error) bool {
 	var se *distcache.StatusError
 	return errors.Is(err, distcache.ErrNotFound) || errors.Is(err, distcache.ErrExists) ||
-		(errors.As(err, &se) && se.Status != distcache.StatusDisconnected)
+		(errors.As(err, &se) && !errors.Is(err, distcache.ErrUnavailable))
 }
 
 // client returns the preferred node's client, dialling it if needed.

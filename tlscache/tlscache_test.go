@@ -8,9 +8,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"io"
+	"log/slog"
 	"math/big"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,9 +27,17 @@ type mapCache struct {
 	mu   sync.Mutex
 	m    map[string][]byte
 	gets int
+	// down makes every operation fail, as a node without a leader does: the
+	// server answers DISCONNECTED.
+	down atomic.Bool
 }
 
+var errNoLeader = errors.New("no leader")
+
 func (c *mapCache) Add(_ context.Context, id, data []byte, _ time.Duration) (distcache.Status, error) {
+	if c.down.Load() {
+		return 0, errNoLeader
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.m[string(id)]; ok {
@@ -37,6 +48,9 @@ func (c *mapCache) Add(_ context.Context, id, data []byte, _ time.Duration) (dis
 }
 
 func (c *mapCache) Get(_ context.Context, id []byte) ([]byte, bool, error) {
+	if c.down.Load() {
+		return nil, false, errNoLeader
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gets++
@@ -58,6 +72,9 @@ func (c *mapCache) Have(ctx context.Context, id []byte) (bool, error) {
 }
 
 func (c *mapCache) Take(_ context.Context, id []byte) ([]byte, bool, error) {
+	if c.down.Load() {
+		return nil, false, errNoLeader
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	v, ok := c.m[string(id)]
@@ -227,6 +244,57 @@ func TestSingleUseTicketResumesOnce(t *testing.T) {
 	}
 	if store.gets != 0 {
 		t.Fatalf("single-use mode read with GET %d times; want TAKE only", store.gets)
+	}
+}
+
+// TestUnavailableIsNotAReplay: while the cluster cannot answer (DISCONNECTED),
+// a single-use ticket does not resume — the handshake goes on in full — and the
+// lookup is counted as Unavailable, not as a miss; the ticket was not consumed,
+// so it resumes once the cluster answers again, and only once.
+func TestUnavailableIsNotAReplay(t *testing.T) {
+	store, addr := startStore(t)
+	c, err := New(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SingleUse = true
+	c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	t.Cleanup(func() { c.Close() })
+	cert := testCert(t)
+	srv := startTLSServer(t, cert, c)
+	pool := x509.NewCertPool()
+	leaf, _ := x509.ParseCertificate(cert.Certificate[0])
+	pool.AddCert(leaf)
+	first := &recordingCache{ClientSessionCache: tls.NewLRUClientSessionCache(1)}
+	client := &tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS13, ClientSessionCache: first}
+	handshake(t, srv, client)
+	if first.firstPut == nil {
+		t.Fatal("no ticket issued")
+	}
+	client.ClientSessionCache = &fixedCache{cs: first.firstPut}
+
+	store.down.Store(true)
+	if handshake(t, srv, client) {
+		t.Fatal("resumed while the cluster could not answer")
+	}
+	st := c.Stats()
+	if st.Unavailable != 1 || st.Misses != 0 || st.Hits != 0 {
+		t.Fatalf("stats while unavailable: %+v; want 1 unavailable, no miss, no hit", st)
+	}
+	if st.StoreFailures == 0 {
+		t.Errorf("stats while unavailable: %+v; want the new ticket's store counted as failed", st)
+	}
+
+	store.down.Store(false)
+	if !handshake(t, srv, client) {
+		t.Fatalf("the ticket did not resume once the cluster answered again: %+v", c.Stats())
+	}
+	if handshake(t, srv, client) {
+		t.Fatal("a single-use ticket resumed twice")
+	}
+	st = c.Stats()
+	if st.Unavailable != 1 || st.Hits != 1 || st.Misses != 1 {
+		t.Fatalf("final stats %+v; want 1 unavailable, 1 hit, 1 miss", st)
 	}
 }
 

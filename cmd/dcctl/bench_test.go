@@ -92,6 +92,36 @@ func TestBenchCountsTransportErrors(t *testing.T) {
 	}
 }
 
+// TestBenchFailuresAreNotMisses: a node that answers every 7th GET, TAKE and
+// HAVE with DISCONNECTED (a failing TAKE having removed the session first) makes
+// failures, counted as unavailable, and no verification error: a failed TAKE
+// leaves its session unknown, a failed GET or HAVE is not believed a miss.
+func TestBenchFailuresAreNotMisses(t *testing.T) {
+	ts := startServer(t, "tcp")
+	ts.Cache.SetFailEvery(7)
+	r := runCLI(t, nil, "bench", "--server", ts.Addr, "--json", "--seed", "18", "--ops", "4000",
+		"--concurrency", "3", "--sessions", "60", "--mix", "2:4:1:2:1")
+	var rep bench.Report
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("bad JSON %+v: %v", r, err)
+	}
+	if r.code != exitOK || rep.VerifyErrors != 0 {
+		t.Fatalf("exit %d, %d verification errors; stderr:\n%s", r.code, rep.VerifyErrors, r.stderr)
+	}
+	if rep.Errors == 0 || rep.Unavailable != rep.Errors {
+		t.Fatalf("errors %d, unavailable %d: want every failure counted as unavailable", rep.Errors, rep.Unavailable)
+	}
+	for _, op := range []string{"get", "take", "have"} {
+		if rep.ByOp[op].Unavailable == 0 {
+			t.Errorf("no unavailable %s counted: %+v", op, rep.ByOp[op])
+		}
+	}
+	h := runCLI(t, nil, "bench", "--server", ts.Addr, "--seed", "18", "--ops", "200", "--mix", "0:1:0:1:1")
+	if !strings.Contains(h.stdout, "unavailable: no leader / quorum lost") {
+		t.Errorf("human report does not count unavailable answers: %q", h.stdout)
+	}
+}
+
 func TestBenchRateAndDuration(t *testing.T) {
 	ts := startServer(t, "tcp")
 	r := runCLI(t, nil, "bench", "--server", ts.Addr, "--duration", "300ms", "--rate", "200", "--concurrency", "2", "--json")

@@ -162,7 +162,7 @@ func isAnswer(err error) bool {
 		return true
 	}
 	var se *distcache.StatusError
-	return errors.As(err, &se) && se.Status != distcache.StatusDisconnected
+	return errors.As(err, &se) && !errors.Is(err, distcache.ErrUnavailable)
 }
 
 func dataCommands() []*command {
@@ -178,13 +178,14 @@ func dataCommands() []*command {
 		{
 			name: "get", group: group, args: "ID",
 			summary: "Print a session's value (text if printable, else hex).",
-			detail:  "Exit status 1 if not found. Values shorter than 5 bytes read as a miss (the protocol's client rule).",
+			detail:  "Exit status 1 if not found, or if the node cannot answer (no leader / quorum lost: printed as\n\"unavailable\", never as \"not found\"). Values shorter than 5 bytes are never found.",
 			example: "dcctl get sess1\ndcctl get hex:0a1b2c --raw > session.bin",
 			run:     func(ctx context.Context, a *app, inv *invocation) error { return runGet(ctx, a, inv, false) },
 		},
 		{
 			name: "take", group: group, args: "ID",
 			summary: "Get a session and remove it atomically (extension operation 4, single-use read).",
+			detail:  "Exit status 1 if not found (already taken), or if the node cannot answer: then it prints\n\"unavailable\" and the session may or may not have been taken. A take is not retried on another server.",
 			example: "dcctl take sess1 --json",
 			run:     func(ctx context.Context, a *app, inv *invocation) error { return runGet(ctx, a, inv, true) },
 		},
@@ -198,6 +199,7 @@ func dataCommands() []*command {
 		{
 			name: "have", group: group, args: "ID",
 			summary: "Report whether a session exists: prints yes (exit 0) or no (exit 1).",
+			detail:  "When the node cannot answer (no leader / quorum lost) it prints why on stderr, not \"no\", and exits 1.",
 			example: "dcctl have sess1 && echo cached",
 			run:     runHave,
 		},
@@ -256,7 +258,7 @@ func runAdd(ctx context.Context, a *app, inv *invocation) error {
 	case len(value) == 0:
 		return usagef("value must not be empty")
 	case len(value) < minValueLen && !force:
-		return usagef("value is %d byte(s): distcache clients (dcctl get, libdistcache, Apache) read any answer shorter than %d bytes as a miss, so this session would be stored but never found; give a value of %d bytes or more, or --force to store it anyway",
+		return usagef("value is %d byte(s): no distcache client returns an answer shorter than %d bytes as data (libdistcache and Apache read it as a miss, dcctl get as neither data nor a miss), so this session would be stored but never found; give a value of %d bytes or more, or --force to store it anyway",
 			len(value), minValueLen, minValueLen)
 	case 8+len(id)+len(value) > distcache.MaxPayload:
 		return usagef("id and value together exceed %d bytes", distcache.MaxPayload-8)

@@ -19,10 +19,24 @@ const viewTimeout = 2 * time.Second
 // unavailable reports whether err carries a node's "cannot answer now": the
 // one-byte DISCONNECTED status, which a node sends when it knows no leader (an
 // election, or quorum lost) or when the cluster did not commit a write within
-// the node's -write-timeout.
+// the node's -write-timeout, or any other answer the client classifies as
+// distcache.ErrUnavailable (never a miss).
 func unavailable(err error) bool {
+	return errors.Is(err, distcache.ErrUnavailable)
+}
+
+// answerName says in words what the node answered for an unavailable error.
+func answerName(err error) string {
 	var se *distcache.StatusError
-	return errors.As(err, &se) && se.Status == distcache.StatusDisconnected
+	switch {
+	case errors.As(err, &se) && se.Status == distcache.StatusDisconnected:
+		return "DISCONNECTED, 0x02"
+	case errors.As(err, &se):
+		return fmt.Sprintf("status 0x%02x", byte(se.Status))
+	case errors.Is(err, distcache.ErrEmptyResponse):
+		return "an empty answer"
+	}
+	return "a status that is neither data nor a miss"
 }
 
 // unavailableError is a DISCONNECTED answer explained: what it means for the
@@ -40,12 +54,18 @@ func (e *unavailableError) Unwrap() error { return e.err }
 // an unavailableError.
 func (o *dataOptions) explainUnavailable(ctx context.Context, servers []string, err error) error {
 	var b strings.Builder
-	b.WriteString("unavailable: no leader / quorum lost (the node answered DISCONNECTED, 0x02)")
+	if !errors.Is(err, distcache.ErrDisconnected) && !errors.Is(err, distcache.ErrEmptyResponse) {
+		// No node sends these; a value under 5 bytes stored with add --force does.
+		fmt.Fprintf(&b, "unavailable: the node answered %s, which is neither session data nor a miss", answerName(err))
+		fmt.Fprintf(&b, "\n  a value shorter than %d bytes (stored with add --force) is answered like this; otherwise the server is not a distcache node", minValueLen)
+		return &unavailableError{msg: b.String(), err: err}
+	}
+	fmt.Fprintf(&b, "unavailable: no leader / quorum lost (the node answered %s)", answerName(err))
 	switch o.op {
 	case "add", "remove", "take":
 		fmt.Fprintf(&b, "\n  the %s was not acknowledged; it may still take effect if it reached the leader before the failure", o.op)
 	default:
-		fmt.Fprintf(&b, "\n  the node could not answer for this session; it was not read")
+		fmt.Fprintf(&b, "\n  the node could not answer for this session; it was not read, so this says nothing about whether it exists")
 	}
 	v, verr := o.nodeView(ctx, servers)
 	if verr != nil {

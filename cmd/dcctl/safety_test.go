@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,7 +46,7 @@ func TestAddRefusesShortValues(t *testing.T) {
 	ts := startServer(t, "tcp")
 	env := map[string]string{"DCCTL_SERVER": ts.Addr}
 	r := runCLI(t, env, "add", "k", "v")
-	if r.code != exitUsage || !strings.Contains(r.stderr, "read any answer shorter than 5 bytes as a miss") || !strings.Contains(r.stderr, "--force") {
+	if r.code != exitUsage || !strings.Contains(r.stderr, "no distcache client returns an answer shorter than 5 bytes as data") || !strings.Contains(r.stderr, "--force") {
 		t.Fatalf("add of a 1-byte value: %+v", r)
 	}
 	if ts.Cache.Len() != 0 {
@@ -57,7 +58,7 @@ func TestAddRefusesShortValues(t *testing.T) {
 	if _, ok := ts.Cache.Lookup([]byte("k")); !ok {
 		t.Fatal("add --force did not store the value")
 	}
-	if r := runCLI(t, env, "get", "k"); r.code != exitFailed || r.stdout != "not found\n" {
+	if r := runCLI(t, env, "get", "k"); r.code != exitFailed || r.stdout != "" || !strings.Contains(r.stderr, "a value shorter than 5 bytes (stored with add --force)") {
 		t.Fatalf("get of the short value: %+v (the rule --force warns about)", r)
 	}
 	if r := runCLI(t, env, "add", "k5", "12345"); r.code != exitOK {
@@ -143,10 +144,16 @@ func TestUnavailableIsExplained(t *testing.T) {
 	ts := dctest.StartServer(t, "tcp", distcache.NewCacheHandler(downCache{}))
 	_, env := startAdmin(t, "")
 	env["DCCTL_SERVER"] = ts.Addr
-	for _, args := range [][]string{{"add", "s1", "session data"}, {"remove", "s1"}, {"have", "s1"}} {
+	for _, args := range [][]string{{"add", "s1", "session data"}, {"remove", "s1"}, {"have", "s1"}, {"get", "s1"}, {"take", "s1"}, {"get", "s1", "--json"}} {
 		r := runCLI(t, env, args...)
 		if r.code != exitFailed {
 			t.Errorf("%v: exit %d, want %d", args, r.code, exitFailed)
+		}
+		// A failure is never printed as an answer.
+		for _, answer := range []string{"not found", "not_found", "no\n"} {
+			if strings.Contains(r.stdout, answer) || strings.Contains(r.stderr, answer) {
+				t.Errorf("%v: output says %q:\nstdout %s\nstderr %s", args, answer, r.stdout, r.stderr)
+			}
 		}
 		for _, w := range []string{
 			"unavailable: no leader / quorum lost",
@@ -158,12 +165,40 @@ func TestUnavailableIsExplained(t *testing.T) {
 				t.Errorf("%v: stderr lacks %q:\n%s", args, w, r.stderr)
 			}
 		}
-		if args[0] != "have" && !strings.Contains(r.stderr, "the "+args[0]+" was not acknowledged") {
+		if (args[0] == "get" || args[0] == "have") && !strings.Contains(r.stderr, "it was not read") {
+			t.Errorf("%v: stderr does not say the session was not read:\n%s", args, r.stderr)
+		}
+		if args[0] != "have" && args[0] != "get" && !strings.Contains(r.stderr, "the "+args[0]+" was not acknowledged") {
 			t.Errorf("%v: stderr does not say the write was not acknowledged:\n%s", args, r.stderr)
 		}
 	}
 	r := runCLI(t, env, "add", "s1", "session data", "--addr", strings.TrimPrefix(deadAddr(t), "IP:"))
 	if r.code != exitFailed || !strings.Contains(r.stderr, "unavailable: no leader / quorum lost") || !strings.Contains(r.stderr, "no view of the node") || !strings.Contains(r.stderr, "give --addr") {
 		t.Fatalf("without a reachable admin endpoint: %+v", r)
+	}
+}
+
+// TestShortAnswerIsUnavailable: a GET or TAKE answered with a short status other
+// than NOTOK (here 0x03, which no node sends) is reported as unavailable, not as
+// "not found", while NOTOK still is "not found".
+func TestShortAnswerIsUnavailable(t *testing.T) {
+	var answer atomic.Value // []byte
+	ts := dctest.StartServer(t, "tcp", distcache.HandlerFunc(func(context.Context, *distcache.Message) ([]byte, error) {
+		return answer.Load().([]byte), nil
+	}))
+	env := map[string]string{"DCCTL_SERVER": ts.Addr, "DCCTL_ADDR": strings.TrimPrefix(deadAddr(t), "IP:")}
+	answer.Store([]byte{0x03})
+	for _, op := range []string{"get", "take"} {
+		r := runCLI(t, env, op, "s1")
+		if r.code != exitFailed || !strings.Contains(r.stderr, "unavailable: the node answered status 0x03, which is neither session data nor a miss") || strings.Contains(r.stdout, "not found") {
+			t.Errorf("%s answered 0x03: %+v", op, r)
+		}
+	}
+	answer.Store([]byte{0x01})
+	for _, op := range []string{"get", "take"} {
+		r := runCLI(t, env, op, "s1")
+		if r.code != exitFailed || r.stdout != "not found\n" || strings.Contains(r.stderr, "unavailable") {
+			t.Errorf("%s answered 0x01: %+v", op, r)
+		}
 	}
 }

@@ -263,7 +263,7 @@ func runBench(ctx context.Context, a *app, inv *invocation) error {
 		Sessions: *sessions, IDMin: *idMin, IDMax: *idMax, DataMin: *dataMin, DataMax: *dataMax,
 		TTL: *ttl, Ops: *ops, Duration: *duration, Mix: mix, Concurrency: *concurrency,
 		Persistent: *persistent, Rate: *rate, Timeout: o.timeout, Verify: *verify, Seed: *seed,
-		Logger: a.logger,
+		Logger: a.logger, Unavailable: unavailable,
 	}
 	if err := cfg.Validate(); err != nil {
 		return &usageError{msg: err.Error()}
@@ -294,8 +294,8 @@ func runBench(ctx context.Context, a *app, inv *invocation) error {
 }
 
 func printBenchReport(a *app, addr string, rep *bench.Report) {
-	fmt.Fprintf(a.stdout, "target %s: %d ops in %.2fs = %.0f ops/s, %d errors, %d verification errors\n",
-		addr, rep.Ops, rep.Seconds, rep.OpsPerSec, rep.Errors, rep.VerifyErrors)
+	fmt.Fprintf(a.stdout, "target %s: %d ops in %.2fs = %.0f ops/s, %d errors (%d unavailable: no leader / quorum lost), %d verification errors\n",
+		addr, rep.Ops, rep.Seconds, rep.OpsPerSec, rep.Errors, rep.Unavailable, rep.VerifyErrors)
 	t := newTable(a.stdout, "OP", "OPS", "HITS", "MISSES", "ERRORS", "VERIFY", "P50 ms", "P90 ms", "P99 ms", "MAX ms")
 	ms := func(v float64) string { return strconv.FormatFloat(v, 'f', 3, 64) }
 	names := sortedKeys(rep.ByOp)
@@ -334,30 +334,21 @@ func (b benchClient) Add(ctx context.Context, id, data []byte, ttl time.Duration
 }
 
 func (b benchClient) Get(ctx context.Context, id []byte) ([]byte, bool, error) {
-	return b.get(ctx, distcache.OpGet, id)
+	return found(b.c.Get(ctx, id))
 }
 
 func (b benchClient) Take(ctx context.Context, id []byte) ([]byte, bool, error) {
-	return b.get(ctx, distcache.OpTake, id)
+	return found(b.c.Take(ctx, id))
 }
 
-// get classifies a raw GET/TAKE answer more strictly than distcache.Client.Get: the
-// C library's "shorter than 5 bytes ⇒ miss" rule would turn a proxy's DISCONNECTED
-// byte (02) into a miss, which a verifier must not believe. Bench sessions are at
-// least 5 bytes long, so no real session is misread.
-func (b benchClient) get(ctx context.Context, op distcache.Op, id []byte) ([]byte, bool, error) {
-	resp, err := b.c.Do(ctx, op, id)
-	switch {
-	case err != nil:
-		return nil, false, err
-	case len(resp) == 0:
-		return nil, false, distcache.ErrEmptyResponse
-	case len(resp) == 1 && distcache.Status(resp[0]) == distcache.StatusDisconnected:
-		return nil, false, distcache.ErrDisconnected
-	case len(resp) < 5:
+// found turns a GET/TAKE result into the engine's outcome: only NOTOK is a miss;
+// a DISCONNECTED or other short answer (distcache.ErrUnavailable) is an error,
+// never a miss the verifier would believe.
+func found(data []byte, err error) ([]byte, bool, error) {
+	if errors.Is(err, distcache.ErrNotFound) {
 		return nil, false, nil
 	}
-	return resp, true, nil
+	return data, err == nil, err
 }
 
 func (b benchClient) Remove(ctx context.Context, id []byte) (bool, error) {

@@ -18,8 +18,10 @@ var ErrClientClosed = errors.New("distcache: client closed")
 // broke before its answer arrived. The request may or may not have executed.
 var ErrConnectionLost = errors.New("distcache: connection lost")
 
-// minGetLen is the C library's rule: a GET answer shorter than this is a miss
-// (spec §4.3, §6), which resolves the "data 0x01 looks like a miss" ambiguity.
+// minGetLen is the shortest GET/TAKE answer that is session data (spec §4.3,
+// §6): shorter answers are status bytes. The C library reads every one of them
+// as a miss; this Client reads only NOTOK (0x01) as a miss and the rest as
+// ErrUnavailable (see getResult).
 const minGetLen = 5
 
 // ClientOption configures a Client.
@@ -166,16 +168,21 @@ func (c *Client) Add(ctx context.Context, id, data []byte, ttl time.Duration) er
 	return statusResult(OpAdd, resp)
 }
 
-// Get returns the session data stored under id, or ErrNotFound. As in the C
-// library, any answer shorter than 5 bytes is a miss, so sessions of 1–4 bytes
-// are never returned.
+// Get returns the session data stored under id; ErrNotFound if the server
+// answered NOTOK (0x01), an error wrapping ErrUnavailable if it answered that
+// it cannot serve now (0x02 DISCONNECTED, or any other answer shorter than 5
+// bytes). As in the C library, an answer shorter than 5 bytes is never session
+// data, so sessions of 1–4 bytes are never returned.
 func (c *Client) Get(ctx context.Context, id []byte) ([]byte, error) {
 	return c.get(ctx, OpGet, id)
 }
 
 // Take returns the session stored under id and removes it atomically (the
-// TAKE extension; only servers built on this package understand it). A C
-// server closes the connection instead.
+// TAKE extension; only servers built on this package understand it). It is
+// answered like Get: ErrNotFound means the session was not there (a ticket
+// already used), ErrUnavailable that the server could not tell, in which case
+// the session may or may not have been removed. A C server closes the
+// connection instead.
 func (c *Client) Take(ctx context.Context, id []byte) ([]byte, error) {
 	return c.get(ctx, OpTake, id)
 }
@@ -185,16 +192,30 @@ func (c *Client) get(ctx context.Context, op Op, id []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(resp) == 0 {
-		return nil, ErrEmptyResponse
-	}
-	if len(resp) < minGetLen {
-		return nil, ErrNotFound
-	}
-	return resp, nil
+	return getResult(op, resp)
 }
 
-// Remove deletes the session stored under id; ErrNotFound if there was none.
+// getResult classifies a GET/TAKE answer. Only NOTOK is a miss; libdistcache
+// reads every answer shorter than minGetLen as one, which would turn a node's
+// "no leader" into "session gone".
+func getResult(op Op, resp []byte) ([]byte, error) {
+	switch {
+	case len(resp) >= minGetLen:
+		return resp, nil
+	case len(resp) == 0:
+		return nil, ErrEmptyResponse
+	case len(resp) == 1 && Status(resp[0]) == StatusNotOK:
+		return nil, ErrNotFound
+	case len(resp) == 1:
+		return nil, &StatusError{Op: op, Status: Status(resp[0]), Err: ErrUnavailable}
+	}
+	// Never session data, never NOTOK; its bytes are not logged (they might be a
+	// short session's data stored by a client that ignored the rule).
+	return nil, fmt.Errorf("%w: %v answered %d bytes, neither data nor a status", ErrUnavailable, op, len(resp))
+}
+
+// Remove deletes the session stored under id; ErrNotFound if there was none,
+// an error wrapping ErrUnavailable if the node could not tell.
 func (c *Client) Remove(ctx context.Context, id []byte) error {
 	resp, err := c.Do(ctx, OpRemove, id)
 	if err != nil {
@@ -206,7 +227,9 @@ func (c *Client) Remove(ctx context.Context, id []byte) error {
 	return statusResult(OpRemove, resp)
 }
 
-// Have reports whether an unexpired session is stored under id.
+// Have reports whether an unexpired session is stored under id: true for OK,
+// false for NOTOK, and an error wrapping ErrUnavailable for any other answer
+// (the node could not tell).
 func (c *Client) Have(ctx context.Context, id []byte) (bool, error) {
 	resp, err := c.Do(ctx, OpHave, id)
 	if err != nil {
@@ -222,16 +245,23 @@ func (c *Client) Have(ctx context.Context, id []byte) (bool, error) {
 }
 
 // statusResult maps a one-byte answer: OK → nil, anything else → *StatusError.
+// A status that is no answer to the operation (DISCONNECTED for any, any
+// code but OK and NOTOK for REMOVE and HAVE) and an answer of the wrong size
+// wrap ErrUnavailable; ADD's validation codes (ErrExists, …) do not.
 func statusResult(op Op, resp []byte) error {
 	switch {
 	case len(resp) == 0:
 		return ErrEmptyResponse
 	case len(resp) != 1:
-		return fmt.Errorf("distcache %v: unexpected %d-byte answer", op, len(resp))
+		return fmt.Errorf("%w: %v answered %d bytes, not a status", ErrUnavailable, op, len(resp))
 	case Status(resp[0]) == StatusOK:
 		return nil
 	}
-	return &StatusError{Op: op, Status: Status(resp[0])}
+	se := &StatusError{Op: op, Status: Status(resp[0])}
+	if se.Status == StatusDisconnected || op != OpAdd {
+		se.Err = ErrUnavailable
+	}
+	return se
 }
 
 // clientConn is one connection of a Client: writers serialise on wmu, one

@@ -64,7 +64,18 @@
 //   - The Client pipelines requests from many goroutines over one connection,
 //     matches answers by request_uid, honours context deadlines, drops late
 //     answers to abandoned requests, and redials after a broken connection.
-//     It keeps the C library's "GET answer shorter than 5 bytes is a miss" rule.
+//   - A failure is never read as an answer. The C library (libdistcache, and
+//     so mod_socache_dc) reads any GET answer shorter than 5 bytes as a miss
+//     (spec §4.3, §6); C clients keep that rule, and it is harmless for them
+//     because they only use GET to resume a session. This Client treats only
+//     NOTOK (0x01) as a miss (ErrNotFound, or false from Have) and every other
+//     answer under 5 bytes to GET, TAKE and HAVE — DISCONNECTED (0x02), which
+//     a node sends when it knows no leader or cannot commit in time, another
+//     status, 2–4 bytes, an empty payload — as ErrUnavailable: a TAKE that
+//     failed must not look like a ticket already used, nor a GET that failed
+//     like a session gone. Answers of 5 bytes or more are data; sessions of
+//     1–4 bytes are still never returned. The server answers a store error
+//     with DISCONNECTED for every operation, GET and TAKE included.
 //
 // # The C client's partial-frame bug
 //

@@ -72,8 +72,10 @@ type QuickCache interface {
 // NewCacheHandler adapts c to a Handler implementing the server semantics of
 // spec §4: ADD validation in the spec's order (ParseAddRequest), ADD payloads
 // shorter than 8 bytes close the connection, GET/TAKE answer the data or 0x01.
-// Cache errors answer StatusDisconnected (0x02) to ADD/REMOVE/HAVE, which C
-// clients treat as a failed operation, and a miss to GET/TAKE.
+// Cache errors answer StatusDisconnected (0x02) to every operation: C clients
+// treat it as a failed ADD/REMOVE/HAVE and, by their "shorter than 5 bytes"
+// rule, as a GET miss, exactly as they would 0x01; this package's Client
+// reports it as ErrUnavailable, so a failure is never read as a miss.
 func NewCacheHandler(c Cache) Handler {
 	if q, ok := c.(QuickCache); ok {
 		return quickCacheHandler{cacheHandler{c}, q}
@@ -132,7 +134,10 @@ func (h cacheHandler) ServeDistcache(ctx context.Context, req *Message) ([]byte,
 			get = h.c.Take
 		}
 		data, ok, err := get(ctx, req.Payload)
-		if err != nil || !ok || len(data) == 0 {
+		if err != nil {
+			return StatusDisconnected.Payload(), nil
+		}
+		if !ok || len(data) == 0 {
 			return StatusNotOK.Payload(), nil
 		}
 		return data, nil

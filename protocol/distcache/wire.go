@@ -230,14 +230,25 @@ func (e *StatusError) Is(target error) bool {
 
 // Errors the Client returns for the protocol's expected negative answers.
 var (
-	// ErrNotFound is a GET/TAKE miss (including any answer shorter than 5
-	// bytes, the C library's rule) or a REMOVE of an absent id.
+	// ErrNotFound is a definite miss: a GET/TAKE or HAVE answered NOTOK (0x01),
+	// or a REMOVE of an absent id.
 	ErrNotFound = errors.New("distcache: session not found")
+	// ErrUnavailable is a server saying it cannot answer now, which is not a
+	// miss: DISCONNECTED (0x02, a node that knows no leader or could not commit
+	// in time, or a proxy that lost its upstream), any other status byte that
+	// is neither the operation's success nor NOTOK, an answer of 2–4 bytes to
+	// GET/TAKE, or an empty answer. The C library reads all of these as a GET
+	// miss (spec §4.3); this Client does not, so that a failed TAKE never looks
+	// like a ticket already used and a failed GET never like a session gone.
+	// The *StatusError of a status byte wraps it: match with errors.Is.
+	ErrUnavailable = errors.New("distcache: unavailable")
 	// ErrExists is the answer to an ADD of an id that is already stored.
 	ErrExists error = &StatusError{Op: OpAdd, Status: StatusAddExists}
-	// ErrDisconnected is the 0x02 answer a proxy gives when it lost its upstream.
-	ErrDisconnected error = &StatusError{Status: StatusDisconnected}
+	// ErrDisconnected is the 0x02 answer; errors.Is matches it for any
+	// operation. Every ErrDisconnected answer is also ErrUnavailable.
+	ErrDisconnected error = &StatusError{Status: StatusDisconnected, Err: ErrUnavailable}
 	// ErrEmptyResponse is an answer with an empty payload, which dc_client
-	// sends when it has no upstream connection.
-	ErrEmptyResponse = errors.New("distcache: empty response payload (upstream unavailable)")
+	// (and dcctl proxy) sends when it has no upstream connection. It wraps
+	// ErrUnavailable.
+	ErrEmptyResponse = fmt.Errorf("%w: empty response payload (upstream not connected)", ErrUnavailable)
 )

@@ -17,7 +17,8 @@ import (
 
 // Client is what the engine needs from a distcache client, in outcome terms: a
 // negative answer ("exists", "not found", "no") is a result, not an error; err is for
-// transport failures, timeouts and unexpected status codes. dcctl adapts
+// transport failures, timeouts and answers that say the server could not serve
+// (never to be reported as "not found": the model would believe it). dcctl adapts
 // distcache.Client to it; tests may use anything.
 type Client interface {
 	Add(ctx context.Context, id, data []byte, ttl time.Duration) (added bool, err error)
@@ -139,6 +140,10 @@ type Config struct {
 	Progress         io.Writer
 	ProgressInterval time.Duration
 	Logger           *slog.Logger // error and verification details (never session data)
+	// Unavailable, when set, tells which errors are the server's "cannot answer
+	// now" (distcache.ErrUnavailable) rather than transport failures; they are
+	// counted apart in the report. dcctl sets it.
+	Unavailable func(error) bool
 }
 
 // Limits of the distcache protocol that bound the configuration.
@@ -221,16 +226,22 @@ type OpReport struct {
 	Hits         int64   `json:"hits"`
 	Misses       int64   `json:"misses"`
 	Errors       int64   `json:"errors"`
+	Unavailable  int64   `json:"unavailable"`
 	VerifyErrors int64   `json:"verify_errors"`
 	Latency      Latency `json:"latency_ms"`
 }
 
 // Report is the final result of a run; its JSON form is dcctl bench --json.
 type Report struct {
-	Ops          int64               `json:"ops"`
-	Seconds      float64             `json:"seconds"`
-	OpsPerSec    float64             `json:"ops_per_sec"`
-	Errors       int64               `json:"errors"`
+	Ops       int64   `json:"ops"`
+	Seconds   float64 `json:"seconds"`
+	OpsPerSec float64 `json:"ops_per_sec"`
+	Errors    int64   `json:"errors"`
+	// Unavailable is the part of Errors that were answers saying the server
+	// could not serve (no leader, quorum lost), as told by Config.Unavailable.
+	// Like every error they are not checked against the model: a failed write
+	// or TAKE makes its session unknown, a failed GET or HAVE leaves it as it was.
+	Unavailable  int64               `json:"unavailable"`
 	VerifyErrors int64               `json:"verify_errors"`
 	Latency      Latency             `json:"latency_ms"`
 	ByOp         map[string]OpReport `json:"by_op"`
@@ -268,8 +279,8 @@ type counters struct {
 }
 
 type opStats struct {
-	ops, hits, misses, errors, verifyErrors int64
-	hist                                    Histogram
+	ops, hits, misses, errors, unavailable, verifyErrors int64
+	hist                                                 Histogram
 }
 
 type worker struct {
@@ -371,17 +382,19 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			agg.hits += s.hits
 			agg.misses += s.misses
 			agg.errors += s.errors
+			agg.unavailable += s.unavailable
 			agg.verifyErrors += s.verifyErrors
 			agg.hist.Merge(&s.hist)
 		}
 		total.Merge(&agg.hist)
 		rep.Ops += agg.ops
 		rep.Errors += agg.errors
+		rep.Unavailable += agg.unavailable
 		rep.VerifyErrors += agg.verifyErrors
 		if cfg.Mix[op] > 0 || agg.ops > 0 {
 			rep.ByOp[op.String()] = OpReport{
 				Ops: agg.ops, Hits: agg.hits, Misses: agg.misses, Errors: agg.errors,
-				VerifyErrors: agg.verifyErrors, Latency: latencyOf(&agg.hist),
+				Unavailable: agg.unavailable, VerifyErrors: agg.verifyErrors, Latency: latencyOf(&agg.hist),
 			}
 		}
 	}
@@ -528,6 +541,9 @@ func (w *worker) do(ctx context.Context, op Op, s *session, began time.Time) {
 	if err != nil {
 		st.errors++
 		w.shared.errors.Add(1)
+		if w.cfg.Unavailable != nil && w.cfg.Unavailable(err) {
+			st.unavailable++
+		}
 		if w.firstErr == "" {
 			w.firstErr = fmt.Sprintf("%s: %v", op, err)
 		}
@@ -535,6 +551,8 @@ func (w *worker) do(ctx context.Context, op Op, s *session, began time.Time) {
 		if op == OpAdd || op == OpRemove || op == OpTake {
 			s.state = unknown // the write may or may not have happened
 		}
+		// A failed GET or HAVE read nothing and changed nothing: the model
+		// stays as it was (it is never taken for a miss).
 		return
 	}
 	if hit {

@@ -15,7 +15,11 @@
 //     from ttl+1s after the answer, and either in between. Eviction by a full store is
 //     not modelled and shows up as verification errors.
 //   - Failed operations are counted and the run continues (dc_test stopped at the
-//     first); the report separates transport errors from verification errors.
+//     first); the report separates failures (errors, and among them the answers
+//     saying the node could not serve: "unavailable") from verification errors.
+//     A failure is never read as an answer: a TAKE answered DISCONNECTED makes
+//     its session unknown like any failed write, a GET or HAVE answered so
+//     leaves the model untouched; neither counts as a miss.
 //   - Latency goes into a log-bucketed histogram (HDR-like, 1/64 relative precision,
 //     exact min/max/mean), one per worker and operation, merged at the end. With a
 //     target rate, latency counts from each operation's scheduled start, so a stall

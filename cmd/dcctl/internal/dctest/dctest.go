@@ -2,6 +2,7 @@ package dctest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -19,6 +20,29 @@ type MapCache struct {
 	mu      sync.Mutex
 	entries map[string]entry
 	corrupt bool
+	// failEvery, when > 0, makes every failEvery-th GET, TAKE and HAVE fail
+	// (the server answers DISCONNECTED); reads counts them.
+	failEvery, reads int
+}
+
+// ErrUnavailable is the error a failing MapCache returns, as a node without a
+// leader does.
+var ErrUnavailable = errors.New("dctest: no leader")
+
+// SetFailEvery makes every n-th GET, TAKE and HAVE fail (0: none), so tests can
+// check that a failure is not read as a miss. A failing TAKE removes the entry
+// first: a write that took effect but whose answer was lost, the case a client
+// must treat as "unknown".
+func (c *MapCache) SetFailEvery(n int) {
+	c.mu.Lock()
+	c.failEvery, c.reads = n, 0
+	c.mu.Unlock()
+}
+
+// failNow counts a read and reports whether it must fail; c.mu is held.
+func (c *MapCache) failNow() bool {
+	c.reads++
+	return c.failEvery > 0 && c.reads%c.failEvery == 0
 }
 
 type entry struct {
@@ -61,6 +85,9 @@ func (c *MapCache) Add(_ context.Context, id, data []byte, ttl time.Duration) (d
 func (c *MapCache) Get(_ context.Context, id []byte) ([]byte, bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.failNow() {
+		return nil, false, ErrUnavailable
+	}
 	e, ok := c.live(id)
 	if !ok {
 		return nil, false, nil
@@ -85,6 +112,9 @@ func (c *MapCache) Remove(_ context.Context, id []byte) (bool, error) {
 func (c *MapCache) Have(_ context.Context, id []byte) (bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.failNow() {
+		return false, ErrUnavailable
+	}
 	_, ok := c.live(id)
 	return ok, nil
 }
@@ -95,6 +125,9 @@ func (c *MapCache) Take(_ context.Context, id []byte) ([]byte, bool, error) {
 	defer c.mu.Unlock()
 	e, ok := c.live(id)
 	delete(c.entries, string(id))
+	if c.failNow() {
+		return nil, false, ErrUnavailable
+	}
 	return e.data, ok, nil
 }
 
