@@ -114,7 +114,7 @@ func (p *snapshot) write(w io.Writer) error {
 	refs := make([]slotRef, 0, p.sessions)
 	for i, t := range p.tables {
 		for _, slot := range t.heap {
-			e := &t.entries[slot]
+			e := &t.slots[slot]
 			refs = append(refs, slotRef{order{e.expiry, e.seq}, uint16(i), slot})
 		}
 	}
@@ -147,13 +147,16 @@ func (p *snapshot) write(w io.Writer) error {
 		return err
 	}
 	for _, r := range refs {
-		e := &p.tables[r.shard].entries[r.slot]
+		t := p.tables[r.shard]
+		e := &t.slots[r.slot]
+		key, value := t.record(r.slot)
 		rec = binary.BigEndian.AppendUint64(rec[:0], uint64(e.expiry))
 		rec = binary.BigEndian.AppendUint64(rec, e.seq)
 		rec = binary.BigEndian.AppendUint32(rec, e.flags)
-		rec = append(rec, e.klen)
-		rec = binary.BigEndian.AppendUint32(rec, uint32(len(e.kv)-int(e.klen)))
-		rec = append(rec, e.kv...)
+		rec = append(rec, uint8(len(key)))
+		rec = binary.BigEndian.AppendUint32(rec, uint32(len(value)))
+		rec = append(rec, key...)
+		rec = append(rec, value...)
 		if err := put(rec); err != nil {
 			return err
 		}
@@ -188,9 +191,7 @@ func (s *Store) Restore(rc io.ReadCloser) error {
 		sh.t = t
 		sh.frozen = false
 		sh.mu.Unlock()
-		for _, e := range t.entries {
-			payload += int64(len(e.kv))
-		}
+		payload += t.payload
 	}
 	s.resetMins()
 	s.lastNow = snap.lastNow
@@ -254,40 +255,43 @@ func (s *Store) readSnapshot(r io.Reader) (*snapshot, error) {
 	// checksum catches it.
 	per := int(min(count, 1<<20)/numShards) + 1
 	for i := range snap.tables {
-		snap.tables[i] = newTable(per + per/8)
+		snap.tables[i] = newTable(s.seed, per+per/8)
 	}
 
 	var rh [recordHeaderLen]byte
+	buf := make([]byte, MaxKeyLen+MaxValueLen) // one record's key and value, copied into a slab
 	prev, first := order{}, true
 	for n := uint64(0); n < count; n++ {
 		if err := sr.read(rh[:]); err != nil {
 			return nil, err
 		}
-		e := entry{
+		e := slot{
 			expiry: int64(binary.BigEndian.Uint64(rh[0:])),
 			seq:    binary.BigEndian.Uint64(rh[8:]),
 			flags:  binary.BigEndian.Uint32(rh[16:]),
-			klen:   rh[20],
 		}
+		klen := int(rh[20])
 		vlen := binary.BigEndian.Uint32(rh[21:])
-		if e.klen == 0 || vlen > MaxValueLen {
-			return nil, fmt.Errorf("%w: entry %d: key of %d / value of %d bytes", ErrCorruptSnapshot, n, e.klen, vlen)
+		if klen == 0 || vlen > MaxValueLen {
+			return nil, fmt.Errorf("%w: entry %d: key of %d / value of %d bytes", ErrCorruptSnapshot, n, klen, vlen)
 		}
 		cur := order{e.expiry, e.seq}
 		if (!first && !prev.less(cur)) || e.seq >= snap.nextSeq {
 			return nil, fmt.Errorf("%w: entry %d out of order", ErrCorruptSnapshot, n)
 		}
 		prev, first = cur, false
-		e.kv = make([]byte, int(e.klen)+int(vlen))
-		if err := sr.read(e.kv); err != nil {
+		kv := buf[:klen+int(vlen)]
+		if err := sr.read(kv); err != nil {
 			return nil, err
 		}
-		t := snap.tables[s.shardIndex(e.key())]
-		if _, dup := t.lookup(e.key()); dup {
+		key, value := kv[:klen], kv[klen:]
+		si, tag := s.locate(key)
+		t := snap.tables[si]
+		if _, dup := t.find(key, tag); dup {
 			return nil, fmt.Errorf("%w: entry %d: duplicate key", ErrCorruptSnapshot, n)
 		}
 		// Entries arrive in heap order, so appending keeps each heap valid.
-		t.insert(e)
+		t.insert(tag, key, value, e)
 	}
 	want := sr.crc
 	var tr [4]byte
