@@ -217,7 +217,7 @@ func dumpStore(s *Store) []dumpEntry {
 // checkInvariants verifies the store's internal structures against each
 // other: index ↔ slots ↔ heap positions, heap order, slab accounting,
 // cached minimums, counters.
-func checkInvariants(t *rapid.T, s *Store) {
+func checkInvariants(t fataler, s *Store) {
 	var n, payload int64
 	for i := range s.shards {
 		tb := s.shards[i].t

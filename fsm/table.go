@@ -55,6 +55,7 @@ type table struct {
 	live      []uint32 // record bytes still referenced, per slab
 	freeSlabs []uint32 // released slab numbers, for reuse
 	cur       int32    // slab being filled, -1 if none
+	retired   []int32  // slabs that were cur, until settle looks at them
 	payload   int64    // key and value bytes of stored entries
 }
 
@@ -98,6 +99,7 @@ func (t *table) clone() *table {
 	c.slabs = slices.Clone(t.slabs)
 	c.live = slices.Clone(t.live)
 	c.freeSlabs = slices.Clone(t.freeSlabs)
+	c.retired = nil // settle empties it before every return
 	return &c
 }
 
@@ -248,6 +250,7 @@ func (t *table) insert(tag uint32, key, value []byte, e slot) {
 	t.up(len(t.heap) - 1)
 	t.place(uint64(tag)<<32 | uint64(idx+1))
 	t.payload += int64(len(key) + len(value))
+	t.settle()
 }
 
 // removed describes an entry that remove deleted. value points into a slab
@@ -277,6 +280,7 @@ func (t *table) remove(idx int32) removed {
 	t.free = append(t.free, idx)
 	t.payload -= r.size
 	t.releaseRecord(e.ref, recordHeaderBytes+int(r.size))
+	t.settle()
 	return r
 }
 
@@ -301,6 +305,9 @@ func (t *table) storeRecord(key, value []byte) uint64 {
 			size = slabMax
 		} else if want > slabMin {
 			size = 1 << bits.Len64(uint64(want-1))
+		}
+		if t.cur >= 0 {
+			t.retired = append(t.retired, t.cur)
 		}
 		t.cur = t.newSlab(size)
 		s = t.cur
@@ -347,6 +354,24 @@ func (t *table) releaseRecord(ref uint64, n int) {
 		t.dropSlab(s)
 	case uint64(t.live[s])*2 < uint64(len(t.slabs[s])):
 		t.compactSlab(s)
+	}
+}
+
+// settle applies releaseRecord's rule to a slab that stopped being the one
+// being filled (its records died while it was current).
+func (t *table) settle() {
+	for len(t.retired) > 0 {
+		s := t.retired[len(t.retired)-1]
+		t.retired = t.retired[:len(t.retired)-1]
+		if t.slabs[s] == nil || s == t.cur {
+			continue
+		}
+		switch {
+		case t.live[s] == 0:
+			t.dropSlab(s)
+		case uint64(t.live[s])*2 < uint64(len(t.slabs[s])):
+			t.compactSlab(s)
+		}
 	}
 }
 
