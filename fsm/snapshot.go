@@ -103,31 +103,77 @@ func (p *snapshot) Release() {
 	p.tables = [numShards]*table{}
 }
 
-// slotRef locates one entry in a frozen table.
-type slotRef struct {
-	order
-	shard uint16
-	slot  int32
+// forEachOrdered calls f for every entry of the snapshot in (expiry, seq)
+// order: it sorts each table's slots and merges the 256 runs, so the scratch
+// is 4 bytes per entry (a copy of the heaps) rather than a sorted copy of
+// every entry's order and location (24 bytes; 240 MB at 10 M sessions, taken
+// at every Raft snapshot).
+func (p *snapshot) forEachOrdered(f func(t *table, slot int32) error) error {
+	var runs [numShards][]int32
+	for i, t := range p.tables {
+		r := slices.Clone(t.heap)
+		slices.SortFunc(r, func(a, b int32) int {
+			if t.less(a, b) {
+				return -1
+			}
+			if t.less(b, a) {
+				return 1
+			}
+			return 0
+		})
+		runs[i] = r
+	}
+	head := func(i int) order {
+		e := &p.tables[i].slots[runs[i][0]]
+		return order{e.expiry, e.seq}
+	}
+	// h is a binary min-heap of the shards with entries left, by head.
+	h := make([]int, 0, numShards)
+	less := func(a, b int) bool { return head(h[a]).less(head(h[b])) }
+	down := func(i int) {
+		for {
+			l := 2*i + 1
+			if l >= len(h) {
+				return
+			}
+			j := l
+			if r := l + 1; r < len(h) && less(r, l) {
+				j = r
+			}
+			if !less(j, i) {
+				return
+			}
+			h[i], h[j] = h[j], h[i]
+			i = j
+		}
+	}
+	for i := range runs {
+		if len(runs[i]) > 0 {
+			h = append(h, i)
+		}
+	}
+	for i := len(h)/2 - 1; i >= 0; i-- {
+		down(i)
+	}
+	for len(h) > 0 {
+		i := h[0]
+		if err := f(p.tables[i], runs[i][0]); err != nil {
+			return err
+		}
+		if runs[i] = runs[i][1:]; len(runs[i]) == 0 {
+			h[0] = h[len(h)-1]
+			h = h[:len(h)-1]
+		}
+		down(0)
+	}
+	return nil
 }
 
 func (p *snapshot) write(w io.Writer) error {
-	refs := make([]slotRef, 0, p.sessions)
-	for i, t := range p.tables {
-		for _, slot := range t.heap {
-			e := &t.slots[slot]
-			refs = append(refs, slotRef{order{e.expiry, e.seq}, uint16(i), slot})
-		}
+	var count uint64
+	for _, t := range p.tables {
+		count += uint64(t.len())
 	}
-	slices.SortFunc(refs, func(a, b slotRef) int {
-		switch {
-		case a.less(b.order):
-			return -1
-		case b.less(a.order):
-			return 1
-		}
-		return 0
-	})
-
 	bw := bufio.NewWriterSize(w, 256<<10)
 	var crc uint32
 	rec := make([]byte, 0, recordHeaderLen+MaxKeyLen+MaxValueLen)
@@ -142,14 +188,13 @@ func (p *snapshot) write(w io.Writer) error {
 	rec = binary.BigEndian.AppendUint64(rec, uint64(p.lastNow))
 	rec = binary.BigEndian.AppendUint64(rec, p.nextSeq)
 	rec = binary.BigEndian.AppendUint64(rec, p.appliedIndex)
-	rec = binary.BigEndian.AppendUint64(rec, uint64(len(refs)))
+	rec = binary.BigEndian.AppendUint64(rec, count)
 	if err := put(rec); err != nil {
 		return err
 	}
-	for _, r := range refs {
-		t := p.tables[r.shard]
-		e := &t.slots[r.slot]
-		key, value := t.record(r.slot)
+	err := p.forEachOrdered(func(t *table, slot int32) error {
+		e := &t.slots[slot]
+		key, value := t.record(slot)
 		rec = binary.BigEndian.AppendUint64(rec[:0], uint64(e.expiry))
 		rec = binary.BigEndian.AppendUint64(rec, e.seq)
 		rec = binary.BigEndian.AppendUint32(rec, e.flags)
@@ -157,9 +202,10 @@ func (p *snapshot) write(w io.Writer) error {
 		rec = binary.BigEndian.AppendUint32(rec, uint32(len(value)))
 		rec = append(rec, key...)
 		rec = append(rec, value...)
-		if err := put(rec); err != nil {
-			return err
-		}
+		return put(rec)
+	})
+	if err != nil {
+		return err
 	}
 	if _, err := bw.Write(binary.BigEndian.AppendUint32(rec[:0], crc)); err != nil {
 		return err
