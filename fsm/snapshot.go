@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -113,23 +114,23 @@ func (p *snapshot) forEachOrdered(f func(t *table, slot int32) error) error {
 	for i, t := range p.tables {
 		r := slices.Clone(t.heap)
 		slices.SortFunc(r, func(a, b int32) int {
-			if t.less(a, b) {
-				return -1
+			ea, eb := &t.slots[a], &t.slots[b]
+			if c := cmp.Compare(ea.expiry, eb.expiry); c != 0 {
+				return c
 			}
-			if t.less(b, a) {
-				return 1
-			}
-			return 0
+			return cmp.Compare(ea.seq, eb.seq)
 		})
 		runs[i] = r
 	}
-	head := func(i int) order {
+	// heads[i] is the order of run i's first entry; h is a binary min-heap
+	// of the runs with entries left, by head.
+	var heads [numShards]order
+	next := func(i int) {
 		e := &p.tables[i].slots[runs[i][0]]
-		return order{e.expiry, e.seq}
+		heads[i] = order{e.expiry, e.seq}
 	}
-	// h is a binary min-heap of the shards with entries left, by head.
 	h := make([]int, 0, numShards)
-	less := func(a, b int) bool { return head(h[a]).less(head(h[b])) }
+	less := func(a, b int) bool { return heads[h[a]].less(heads[h[b]]) }
 	down := func(i int) {
 		for {
 			l := 2*i + 1
@@ -149,6 +150,7 @@ func (p *snapshot) forEachOrdered(f func(t *table, slot int32) error) error {
 	}
 	for i := range runs {
 		if len(runs[i]) > 0 {
+			next(i)
 			h = append(h, i)
 		}
 	}
@@ -160,7 +162,9 @@ func (p *snapshot) forEachOrdered(f func(t *table, slot int32) error) error {
 		if err := f(p.tables[i], runs[i][0]); err != nil {
 			return err
 		}
-		if runs[i] = runs[i][1:]; len(runs[i]) == 0 {
+		if runs[i] = runs[i][1:]; len(runs[i]) > 0 {
+			next(i)
+		} else {
 			h[0] = h[len(h)-1]
 			h = h[:len(h)-1]
 		}
