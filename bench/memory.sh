@@ -37,8 +37,9 @@ for c in $CASES; do
 	payload=$((n * (32 + v)))
 	# Room for the sessions with a margin; the node then sizes its GC from these.
 	maxbytes=$((payload + payload / 4))
+	# -write-timeout: a restore may take 10 × it (10 M sessions took 19–38 s here).
 	# shellcheck disable=SC2086
-	start_cluster 1 -sessions "$n" -max-bytes "$maxbytes" ${DCNODE_FLAGS:-}
+	start_cluster 1 -sessions "$n" -max-bytes "$maxbytes" -write-timeout 30s ${DCNODE_FLAGS:-}
 	pid=$NODEPID_1
 	base=$(kib "$pid" VmRSS)
 	t0=$SECONDS
