@@ -45,13 +45,25 @@
 // # Memory layout
 //
 // The keyspace is split into 256 shards by a seeded hash (local only; it never
-// influences replicated state or snapshot bytes). A shard holds a map from key
-// to slot, a slice of fixed-size slot records, a min-heap of slots ordered by
-// (expiry, seq) and a free list; a 256-leaf tournament tree over the shards
-// minimums finds the globally soonest-expiring entry in O(1) for eviction and
-// EXPIRE. Key and value live in one immutable
-// allocation per entry; the map key aliases it, so a session costs one
-// allocation plus about 100 bytes of index.
+// influences replicated state or snapshot bytes). A shard's table (table.go)
+// holds its keys and values in append-only byte slabs (512 B growing to
+// 64 KiB with the shard; a record over 16 KiB gets a slab of its own), and
+// beside them arrays without pointers, which the garbage collector never
+// scans: a 32-byte slot per entry (slab offset, expiry, seq, flags, heap
+// position), an open-addressing index of 32-bit hash tags and slot numbers
+// (at most 3/4 full, deletion by backward shift, no tombstones), a min-heap
+// of slots ordered by (expiry, seq) and a free list. A 256-leaf tournament
+// tree over the shards' minimums finds the globally soonest-expiring entry in
+// O(1) for eviction and EXPIRE. A session costs its key and value plus 4
+// bytes of record header and about 60 bytes of slot, index and heap.
+//
+// Bytes once written to a slab are never changed, so a value returned by Get
+// or TAKE stays valid and unchanged while the store moves on. Freed space is
+// reclaimed by copying, never by reuse in place: a slab with no live record
+// is released, one less than half live (and not the one being filled) has
+// its live records copied to the slab being filled and is released; a shard
+// whose slot capacity is less than a quarter used (mass deletion, a lowered
+// limit) is rebuilt right-sized, index and slabs included.
 //
 // # Ticket keys
 //
@@ -66,8 +78,8 @@
 //
 // Snapshot marks every shard copy-on-write in O(256) and hands the current
 // tables to the snapshot; the first later write to a shard clones that
-// shard's index (never the payload), which bounds the Apply stall to one
-// shard's worth of copying. Persist sorts the frozen entries by (expiry, seq)
+// shard's slots, index and heap (never the slabs, which are append-only),
+// which bounds the Apply stall to one shard's worth of copying. Persist sorts the frozen entries by (expiry, seq)
 // and streams them: a versioned header, fixed-size record headers, and a
 // CRC-32C trailer. The bytes are a pure function of the replicated state, so
 // two replicas can be compared byte for byte. A non-empty ticket ring follows

@@ -205,8 +205,9 @@ func dumpStore(s *Store) []dumpEntry {
 	for i := range s.shards {
 		t := s.shards[i].t
 		for _, slot := range t.heap {
-			e := &t.entries[slot]
-			out = append(out, dumpEntry{string(e.key()), string(e.value()), e.flags, e.expiry, e.seq})
+			e := &t.slots[slot]
+			key, value := t.record(slot)
+			out = append(out, dumpEntry{string(key), string(value), e.flags, e.expiry, e.seq})
 		}
 	}
 	slices.SortFunc(out, func(a, b dumpEntry) int { return int(a.seq) - int(b.seq) })
@@ -214,25 +215,45 @@ func dumpStore(s *Store) []dumpEntry {
 }
 
 // checkInvariants verifies the store's internal structures against each
-// other: index ↔ slots ↔ heap positions, heap order, cached minimums,
-// counters.
-func checkInvariants(t *rapid.T, s *Store) {
+// other: index ↔ slots ↔ heap positions, heap order, slab accounting,
+// cached minimums, counters.
+func checkInvariants(t fataler, s *Store) {
 	var n, payload int64
 	for i := range s.shards {
 		tb := s.shards[i].t
-		if len(tb.index) != len(tb.heap) {
-			t.Fatalf("shard %d: %d keys, %d heap slots", i, len(tb.index), len(tb.heap))
+		buckets := 0
+		for _, b := range tb.index {
+			if b != 0 {
+				buckets++
+			}
 		}
+		if buckets != len(tb.heap) {
+			t.Fatalf("shard %d: %d keys, %d heap slots", i, buckets, len(tb.heap))
+		}
+		live := make([]uint32, len(tb.slabs))
+		var tablePayload int64
 		for pos, slot := range tb.heap {
-			e := &tb.entries[slot]
-			if int(e.hpos) != pos || tb.index[string(e.key())] != slot {
+			e := &tb.slots[slot]
+			key, value := tb.record(slot)
+			si, tag := s.locate(key)
+			if found, ok := tb.find(key, tag); si != i || !ok || int(e.hpos) != pos || found != slot {
 				t.Fatalf("shard %d: slot %d inconsistent", i, slot)
 			}
+			live[e.ref>>32] += uint32(recordHeaderBytes + len(key) + len(value))
+			tablePayload += int64(len(key) + len(value))
 			if pos > 0 && tb.less(slot, tb.heap[(pos-1)/2]) {
 				t.Fatalf("shard %d: heap order violated at %d", i, pos)
 			}
 			n++
-			payload += int64(len(e.kv))
+			payload += int64(len(key) + len(value))
+		}
+		if !slices.Equal(live, tb.live) || tablePayload != tb.payload {
+			t.Fatalf("shard %d: slab accounting %v / %d, computed %v / %d", i, tb.live, tb.payload, live, tablePayload)
+		}
+		for sl, b := range tb.slabs {
+			if int32(sl) != tb.cur && b != nil && uint64(live[sl])*2 < uint64(len(b)) {
+				t.Fatalf("shard %d: slab %d less than half live (%d of %d bytes) and not compacted", i, sl, live[sl], len(b))
+			}
 		}
 		if s.mins[i] != tb.min() {
 			t.Fatalf("shard %d: cached min %v, heap min %v", i, s.mins[i], tb.min())

@@ -4,12 +4,10 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
-	"maps"
 	"math"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/hashicorp/raft"
 )
@@ -19,142 +17,6 @@ import (
 // cost of the first write to a shard while a snapshot is being persisted
 // (that write clones 1/numShards of the index, never the payload).
 const numShards = 256
-
-// entry is one stored session. kv holds the key followed by the value in a
-// single allocation that is never modified once the entry exists, so readers,
-// snapshots and TAKE results can share it without copying.
-type entry struct {
-	kv     []byte
-	expiry int64  // absolute, Unix milliseconds; live while now < expiry
-	seq    uint64 // deterministic insertion sequence, breaks expiry ties
-	flags  uint32
-	hpos   int32 // position in table.heap
-	klen   uint8
-}
-
-func (e *entry) key() []byte   { return e.kv[:e.klen:e.klen] }
-func (e *entry) value() []byte { return e.kv[e.klen:] }
-
-// table is the data of one shard: an index from key to slot, the slots, a
-// min-heap of slots ordered by (expiry, seq) and a free list of slots. Once
-// a table has been handed to a snapshot it is frozen and never modified
-// again; the next write clones it.
-type table struct {
-	index   map[string]int32
-	entries []entry
-	heap    []int32
-	free    []int32
-}
-
-func newTable(capacity int) *table {
-	return &table{
-		index:   make(map[string]int32, capacity),
-		entries: make([]entry, 0, capacity),
-		heap:    make([]int32, 0, capacity),
-	}
-}
-
-// clone returns a deep copy of the index structures; the kv allocations are
-// immutable and shared. Capacities are kept so that the clone does not
-// reallocate (a second stall) on its next insert.
-func (t *table) clone() *table {
-	return &table{
-		index:   maps.Clone(t.index),
-		entries: append(make([]entry, 0, cap(t.entries)), t.entries...),
-		heap:    append(make([]int32, 0, cap(t.heap)), t.heap...),
-		free:    append(make([]int32, 0, cap(t.free)), t.free...),
-	}
-}
-
-// keyString returns the map key for kv without copying: kv is immutable for
-// the lifetime of the entry, which is what a Go string requires.
-func keyString(kv []byte, klen uint8) string {
-	return unsafe.String(unsafe.SliceData(kv), int(klen))
-}
-
-func (t *table) lookup(key []byte) (int32, bool) {
-	i, ok := t.index[string(key)]
-	return i, ok
-}
-
-func (t *table) less(a, b int32) bool {
-	ea, eb := &t.entries[a], &t.entries[b]
-	if ea.expiry != eb.expiry {
-		return ea.expiry < eb.expiry
-	}
-	return ea.seq < eb.seq
-}
-
-func (t *table) swap(i, j int) {
-	h := t.heap
-	h[i], h[j] = h[j], h[i]
-	t.entries[h[i]].hpos = int32(i)
-	t.entries[h[j]].hpos = int32(j)
-}
-
-func (t *table) up(j int) {
-	for j > 0 {
-		i := (j - 1) / 2
-		if !t.less(t.heap[j], t.heap[i]) {
-			break
-		}
-		t.swap(i, j)
-		j = i
-	}
-}
-
-func (t *table) down(i0 int) bool {
-	i, n := i0, len(t.heap)
-	for {
-		l := 2*i + 1
-		if l >= n {
-			break
-		}
-		j := l
-		if r := l + 1; r < n && t.less(t.heap[r], t.heap[l]) {
-			j = r
-		}
-		if !t.less(t.heap[j], t.heap[i]) {
-			break
-		}
-		t.swap(i, j)
-		i = j
-	}
-	return i > i0
-}
-
-func (t *table) insert(e entry) {
-	var idx int32
-	if n := len(t.free); n > 0 {
-		idx = t.free[n-1]
-		t.free = t.free[:n-1]
-	} else {
-		idx = int32(len(t.entries))
-		t.entries = append(t.entries, entry{})
-	}
-	e.hpos = int32(len(t.heap))
-	t.entries[idx] = e
-	t.heap = append(t.heap, idx)
-	t.up(len(t.heap) - 1)
-	t.index[keyString(e.kv, e.klen)] = idx
-}
-
-// remove deletes slot idx and returns the removed entry.
-func (t *table) remove(idx int32) entry {
-	e := t.entries[idx]
-	pos, last := int(e.hpos), len(t.heap)-1
-	if pos != last {
-		t.swap(pos, last)
-	}
-	t.heap = t.heap[:last]
-	if pos < last && !t.down(pos) {
-		t.up(pos)
-	}
-	delete(t.index, keyString(e.kv, e.klen))
-	t.entries[idx] = entry{}
-	t.free = append(t.free, idx)
-	return e
-}
 
 // order is an (expiry, seq) pair, the eviction and snapshot order.
 type order struct {
@@ -166,14 +28,6 @@ var emptyOrder = order{math.MaxInt64, math.MaxUint64}
 
 func (a order) less(b order) bool {
 	return a.expiry < b.expiry || (a.expiry == b.expiry && a.seq < b.seq)
-}
-
-func (t *table) min() order {
-	if len(t.heap) == 0 {
-		return emptyOrder
-	}
-	e := &t.entries[t.heap[0]]
-	return order{e.expiry, e.seq}
 }
 
 // shard guards one table. mu orders the apply path's writes against
@@ -242,7 +96,7 @@ func New(cfg Config) *Store {
 		s.logger = slog.Default()
 	}
 	for i := range s.shards {
-		s.shards[i].t = newTable(0)
+		s.shards[i].t = newTable(s.seed, 0)
 		s.tour[numShards+i] = uint16(i)
 	}
 	s.resetMins()
@@ -285,8 +139,10 @@ func (s *Store) soonest() int {
 	return i
 }
 
-func (s *Store) shardIndex(key []byte) int {
-	return int(maphash.Bytes(s.seed, key) % numShards)
+// locate returns the shard of key and its tag in that shard's index.
+func (s *Store) locate(key []byte) (int, uint32) {
+	h := hashKey(s.seed, key)
+	return int(h % numShards), tagOf(h)
 }
 
 // NextExpiry reports the earliest expiry among stored entries (false when the
@@ -350,35 +206,38 @@ func (s *Store) Stats() Stats {
 // local clock; it only affects this read). The returned slice is shared with
 // the store and must not be modified; it stays valid and unchanged forever.
 func (s *Store) Get(key []byte, now time.Time) (value []byte, flags uint32, expiry time.Time, ok bool) {
-	e, ok := s.lookup(key, now)
+	value, e, ok := s.lookup(key, now)
 	if !ok {
 		return nil, 0, time.Time{}, false
 	}
-	return e.value(), e.flags, time.UnixMilli(e.expiry), true
+	return value, e.flags, time.UnixMilli(e.expiry), true
 }
 
 // Have reports whether a live entry exists under key at now (local clock).
 func (s *Store) Have(key []byte, now time.Time) bool {
-	_, ok := s.lookup(key, now)
+	_, _, ok := s.lookup(key, now)
 	return ok
 }
 
-func (s *Store) lookup(key []byte, now time.Time) (entry, bool) {
-	sh := &s.shards[s.shardIndex(key)]
-	var e entry
+func (s *Store) lookup(key []byte, now time.Time) ([]byte, slot, bool) {
+	si, tag := s.locate(key)
+	sh := &s.shards[si]
+	var e slot
+	var value []byte
 	sh.mu.RLock()
 	t := sh.t
-	idx, ok := t.lookup(key)
+	idx, ok := t.find(key, tag)
 	if ok {
-		e = t.entries[idx]
+		e = t.slots[idx]
+		_, value = t.record(idx)
 	}
 	sh.mu.RUnlock()
 	if !ok || e.expiry <= now.UnixMilli() {
 		s.misses.Add(1)
-		return entry{}, false
+		return nil, slot{}, false
 	}
 	s.hits.Add(1)
-	return e, true
+	return value, e, true
 }
 
 // Apply applies one log entry. For a command entry it returns a [][]byte
@@ -460,7 +319,7 @@ func (s *Store) applyCommand(now int64, lim Limits, raw []byte) Result {
 			return Result{Status: ResultOK}
 		}
 		s.takes.Add(1)
-		return Result{Status: ResultOK, Value: e.value(), Flags: e.flags, Expiry: e.expiry}
+		return Result{Status: ResultOK, Value: e.value, Flags: e.flags, Expiry: e.expiry}
 	case OpExpire:
 		for i := s.soonest(); i >= 0 && s.mins[i].expiry <= now; i = s.soonest() {
 			s.removeAt(i, s.shards[i].t.heap[0])
@@ -477,25 +336,25 @@ func (s *Store) applyCommand(now int64, lim Limits, raw []byte) Result {
 
 // removeLive deletes the entry under key. It reports whether that entry was
 // live; an expired one is deleted too (as an expiration) but reported absent.
-func (s *Store) removeLive(now int64, key []byte) (entry, bool) {
-	si := s.shardIndex(key)
-	idx, ok := s.shards[si].t.lookup(key)
+func (s *Store) removeLive(now int64, key []byte) (removed, bool) {
+	si, tag := s.locate(key)
+	idx, ok := s.shards[si].t.find(key, tag)
 	if !ok {
-		return entry{}, false
+		return removed{}, false
 	}
 	e := s.removeAt(si, idx)
 	if e.expiry <= now {
 		s.expirations.Add(1)
-		return entry{}, false
+		return removed{}, false
 	}
 	return e, true
 }
 
 func (s *Store) applyStore(now int64, lim Limits, c command) Result {
 	need := int64(len(c.key) + len(c.value))
-	si := s.shardIndex(c.key)
-	idx, exists := s.shards[si].t.lookup(c.key)
-	if exists && c.op == OpAdd && s.shards[si].t.entries[idx].expiry > now {
+	si, tag := s.locate(c.key)
+	idx, exists := s.shards[si].t.find(c.key, tag)
+	if exists && c.op == OpAdd && s.shards[si].t.slots[idx].expiry > now {
 		return Result{Status: ResultExists}
 	}
 	if lim.MaxBytes > 0 && need > lim.MaxBytes {
@@ -526,10 +385,7 @@ func (s *Store) applyStore(now int64, lim Limits, c command) Result {
 			break
 		}
 	}
-	kv := make([]byte, need)
-	copy(kv, c.key)
-	copy(kv[len(c.key):], c.value)
-	s.insertAt(si, entry{kv: kv, expiry: expiry, seq: s.nextSeq, flags: c.flags, klen: uint8(len(c.key))})
+	s.insertAt(si, tag, c.key, c.value, slot{expiry: expiry, seq: s.nextSeq, flags: c.flags})
 	s.nextSeq++
 	return Result{Status: ResultOK}
 }
@@ -564,25 +420,35 @@ func (s *Store) writable(i int) *table {
 	return t
 }
 
-func (s *Store) insertAt(i int, e entry) {
+func (s *Store) insertAt(i int, tag uint32, key, value []byte, e slot) {
 	t := s.writable(i)
 	sh := &s.shards[i]
 	sh.mu.Lock()
-	t.insert(e)
+	t.insert(tag, key, value, e)
 	sh.mu.Unlock()
 	s.setMin(i, t.min())
 	s.sessions.Add(1)
-	s.payload.Add(int64(len(e.kv)))
+	s.payload.Add(int64(len(key) + len(value)))
 }
 
-func (s *Store) removeAt(i int, idx int32) entry {
+// removeAt deletes slot idx of shard i. A shard left mostly empty (mass
+// deletion, eviction after a lower limit) is replaced by a right-sized copy
+// so that its index and slabs give memory back.
+func (s *Store) removeAt(i int, idx int32) removed {
 	t := s.writable(i)
 	sh := &s.shards[i]
 	sh.mu.Lock()
 	e := t.remove(idx)
 	sh.mu.Unlock()
+	if t.sparse() {
+		c := t.compacted() // readers may read t meanwhile; it is not modified
+		sh.mu.Lock()
+		sh.t = c
+		sh.mu.Unlock()
+		t = c
+	}
 	s.setMin(i, t.min())
 	s.sessions.Add(-1)
-	s.payload.Add(-int64(len(e.kv)))
+	s.payload.Add(-e.size)
 	return e
 }

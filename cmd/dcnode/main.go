@@ -71,6 +71,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	go handleUSR(o.killable, stop, logger)
+	gcPolicyFor(environ, o.maxBytes, o.sessions, max(1, o.devCluster)).apply(logger)
 	if o.devCluster > 0 {
 		return runDevCluster(ctx, o, stdout, logger)
 	}

@@ -141,7 +141,7 @@ func (o *options) registry() []*setting {
 
 		// Sessions.
 		{name: "sessions", group: groupSessions, example: "1000000", value: intValue{p: setInt(&o.sessions, node.DefaultMaxSessions), min: 1, max: int(maxInt)},
-			usage: "maximum number of sessions (`N`); beyond it the soonest to expire are evicted (at 200 bytes a session, 1M needs about 400 MB)"},
+			usage: "maximum number of sessions (`N`); beyond it the soonest to expire are evicted (at 200 bytes a session, 1M take about 300 MB)"},
 		{name: "max-bytes", group: groupSessions, example: "512MiB", value: bytesValue{setInt64(&o.maxBytes, node.DefaultMaxBytes)},
 			usage: "maximum key+value `bytes` held, evicting the same way (suffixes KiB, MiB, GiB)"},
 		{name: "read-consistency", group: groupSessions, example: "linearizable",
