@@ -52,9 +52,13 @@
 // MaxBatch commands / MaxBatchBytes), calls raft.Apply without waiting for
 // the previous entry (up to MaxInflight in flight) and raft's BatchApplyCh
 // groups entries per fsync. The FSM returns one result per packed command.
-// The leader answers (index, result); the follower answers its caller only
-// after its own FSM has applied that index, so a local read right after sees
-// the write. The applied index is tracked by wrapping the FSM (raft's
+// The leader answers (index, result) once its FSM applied the entry.
+// ProposeCommitted returns that answer at once, so a write through a
+// follower costs what one through the leader does; the caller keeps
+// read-your-writes by having a later local read wait with WaitApplied(index)
+// (the node layer does this per key). Propose also waits until this node's
+// FSM has applied the index, so a local read right after sees the write.
+// The applied index is tracked by wrapping the FSM (raft's
 // AppliedIndex runs ahead of the FSM); entries the FSM never sees (no-ops,
 // barriers) are skipped by looking them up in the log store.
 //
