@@ -91,7 +91,7 @@ wait_leader() {
 		done
 		if [ -n "$first" ]; then
 			for i in $(seq 1 "$n"); do
-				[ "$("$BIN/dcctl" status --addr "$(admin "$i")" --json 2>/dev/null | jq -r .id)" = "$first" ] && LEADER=$i
+				if [ "$("$BIN/dcctl" status --addr "$(admin "$i")" --json 2>/dev/null | jq -r .id)" = "$first" ]; then LEADER=$i; fi
 			done
 			return 0
 		fi
@@ -104,7 +104,7 @@ wait_leader() {
 leader_and_follower() {
 	wait_leader 3
 	FOLLOWER=1
-	[ "$LEADER" = 1 ] && FOLLOWER=2
+	if [ "$LEADER" = 1 ]; then FOLLOWER=2; fi
 }
 
 # dcbench NAME SERVER [dcctl bench flags...]: JSON to $OUT/NAME.json, one summary line.
