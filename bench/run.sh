@@ -316,7 +316,7 @@ if want dctest; then
 			role=follower
 			[ "$n" = "$LEADER" ] && role=leader
 			dcbench "dctest-c1-$role-$v" "$(dcaddr "$n")" --concurrency 1 --persistent --mix 1:1:1:1 \
-				--duration "${SECS}s" --seed 7
+				--duration "${SECS}s" --seed "$n"  # a seed per node: the model starts empty
 		done
 		cleanup_nodes
 	done

@@ -1,6 +1,6 @@
 // Package cluster replicates opaque commands for a StateMachine across a set
-// of nodes. It owns hashicorp/raft with a bolt log/stable store and a file
-// snapshot store under DataDir, bootstrap-expect, membership reconciliation,
+// of nodes. It owns hashicorp/raft with a raft-wal (or bolt) log/stable store
+// and a file snapshot store under DataDir, bootstrap-expect, membership reconciliation,
 // forwarding to the leader, group commit, read-index reads, snapshot backup
 // and restore, and the node's lifecycle. It knows nothing of sessions or
 // wire protocols: the node layer gives it a StateMachine (a raft.FSM that
@@ -13,8 +13,10 @@
 //
 // # Files
 //
-// cluster.go: the Cluster and Open; config.go; stores.go: bolt, snapshots
-// and the log cache under DataDir (raft.db, snapshots/, node-id,
+// cluster.go: the Cluster and Open; config.go; stores.go: the log store
+// (raft-wal in wal/ for new data dirs, or bolt's raft.db; a data dir keeps
+// the store it was written with), snapshots and the log cache under DataDir
+// (snapshots/, node-id,
 // gossip-keyring; write-probe and peers.json are ready.go's and
 // recover.go's); propose.go and batcher.go: the write path; fsm.go: the
 // StateMachine and the applied-index wrapper; forward.go and rpc.go: the
