@@ -2,7 +2,7 @@
 # bench/run.sh — reproduce every figure of BENCHMARKS.md from a clean checkout.
 #
 #   bench/run.sh [section...]     sections: write curve rate read linread frontends failover memory
-#                                 lat idle cpuadd rate12 dctest logstore
+#                                 lat idle cpuadd rate12 dctest logstore profile
 #                                 (default: all). Results: bench/results/<UTC time>/
 #
 # Starts everything it needs on 127.0.0.1 (3 dcnode processes with fsync on,
@@ -338,4 +338,25 @@ if want logstore; then
 		cleanup_nodes
 	done; done
 fi
+if want profile; then
+	log "profile: CPU profiles (pprof, admin endpoint) of the leader and a follower under 64 clients ADDing via the follower"
+	for v in $VARIANTS; do
+		DCNODE=$(dcnode_of "$v") start_cluster 3
+		leader_and_follower
+		"$BIN/loadgen" -proto distcache -addr "$(dcaddr "$FOLLOWER")" -op add -size 200 -conns 64 -keys 2000000 \
+			-duration "$((SECS + 2))s" >"$OUT/profile-load-$v.json" &
+		lpid=$!
+		sleep 1
+		curl -s -o "$OUT/profile-leader-$v.pprof" "http://$(admin "$LEADER")/debug/pprof/profile?seconds=$SECS" &
+		curl -s -o "$OUT/profile-follower-$v.pprof" "http://$(admin "$FOLLOWER")/debug/pprof/profile?seconds=$SECS"
+		wait
+		for r in leader follower; do
+			echo "# $r ($v): top by cumulative CPU" >"$OUT/profile-$r-$v.txt"
+			go tool pprof -top -cum -nodecount 40 "$OUT/profile-$r-$v.pprof" >>"$OUT/profile-$r-$v.txt" 2>/dev/null || true
+		done
+		log "profiles: $OUT/profile-*-$v.txt ($(jq .ops_per_sec "$OUT/profile-load-$v.json" 2>/dev/null) ADD/s under profiling; load $(load1))"
+		cleanup_nodes
+	done
+fi
+
 log "results in $OUT"
