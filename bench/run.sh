@@ -348,8 +348,9 @@ if want profile; then
 		lpid=$!
 		sleep 1
 		curl -s -o "$OUT/profile-leader-$v.pprof" "http://$(admin "$LEADER")/debug/pprof/profile?seconds=$SECS" &
+		cpid=$!
 		curl -s -o "$OUT/profile-follower-$v.pprof" "http://$(admin "$FOLLOWER")/debug/pprof/profile?seconds=$SECS"
-		wait
+		wait "$cpid" "$lpid" # not a bare wait: the nodes are background jobs too
 		for r in leader follower; do
 			echo "# $r ($v): top by cumulative CPU" >"$OUT/profile-$r-$v.txt"
 			go tool pprof -top -cum -nodecount 40 "$OUT/profile-$r-$v.pprof" >>"$OUT/profile-$r-$v.txt" 2>/dev/null || true
