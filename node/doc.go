@@ -15,8 +15,9 @@
 // is answered once the leader has committed and applied it, through a follower as
 // fast as through the leader; if this node's replica has not applied it yet, the key
 // and the entry's index are remembered (ownwrites.go), and a read of that key through
-// this node, in any read mode and on any front-end, waits until the replica has: the
-// client's next read here sees its write, and only that rare read waits.
+// this node, in any read mode and on any front-end, is answered by a replica that has
+// applied it (the leader, one round trip; cluster.QueryAt): the client's next read
+// here sees its write, and only that rare read pays.
 //
 // Reads are local. The per-node read consistency decides what a miss or a stale hit
 // costs: local (nothing), leader-on-miss (a miss is re-asked of the leader; the

@@ -9,9 +9,10 @@ import (
 // applied them: a write forwarded to the leader is answered as soon as the
 // leader has committed and applied it (cluster.ProposeCommitted), while this
 // node's FSM learns of the commit only with the leader's next AppendEntries.
-// A later read of such a key through this node waits until the local replica
-// has applied the write's index, so read-your-writes holds in every read mode
-// and the wait falls on the (rare) read that needs it, not on every write.
+// A later read of such a key through this node is answered by a replica that
+// has applied the write's index (Service.ownWriteGet), so read-your-writes
+// holds in every read mode and the cost falls on the (rare) read that needs
+// it, not on every write.
 //
 // Entries are dropped once the replica has applied them: the table holds only
 // the writes of the last replication round trip.

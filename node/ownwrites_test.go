@@ -15,7 +15,7 @@ import (
 // a 500 ms CommitTimeout and no other traffic the follower's replica stays behind
 // for 0.5–1 s after each acknowledgement, so a GET, HAVE or TAKE sent to the
 // follower right after its ADD, REMOVE or TAKE would see the stale copy unless
-// the read waits for the node's own write. Every read mode.
+// the read goes where the node's own write is applied. Every read mode.
 func TestReadYourWritesThroughFollower(t *testing.T) {
 	for _, rc := range []ReadConsistency{ReadLocal, ReadLeaderOnMiss, ReadLinearizable} {
 		t.Run(string(rc), func(t *testing.T) { testReadYourWrites(t, rc) })
@@ -25,7 +25,7 @@ func TestReadYourWritesThroughFollower(t *testing.T) {
 func testReadYourWrites(t *testing.T, rc ReadConsistency) {
 	nodes := startNodesConfig(t, 3, rc, func(_ int, c *Config) {
 		c.Tune.CommitTimeout = 500 * time.Millisecond
-		c.WriteTimeout = 10 * time.Second // a read may wait up to two commit timeouts
+		c.WriteTimeout = 10 * time.Second // generous: two cores shared with -race
 		c.ExpireInterval = time.Hour      // no writes but the test's
 	})
 	_, follower := leaderAndFollower(t, nodes)

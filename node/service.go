@@ -50,12 +50,12 @@ var ErrWriteRejected = errors.New("write rejected by the store")
 var ErrTooLarge = errors.New("session larger than the store's size limit")
 
 // proposer is what the service needs of the cluster: replicate a command, know
-// when the local replica has caught up with it, and read with the chosen
-// freshness.
+// whether the local replica has applied it (else read it where it is), and read
+// with the chosen freshness.
 type proposer interface {
 	ProposeCommitted(ctx context.Context, cmd []byte) ([]byte, uint64, error)
 	AppliedIndex() uint64
-	WaitApplied(ctx context.Context, idx uint64) error
+	QueryAt(ctx context.Context, idx uint64, q []byte) ([]byte, error)
 	ReadBarrier(ctx context.Context) error
 	QueryLeader(ctx context.Context, q []byte) ([]byte, error)
 }
@@ -167,8 +167,8 @@ func (s *Service) Take(ctx context.Context, key []byte) (Session, bool, error) {
 // the time the read spent queued behind thousands of others, and fail reads
 // the cluster served in time.
 func (s *Service) Get(ctx context.Context, key []byte) (Session, bool, error) {
-	if err := s.awaitOwnWrite(ctx, key); err != nil {
-		return Session{}, false, err
+	if idx, wait := s.own.pending(key, s.cluster.AppliedIndex()); wait {
+		return s.ownWriteGet(ctx, key, idx)
 	}
 	if s.consistency == ReadLinearizable {
 		if err := s.cluster.ReadBarrier(ctx); err != nil {
@@ -202,17 +202,36 @@ func (s *Service) GetNow(key []byte) (sess Session, ok, answered bool) {
 	return Session{}, false, s.consistency != ReadLeaderOnMiss
 }
 
-// awaitOwnWrite waits, when this node acknowledged a write of key that its
-// replica has not applied yet, until it has: read-your-writes through one node,
-// whatever the read consistency. Nothing pending costs one atomic load.
-func (s *Service) awaitOwnWrite(ctx context.Context, key []byte) error {
-	idx, wait := s.own.pending(key, s.cluster.AppliedIndex())
-	if !wait {
-		return nil
-	}
+// ownWriteGet reads key, which this node wrote at index idx and its replica
+// has not applied yet, from a replica that has (the leader, normally): read-
+// your-writes through one node, whatever the read consistency, for one round
+// trip instead of waiting until this replica learns of the commit.
+func (s *Service) ownWriteGet(ctx context.Context, key []byte, idx uint64) (Session, bool, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	return s.cluster.WaitApplied(ctx, idx)
+	raw, err := s.cluster.QueryAt(ctx, idx, key)
+	if err != nil {
+		return Session{}, false, err
+	}
+	res, err := fsm.DecodeResult(raw)
+	if err != nil {
+		return Session{}, false, fmt.Errorf("decode store result: %w", err)
+	}
+	if res.Status != fsm.ResultOK {
+		return Session{}, false, nil
+	}
+	return Session{Value: res.Value, Flags: res.Flags}, true, nil
+}
+
+// GetFresh reads from the local replica, except a key this node wrote that
+// the replica has not applied yet (see ownWriteGet): for front-ends whose
+// reads are always local (stunnel's sessiond).
+func (s *Service) GetFresh(ctx context.Context, key []byte) (Session, bool, error) {
+	if idx, wait := s.own.pending(key, s.cluster.AppliedIndex()); wait {
+		return s.ownWriteGet(ctx, key, idx)
+	}
+	sess, ok := s.GetLocal(key)
+	return sess, ok, nil
 }
 
 // GetLocal reads a session from the local replica only, whatever the node's read
