@@ -37,6 +37,10 @@ var (
 	// ErrBadSnapshot means a snapshot given to SnapshotRestore was not written
 	// by SnapshotSave. Nothing was changed.
 	ErrBadSnapshot = errors.New("cluster: not a snapshot written by SnapshotSave")
+	// ErrJoinUnreachable means a join reached none of the addresses it was
+	// given: wrong addresses, a gossip port that is not reachable from here,
+	// or a gossip key that does not match. Nothing was changed.
+	ErrJoinUnreachable = errors.New("cluster: join reached no member")
 )
 
 // Config describes one node of the cluster. Zero values of the tunables get

@@ -341,6 +341,9 @@ func (c *Cluster) Join(ctx context.Context, gossipAddrs []string) (int, error) {
 		return 0, errors.New("cluster: join: no addresses")
 	}
 	n, err := c.gossip.Join(gossipAddrs)
+	if err != nil && n == 0 {
+		return 0, fmt.Errorf("%w at %v: %w", ErrJoinUnreachable, gossipAddrs, err)
+	}
 	if err != nil {
 		return n, fmt.Errorf("cluster: join %v: %w", gossipAddrs, err)
 	}

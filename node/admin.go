@@ -438,6 +438,8 @@ func hintFor(err error) string {
 		return "only a voter can lead: pick one whose suffrage is voter in GET " + adminapi.PathMembers + " (dcctl members)"
 	case errors.Is(err, cluster.ErrBadSnapshot):
 		return "restore a file written by GET " + adminapi.PathSnapshot + " (dcctl snapshot save)"
+	case errors.Is(err, cluster.ErrJoinUnreachable):
+		return "give the gossip address (host:port of -gossip) of a running member; check that this node can reach it and that both use the same gossip key"
 	case errors.Is(err, cluster.ErrNoLeader):
 		return "the cluster has no leader (an election, or quorum lost): retry once a majority of the voters is up"
 	}
@@ -454,6 +456,8 @@ func statusFor(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, cluster.ErrBadSnapshot):
 		return http.StatusBadRequest
+	case errors.Is(err, cluster.ErrJoinUnreachable):
+		return http.StatusBadGateway
 	case errors.Is(err, cluster.ErrNoLeader), errors.Is(err, cluster.ErrNotLeader),
 		errors.Is(err, cluster.ErrLeadershipLost), errors.Is(err, cluster.ErrClosed):
 		return http.StatusServiceUnavailable

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/distcache-replicated/distcache/cluster/gossip"
+	"github.com/distcache-replicated/distcache/internal/testport"
 	"github.com/distcache-replicated/distcache/node/adminapi"
 )
 
@@ -74,6 +75,12 @@ func TestAdminAPIContract(t *testing.T) {
 	var ae *adminapi.Error
 	if _, err := c.Join(ctx, nil); !errors.Is(err, adminapi.ErrBadRequest) || !errors.As(err, &ae) || ae.Message != "no addresses to join" {
 		t.Errorf("join of nothing: %v, want ErrBadRequest with the node's message", err)
+	}
+
+	// A join that reaches nobody is a 502 (the node could not reach what it
+	// was told to) that says what to check, not a bare 500.
+	if _, err := c.Join(ctx, []string{testport.Addr(t)}); !errors.Is(err, adminapi.ErrUnreachable) || !errors.As(err, &ae) || !strings.Contains(ae.Message, "gossip address") {
+		t.Errorf("join of an address where no member listens: %v; want ErrUnreachable saying what to check", err)
 	}
 
 	// Operator mistakes are 4xx with what to do; the cluster is unchanged.

@@ -284,6 +284,7 @@ func (o *options) nodeConfig(logger *slog.Logger) (node.Config, error) {
 	cfg.Tune.SnapshotInterval = o.snapshotInterval
 	cfg.Tune.TrailingLogs = o.trailingLogs
 	cfg.Tune.DeadServerTimeout = o.deadServerTimeout
+	cfg.Tune.ReadyMaxLag = o.readyMaxLag
 	sock, err := socketOptions(o.sockOwner, o.sockGroup, o.sockPerms)
 	if err != nil {
 		return cfg, err

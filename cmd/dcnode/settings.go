@@ -39,6 +39,7 @@ type options struct {
 	logStore                            string
 	snapshotThreshold, trailingLogs     uint64
 	snapshotInterval, deadServerTimeout time.Duration
+	readyMaxLag                         time.Duration
 
 	maxConns, maxValueSize   int
 	readTimeout, idleTimeout time.Duration
@@ -215,6 +216,8 @@ func (o *options) registry() []*setting {
 		// Process.
 		{name: "log-level", group: groupProcess, example: "debug", value: stringValue{p: setString(&o.logLevel, "info"), check: oneOf("debug", "info", "warn", "error")},
 			usage: "`level`: debug, info, warn or error"},
+		{name: "ready-max-lag", group: groupProcess, example: "3s", value: durationValue{p: &o.readyMaxLag},
+			usage: "how long /readyz (and systemd readiness) allows this node to take to apply what the leader has committed before it says not ready (`duration`; 0: 1s)"},
 		{name: "log-format", group: groupProcess, example: "json", value: stringValue{p: setString(&o.logFormat, "text"), check: oneOf("text", "json")},
 			usage: "`format`: text or json"},
 		{name: "quiet", group: groupProcess, value: boolValue{&o.quiet},

@@ -1,8 +1,3 @@
-// Package loglimit keeps events that repeat at will from turning into a log
-// flood: a connection refused at the connection cap, a malformed datagram
-// (whose source address UDP lets anyone forge), a peer that stays unreachable.
-// At most one line per interval per kind of event gets through, and the next
-// line says how many were left out.
 package loglimit
 
 import (

@@ -1,6 +1,3 @@
-// Package syncbuf is a bytes.Buffer that concurrent writers (a server's
-// logger, a proxy's output, a child process's stdout and stderr) and the test
-// reading it can share.
 package syncbuf
 
 import (

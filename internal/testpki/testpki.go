@@ -1,6 +1,3 @@
-// Package testpki issues certificates for tests: a throwaway CA and leaf
-// certificates for loopback servers and clients, in memory or as PEM files for
-// programs that take file names (dcnode, dcctl, Apache, stunnel).
 package testpki
 
 import (

@@ -111,6 +111,9 @@ var (
 	ErrUnavailable = errors.New("admin API: unavailable")
 	// ErrTimeout: the cluster did not finish the call within the node's wait (504).
 	ErrTimeout = errors.New("admin API: timed out in the cluster")
+	// ErrUnreachable: the node could not reach the peers the request named,
+	// e.g. a join whose addresses all failed (502); nothing was changed.
+	ErrUnreachable = errors.New("admin API: the addresses given could not be reached")
 )
 
 // Is matches the cause sentinels by status code.
@@ -128,6 +131,8 @@ func (e *Error) Is(target error) bool {
 		return e.Status == http.StatusServiceUnavailable
 	case ErrTimeout:
 		return e.Status == http.StatusGatewayTimeout
+	case ErrUnreachable:
+		return e.Status == http.StatusBadGateway
 	}
 	return false
 }

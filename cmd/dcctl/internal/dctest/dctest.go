@@ -1,6 +1,3 @@
-// Package dctest provides what dcctl's tests share: a map-backed distcache.Cache with
-// the spec's store semantics and an in-process distcache server on a real socket.
-// It is imported only by tests.
 package dctest
 
 import (
