@@ -186,6 +186,15 @@ build_variants() {
 }
 dcnode_of() { if [ "$1" = before ]; then echo "$BIN/before/dcnode"; else echo "$BIN/dcnode"; fi; }
 
+# start_variant VARIANT MODE: a fresh 3-node cluster of VARIANT's dcnode, MODE durable
+# or in-memory; sets LEADER and FOLLOWER.
+start_variant() {
+	local flags=()
+	if [ "$2" = in-memory ]; then flags=(-in-memory); fi
+	DCNODE=$(dcnode_of "$1") start_cluster 3 "${flags[@]}"
+	leader_and_follower
+}
+
 # lgcpu3 NAME [loadgen flags...]: lg, plus the CPU time of ALL started dcnode
 # processes (NODEPID_1..3) over the run divided by the requests answered: the
 # cluster's cost of one replicated request, in µs.

@@ -247,10 +247,7 @@ if want lat; then
 	log "lat: one client, 200 B ADD, p50 via the leader and via a follower; durable and -in-memory"
 	for v in $VARIANTS; do
 		for mode in durable in-memory; do
-			flags=()
-			[ "$mode" = in-memory ] && flags=(-in-memory)
-			DCNODE=$(dcnode_of "$v") start_cluster 3 "${flags[@]}"
-			leader_and_follower
+			start_variant "$v" "$mode"
 			for n in "$LEADER" "$FOLLOWER"; do
 				role=follower
 				[ "$n" = "$LEADER" ] && role=leader
@@ -279,10 +276,7 @@ if want cpuadd; then
 	log "cpuadd: 64 clients via a follower, 200 B ADD: rate and CPU of the three nodes per ADD; durable and -in-memory"
 	for v in $VARIANTS; do
 		for mode in durable in-memory; do
-			flags=()
-			[ "$mode" = in-memory ] && flags=(-in-memory)
-			DCNODE=$(dcnode_of "$v") start_cluster 3 "${flags[@]}"
-			leader_and_follower
+			start_variant "$v" "$mode"
 			lgcpu3 "cpuadd-add200-c64-$mode-follower-$v" -proto distcache -addr "$(dcaddr "$FOLLOWER")" -op add \
 				-size 200 -conns 64 -keys 2000000 -duration "${SECS}s"
 			lgcpu3 "cpuadd-add200-c64-$mode-leader-$v" -proto distcache -addr "$(dcaddr "$LEADER")" -op add \
@@ -296,10 +290,7 @@ if want rate12; then
 	log "rate12: ADD p99 at a steady 1,000/s via a follower; durable and -in-memory"
 	for v in $VARIANTS; do
 		for mode in durable in-memory; do
-			flags=()
-			[ "$mode" = in-memory ] && flags=(-in-memory)
-			DCNODE=$(dcnode_of "$v") start_cluster 3 "${flags[@]}"
-			leader_and_follower
+			start_variant "$v" "$mode"
 			lg "rate1000-add200-$mode-follower-$v" -proto distcache -addr "$(dcaddr "$FOLLOWER")" -op add -size 200 \
 				-conns 32 -keys 2000000 -rate 1000 -duration "$((SECS + 2))s"
 			cleanup_nodes

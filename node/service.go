@@ -213,6 +213,11 @@ func (s *Service) ownWriteGet(ctx context.Context, key []byte, idx uint64) (Sess
 	if err != nil {
 		return Session{}, false, err
 	}
+	return decodeSession(raw)
+}
+
+// decodeSession decodes a StateMachine.Query answer (replica.Query).
+func decodeSession(raw []byte) (Session, bool, error) {
 	res, err := fsm.DecodeResult(raw)
 	if err != nil {
 		return Session{}, false, fmt.Errorf("decode store result: %w", err)
@@ -254,11 +259,11 @@ func (s *Service) leaderGet(ctx context.Context, key []byte) (Session, bool, err
 	if err != nil {
 		return Session{}, false, nil
 	}
-	res, err := fsm.DecodeResult(raw)
-	if err != nil || res.Status != fsm.ResultOK {
+	sess, ok, err := decodeSession(raw)
+	if err != nil {
 		return Session{}, false, nil
 	}
-	return Session{Value: res.Value, Flags: res.Flags}, true, nil
+	return sess, ok, nil
 }
 
 // Have reports whether a live session exists, with the node's read consistency.
