@@ -213,13 +213,8 @@ func propose(t testing.TB, n *testNode, key, value string) string {
 	return string(res)
 }
 
-// TestReplicationFailoverAndCatchUpFromSnapshot runs on bolt: raft-wal drops
-// compacted entries only with whole segments and still serves those of its
-// open segment, so a small test log never forces a snapshot install there
-// (the restarted node catches up from the entries, which is as correct).
 func TestReplicationFailoverAndCatchUpFromSnapshot(t *testing.T) {
 	nodes := newTestCluster(t, 3, func(c *Config) {
-		c.LogStore = LogStoreBolt
 		c.SnapshotThreshold = 50
 		c.SnapshotInterval = 100 * time.Millisecond
 		c.TrailingLogs = 10

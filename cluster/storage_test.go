@@ -84,12 +84,9 @@ func testEncryptedClusterAtRest(t *testing.T, store string) {
 		return err == nil && first > 20
 	})
 	lagging.start()
-	// With raft-wal the leader may still serve the compacted entries of its
-	// open segment (see TestReplicationFailoverAndCatchUpFromSnapshot), so
-	// only bolt is sure to send a (sealed) snapshot.
-	eventually(t, 20*time.Second, "the lagging node caught up", func() bool {
+	eventually(t, 20*time.Second, "the lagging node caught up from a snapshot", func() bool {
 		v, ok := lagging.fsm.get("key-199")
-		return ok && v == marker && (store == LogStoreWAL || lagging.fsm.restoreCount() > 0)
+		return ok && v == marker && lagging.fsm.restoreCount() > 0
 	})
 	for _, n := range nodes {
 		n.close()

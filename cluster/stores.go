@@ -136,6 +136,18 @@ type walStore struct {
 	lock *os.File
 }
 
+// GetLog implements raft.LogStore without the entries raft has compacted:
+// raft-wal drops them only with whole segments and still returns those of a
+// segment it keeps, so a follower that fell behind the compaction would be
+// sent them instead of the snapshot, unlike with bolt (and than the operator
+// expects from -trailing-logs).
+func (w walStore) GetLog(index uint64, l *raft.Log) error {
+	if first, err := w.WAL.FirstIndex(); err == nil && index < first {
+		return raft.ErrLogNotFound
+	}
+	return w.WAL.GetLog(index, l)
+}
+
 func (w walStore) Close() error {
 	err := w.WAL.Close()
 	return errors.Join(err, w.lock.Close())
