@@ -78,7 +78,10 @@
 // Concurrent reads share one round and wait on one channel per index, woken
 // by the apply path; the limits count the cluster's work (a round, the
 // apply), never the time a read spent queued behind others.
-// QueryLeader runs StateMachine.Query on the leader for leader-on-miss reads.
+// QueryLeader runs StateMachine.Query on the leader for leader-on-miss reads;
+// QueryAt runs it on a replica that has applied a given index (here, or the
+// leader, which waits for it), for a read of a write this node acknowledged
+// before applying it.
 //
 // # Readiness
 //
