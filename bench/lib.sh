@@ -62,8 +62,10 @@ start_cluster() {
 start_node() {
 	local i=$1 n=$2 join=$3
 	shift 3
+	local id=(-node-id "n$i")
+	case " $* " in *" -in-memory "*) id=() ;; esac # an in-memory node draws its own id
 	mkdir -p "$WORK/data/n$i"
-	"${DCNODE:-$BIN/dcnode}" -node-id "n$i" -data-dir "$WORK/data/n$i" \
+	"${DCNODE:-$BIN/dcnode}" "${id[@]}" -data-dir "$WORK/data/n$i" \
 		-listen "$(dcaddr "$i")" -listen "UNIX:$WORK/n$i.sock" \
 		-memcache-listen "127.0.0.1:$(port 5 "$i")" -resp-listen "127.0.0.1:$(port 6 "$i")" \
 		-raft-addr "127.0.0.1:$(port 2 "$i")" -gossip-addr "127.0.0.1:$(port 3 "$i")" \
@@ -87,7 +89,12 @@ wait_leader() {
 			[ -z "$first" ] && first=$l
 			[ "$l" = "$first" ] || { first=""; break; }
 		done
-		if [ -n "$first" ]; then LEADER=${first#n}; return 0; fi
+		if [ -n "$first" ]; then
+			for i in $(seq 1 "$n"); do
+				if [ "$("$BIN/dcctl" status --addr "$(admin "$i")" --json 2>/dev/null | jq -r .id)" = "$first" ]; then LEADER=$i; fi
+			done
+			return 0
+		fi
 		sleep 0.2
 	done
 	log "no leader after 30 s; logs in $WORK"; return 1
@@ -97,7 +104,7 @@ wait_leader() {
 leader_and_follower() {
 	wait_leader 3
 	FOLLOWER=1
-	[ "$LEADER" = 1 ] && FOLLOWER=2
+	if [ "$LEADER" = 1 ]; then FOLLOWER=2; fi
 }
 
 # dcbench NAME SERVER [dcctl bench flags...]: JSON to $OUT/NAME.json, one summary line.
@@ -163,4 +170,56 @@ lg() {
 	jq -r --arg n "$name" --arg l "$l" \
 		'"\($n)\t\(.ops_per_sec|floor) ops/s\tp50 \(.p50_ms) ms\tp99 \(.p99_ms) ms\terrors \(.errors)\thits \(.hits)/\(.ops)\tmax gap \(.max_gap_ms) ms\tload \($l)"' \
 		"$OUT/$name.json" | tee -a "$OUT/summary.tsv"
+}
+
+# build_variants: VARIANTS is "after" (this checkout, $BIN/dcnode), or "before after"
+# when BENCH_BEFORE=<dir> names another source tree (a clean export of main), whose
+# dcnode is built into $BIN/before/; dcnode_of VARIANT prints the binary.
+build_variants() {
+	VARIANTS=after
+	if [ -n "${BENCH_BEFORE:-}" ]; then
+		log "building the 'before' dcnode from $BENCH_BEFORE"
+		mkdir -p "$BIN/before"
+		(cd "$BENCH_BEFORE" && go build -o "$BIN/before/dcnode" ./cmd/dcnode)
+		VARIANTS="before after"
+	fi
+}
+dcnode_of() { if [ "$1" = before ]; then echo "$BIN/before/dcnode"; else echo "$BIN/dcnode"; fi; }
+
+# start_variant VARIANT MODE: a fresh 3-node cluster of VARIANT's dcnode, MODE durable
+# or in-memory; sets LEADER and FOLLOWER.
+start_variant() {
+	local flags=()
+	if [ "$2" = in-memory ]; then flags=(-in-memory); fi
+	DCNODE=$(dcnode_of "$1") start_cluster 3 "${flags[@]}"
+	leader_and_follower
+}
+
+# lgcpu3 NAME [loadgen flags...]: lg, plus the CPU time of ALL started dcnode
+# processes (NODEPID_1..3) over the run divided by the requests answered: the
+# cluster's cost of one replicated request, in µs.
+lgcpu3() {
+	local name=$1 l t0=0 t1=0 i v
+	shift
+	l=$(load1)
+	for i in 1 2 3; do v="NODEPID_$i"; t0=$((t0 + $(cpu_ticks "${!v}"))); done
+	"$BIN/loadgen" "$@" >"$OUT/$name.json" || true
+	for i in 1 2 3; do v="NODEPID_$i"; t1=$((t1 + $(cpu_ticks "${!v}"))); done
+	jq -r --arg n "$name" --arg l "$l" --argjson t "$((t1 - t0))" --argjson hz "$(getconf CLK_TCK)" \
+		'"\($n)\t\(.ops_per_sec|floor) ops/s\tp50 \(.p50_ms) ms\tp99 \(.p99_ms) ms\terrors \(.errors)\tcpu3 \(if .ops > 0 then ($t / $hz * 1e6 / .ops * 10 | round / 10) else 0 end) µs/op\tload \($l)"' \
+		"$OUT/$name.json" | tee -a "$OUT/summary.tsv"
+}
+
+# idle_cpu NAME SECS: each node's CPU over SECS seconds without client traffic,
+# from /proc/PID/stat, as a share of one core.
+idle_cpu() {
+	local name=$1 secs=$2 i v role
+	for i in 1 2 3; do v="NODEPID_$i"; eval "idle0_$i=$(cpu_ticks "${!v}")"; done
+	sleep "$secs"
+	for i in 1 2 3; do
+		v="NODEPID_$i" idle0="idle0_$i" role=follower
+		[ "$i" = "$LEADER" ] && role=leader
+		ms=$((($(cpu_ticks "${!v}") - ${!idle0}) * 1000 / $(getconf CLK_TCK)))
+		echo -e "$name-n$i-$role\t$ms ms of CPU in $secs s idle ($(echo "scale=2; $ms / ($secs * 10)" | bc) % of a core)\tload $(load1)" | tee -a "$OUT/summary.tsv"
+	done
 }

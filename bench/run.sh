@@ -2,6 +2,7 @@
 # bench/run.sh — reproduce every figure of BENCHMARKS.md from a clean checkout.
 #
 #   bench/run.sh [section...]     sections: write curve rate read linread frontends failover memory
+#                                 lat idle cpuadd rate12 dctest logstore profile
 #                                 (default: all). Results: bench/results/<UTC time>/
 #
 # Starts everything it needs on 127.0.0.1 (3 dcnode processes with fsync on,
@@ -10,13 +11,14 @@
 # The memcache and RESP comparisons use bench/loadgen for both sides (memaslap's keys
 # start with control bytes, which dcnode's memcache front-end refuses).
 # Env: BENCH_SECS (seconds per run, default 8), BENCH_PORTBASE (default 19000),
-# BENCH_KEEP=1 keeps the work dir (data, logs), ROUNDS (frontends: how many times
+# BENCH_KEEP=1 keeps the work dir (data, logs), BENCH_BEFORE=<dir> (sections of
+# issue 12: each measurement also with the dcnode built from that tree), ROUNDS (frontends: how many times
 # dcnode and the reference servers are measured in turn, default 5).
 . "$(dirname "$0")/lib.sh"
 trap cleanup EXIT INT TERM
 
 SECS=${BENCH_SECS:-8}
-SECTIONS=${*:-write curve rate read linread frontends failover memory}
+SECTIONS=${*:-write curve rate read linread frontends failover memory lat idle cpuadd rate12 dctest logstore}
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 {
@@ -24,6 +26,7 @@ want() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
 	echo "# go: $(go version | cut -d' ' -f3), commit: $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- cluster node fsm protocol || echo '+dirty')"
 } | tee "$OUT/summary.tsv"
 build
+build_variants
 
 ADDFLAGS=(--idmin 32 --idmax 32 --mix 1:0:0:0 --timeout 5s --ttl 1h)
 
@@ -238,4 +241,114 @@ if want memory; then
 	grep -E "snapshot|installed" "$WORK/n4.log" | tail -n 3 >&2 || true
 	cleanup_nodes
 fi
+# Issue 12 (cheap replicated writes). Every measurement runs once per variant
+# (before = BENCH_BEFORE's dcnode, after = this checkout's), back to back.
+if want lat; then
+	log "lat: one client, 200 B ADD, p50 via the leader and via a follower; durable and -in-memory"
+	for v in $VARIANTS; do
+		for mode in durable in-memory; do
+			start_variant "$v" "$mode"
+			for n in "$LEADER" "$FOLLOWER"; do
+				role=follower
+				[ "$n" = "$LEADER" ] && role=leader
+				lg "lat-add200-c1-$mode-$role-$v" -proto distcache -addr "$(dcaddr "$n")" -op add -size 200 \
+					-conns 1 -keys 2000000 -duration "${SECS}s"
+			done
+			cleanup_nodes
+		done
+	done
+fi
+
+if want idle; then
+	log "idle: CPU of each node of a 3-node cluster over 30 s without client traffic (after 2,000 ADDs and 5 s)"
+	for v in $VARIANTS; do
+		DCNODE=$(dcnode_of "$v") start_cluster 3
+		leader_and_follower
+		"$BIN/loadgen" -proto distcache -addr "$(dcaddr "$LEADER")" -op add -conns 8 -keys 2000 -size 200 \
+			-duration 1s >/dev/null
+		sleep 5
+		idle_cpu "idle30-$v" 30
+		cleanup_nodes
+	done
+fi
+
+if want cpuadd; then
+	log "cpuadd: 64 clients via a follower, 200 B ADD: rate and CPU of the three nodes per ADD; durable and -in-memory"
+	for v in $VARIANTS; do
+		for mode in durable in-memory; do
+			start_variant "$v" "$mode"
+			lgcpu3 "cpuadd-add200-c64-$mode-follower-$v" -proto distcache -addr "$(dcaddr "$FOLLOWER")" -op add \
+				-size 200 -conns 64 -keys 2000000 -duration "${SECS}s"
+			lgcpu3 "cpuadd-add200-c64-$mode-leader-$v" -proto distcache -addr "$(dcaddr "$LEADER")" -op add \
+				-size 200 -conns 64 -keys 2000000 -duration "${SECS}s"
+			cleanup_nodes
+		done
+	done
+fi
+
+if want rate12; then
+	log "rate12: ADD p99 at a steady 1,000/s via a follower; durable and -in-memory"
+	for v in $VARIANTS; do
+		for mode in durable in-memory; do
+			start_variant "$v" "$mode"
+			lg "rate1000-add200-$mode-follower-$v" -proto distcache -addr "$(dcaddr "$FOLLOWER")" -op add -size 200 \
+				-conns 32 -keys 2000000 -rate 1000 -duration "$((SECS + 2))s"
+			cleanup_nodes
+		done
+	done
+fi
+
+if want dctest; then
+	log "dctest: dc_test's pattern (dcctl bench --concurrency 1 --persistent --mix 1:1:1:1), via a follower and the leader"
+	for v in $VARIANTS; do
+		DCNODE=$(dcnode_of "$v") start_cluster 3
+		leader_and_follower
+		for n in "$FOLLOWER" "$LEADER"; do
+			role=follower
+			[ "$n" = "$LEADER" ] && role=leader
+			dcbench "dctest-c1-$role-$v" "$(dcaddr "$n")" --concurrency 1 --persistent --mix 1:1:1:1 \
+				--duration "${SECS}s" --seed "$n"  # a seed per node: the model starts empty
+		done
+		cleanup_nodes
+	done
+	for v in $VARIANTS; do
+		jq -rs --arg v "$v" '"dctest-ratio-follower-vs-leader-\($v)\t\(.[0].ops_per_sec / .[1].ops_per_sec * 100 | round / 100)"' \
+			"$OUT/dctest-c1-follower-$v.json" "$OUT/dctest-c1-leader-$v.json" | tee -a "$OUT/summary.tsv"
+	done
+fi
+
+if want logstore; then
+	log "logstore: raft-boltdb/v2 against raft-wal, this checkout's dcnode, durable, in turn"
+	for r in 1 2; do for st in bolt wal; do
+		start_cluster 3 -log-store "$st"
+		leader_and_follower
+		lg "logstore-$st-add200-c1-follower-r$r" -proto distcache -addr "$(dcaddr "$FOLLOWER")" -op add -size 200 \
+			-conns 1 -keys 2000000 -duration "${SECS}s"
+		lgcpu3 "logstore-$st-add200-c64-follower-r$r" -proto distcache -addr "$(dcaddr "$FOLLOWER")" -op add \
+			-size 200 -conns 64 -keys 2000000 -duration "${SECS}s"
+		cleanup_nodes
+	done; done
+fi
+if want profile; then
+	log "profile: CPU profiles (pprof, admin endpoint) of the leader and a follower under 64 clients ADDing via the follower"
+	for v in $VARIANTS; do
+		DCNODE=$(dcnode_of "$v") start_cluster 3
+		leader_and_follower
+		"$BIN/loadgen" -proto distcache -addr "$(dcaddr "$FOLLOWER")" -op add -size 200 -conns 64 -keys 2000000 \
+			-duration "$((SECS + 2))s" >"$OUT/profile-load-$v.json" &
+		lpid=$!
+		sleep 1
+		curl -s -o "$OUT/profile-leader-$v.pprof" "http://$(admin "$LEADER")/debug/pprof/profile?seconds=$SECS" &
+		cpid=$!
+		curl -s -o "$OUT/profile-follower-$v.pprof" "http://$(admin "$FOLLOWER")/debug/pprof/profile?seconds=$SECS"
+		wait "$cpid" "$lpid" # not a bare wait: the nodes are background jobs too
+		for r in leader follower; do
+			echo "# $r ($v): top by cumulative CPU" >"$OUT/profile-$r-$v.txt"
+			go tool pprof -top -cum -nodecount 40 "$OUT/profile-$r-$v.pprof" >>"$OUT/profile-$r-$v.txt" 2>/dev/null || true
+		done
+		log "profiles: $OUT/profile-*-$v.txt ($(jq .ops_per_sec "$OUT/profile-load-$v.json" 2>/dev/null) ADD/s under profiling; load $(load1))"
+		cleanup_nodes
+	done
+fi
+
 log "results in $OUT"

@@ -54,7 +54,7 @@ func BenchmarkPropose(b *testing.B) {
 // latency from the code path; reported figures use the default (fsync on).
 func benchTune(c *Config) {
 	if os.Getenv("BENCH_NOSYNC") != "" {
-		c.NoSync = true
+		c.NoSync, c.LogStore = true, LogStoreBolt // NoSync is bolt's
 	}
 	if v, err := strconv.Atoi(os.Getenv("BENCH_INFLIGHT")); err == nil {
 		c.MaxInflight = v

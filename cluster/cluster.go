@@ -30,6 +30,7 @@ type Cluster struct {
 	logs       raft.LogStore    // bolt or in-memory, sealed when DataKeys are set
 	stable     raft.StableStore // term and vote: no secrets, never sealed
 	closeStore func() error
+	logStore   string // LogStoreWAL or LogStoreBolt; "" in memory
 	snaps      raft.SnapshotStore
 	trans      *raft.NetworkTransport
 	mux        *mux.Mux
@@ -217,7 +218,7 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 	ok = true
 	log.Info("cluster node started", "raft_addr", m.Advertise().String(), "gossip_addr", g.LocalAddr(),
 		"existing_state", hasState, "bootstrap_expect", cfg.BootstrapExpect,
-		"storage", storageKind(cfg), "cluster_tls", cfg.TLS != nil, "gossip_encrypted", ring.Enabled())
+		"storage", storageKind(cfg), "log_store", c.logStore, "cluster_tls", cfg.TLS != nil, "gossip_encrypted", ring.Enabled())
 	return c, nil
 }
 

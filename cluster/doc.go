@@ -1,6 +1,6 @@
 // Package cluster replicates opaque commands for a StateMachine across a set
-// of nodes. It owns hashicorp/raft with a bolt log/stable store and a file
-// snapshot store under DataDir, bootstrap-expect, membership reconciliation,
+// of nodes. It owns hashicorp/raft with a raft-wal (or bolt) log/stable store
+// and a file snapshot store under DataDir, bootstrap-expect, membership reconciliation,
 // forwarding to the leader, group commit, read-index reads, snapshot backup
 // and restore, and the node's lifecycle. It knows nothing of sessions or
 // wire protocols: the node layer gives it a StateMachine (a raft.FSM that
@@ -13,8 +13,10 @@
 //
 // # Files
 //
-// cluster.go: the Cluster and Open; config.go; stores.go: bolt, snapshots
-// and the log cache under DataDir (raft.db, snapshots/, node-id,
+// cluster.go: the Cluster and Open; config.go; stores.go: the log store
+// (raft-wal in wal/ for new data dirs, or bolt's raft.db; a data dir keeps
+// the store it was written with), snapshots and the log cache under DataDir
+// (snapshots/, node-id,
 // gossip-keyring; write-probe and peers.json are ready.go's and
 // recover.go's); propose.go and batcher.go: the write path; fsm.go: the
 // StateMachine and the applied-index wrapper; forward.go and rpc.go: the
@@ -52,9 +54,13 @@
 // MaxBatch commands / MaxBatchBytes), calls raft.Apply without waiting for
 // the previous entry (up to MaxInflight in flight) and raft's BatchApplyCh
 // groups entries per fsync. The FSM returns one result per packed command.
-// The leader answers (index, result); the follower answers its caller only
-// after its own FSM has applied that index, so a local read right after sees
-// the write. The applied index is tracked by wrapping the FSM (raft's
+// The leader answers (index, result) once its FSM applied the entry.
+// ProposeCommitted returns that answer at once, so a write through a
+// follower costs what one through the leader does; the caller keeps
+// read-your-writes by having a later local read wait with WaitApplied(index)
+// (the node layer does this per key). Propose also waits until this node's
+// FSM has applied the index, so a local read right after sees the write.
+// The applied index is tracked by wrapping the FSM (raft's
 // AppliedIndex runs ahead of the FSM); entries the FSM never sees (no-ops,
 // barriers) are skipped by looking them up in the log store.
 //
@@ -72,7 +78,10 @@
 // Concurrent reads share one round and wait on one channel per index, woken
 // by the apply path; the limits count the cluster's work (a round, the
 // apply), never the time a read spent queued behind others.
-// QueryLeader runs StateMachine.Query on the leader for leader-on-miss reads.
+// QueryLeader runs StateMachine.Query on the leader for leader-on-miss reads;
+// QueryAt runs it on a replica that has applied a given index (here, or the
+// leader, which waits for it), for a read of a write this node acknowledged
+// before applying it.
 //
 // # Readiness
 //

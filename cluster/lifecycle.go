@@ -164,7 +164,7 @@ func (c *Cluster) shutdown(graceful bool, ctx context.Context) error {
 	c.mux.Close()
 	c.mux.Wait()
 	if err := c.closeStore(); err != nil {
-		errs = append(errs, fmt.Errorf("close raft.db: %w", err))
+		errs = append(errs, fmt.Errorf("close the log store: %w", err))
 	}
 	c.log.Info("cluster node stopped", "graceful", graceful)
 	return errors.Join(errs...)

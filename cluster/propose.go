@@ -24,8 +24,30 @@ func (c *Cluster) writeCtx(ctx context.Context) (context.Context, context.Cancel
 // ErrNoLeader at once when no leader is known, and with ErrTimeout (outcome
 // unknown) when the write timeout passes.
 func (c *Cluster) Propose(ctx context.Context, cmd []byte) ([]byte, error) {
+	ctx, cancel := c.writeCtx(ctx)
+	defer cancel()
+	res, idx, err := c.ProposeCommitted(ctx, cmd)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.fsm.waitApplied(ctx, idx, nil); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// ProposeCommitted replicates cmd and returns its FSM result and the index of
+// its log entry as soon as the LEADER has committed and applied it: a
+// follower does not wait until its own FSM has applied the entry, which it
+// learns of only with the leader's next AppendEntries (new entries, or
+// CommitTimeout later). The write is durable on a majority and its result is
+// final; only this node's replica may not show it yet. A caller that reads
+// its own replica afterwards waits with WaitApplied(idx) first, so the wait
+// belongs to the read that needs it, not to every write. Errors are
+// Propose's.
+func (c *Cluster) ProposeCommitted(ctx context.Context, cmd []byte) ([]byte, uint64, error) {
 	if c.closing.Load() {
-		return nil, ErrClosed
+		return nil, 0, ErrClosed
 	}
 	ctx, cancel := c.writeCtx(ctx)
 	defer cancel()
@@ -36,20 +58,20 @@ func (c *Cluster) Propose(ctx context.Context, cmd []byte) ([]byte, error) {
 			select {
 			case <-time.After(20 * time.Millisecond):
 			case <-ctx.Done():
-				return nil, fmt.Errorf("%w: %w (after %w)", ErrTimeout, ctx.Err(), lastErr)
+				return nil, 0, fmt.Errorf("%w: %w (after %w)", ErrTimeout, ctx.Err(), lastErr)
 			}
 		}
 		if c.IsLeader() {
-			res, _, err := c.batch.submit(ctx, cmd)
+			res, idx, err := c.batch.submit(ctx, cmd)
 			if errors.Is(err, ErrNotLeader) {
 				lastErr = err
 				continue
 			}
-			return res, err
+			return res, idx, err
 		}
 		lid, addr := c.Leader()
 		if addr == "" || lid == c.id {
-			return nil, ErrNoLeader
+			return nil, 0, ErrNoLeader
 		}
 		out, err := c.client.call(ctx, addr, rpcPropose, cmd)
 		if err != nil {
@@ -58,21 +80,33 @@ func (c *Cluster) Propose(ctx context.Context, cmd []byte) ([]byte, error) {
 				continue
 			}
 			if errors.Is(err, errConnBroken) {
-				return nil, fmt.Errorf("%w: leader %s unreachable: %w", ErrNoLeader, lid, err)
+				return nil, 0, fmt.Errorf("%w: leader %s unreachable: %w", ErrNoLeader, lid, err)
 			}
-			return nil, err
+			return nil, 0, err
 		}
 		if len(out) < 8 {
-			return nil, fmt.Errorf("cluster: short propose answer from %s", lid)
+			return nil, 0, fmt.Errorf("cluster: short propose answer from %s", lid)
 		}
-		idx := binary.BigEndian.Uint64(out)
-		if err := c.fsm.waitApplied(ctx, idx, nil); err != nil {
-			return nil, err
-		}
-		return out[8:], nil
+		return out[8:], binary.BigEndian.Uint64(out), nil
 	}
-	return nil, lastErr
+	return nil, 0, lastErr
 }
+
+// WaitApplied blocks until this node's FSM has applied idx (an index
+// returned by ProposeCommitted), or ctx ends (ErrTimeout), bounded by the
+// write timeout. It returns at once, without locking, when idx is applied.
+func (c *Cluster) WaitApplied(ctx context.Context, idx uint64) error {
+	if c.fsm.applied.Load() >= idx {
+		return nil
+	}
+	ctx, cancel := c.writeCtx(ctx)
+	defer cancel()
+	return c.fsm.waitApplied(ctx, idx, nil)
+}
+
+// AppliedIndex is the index of the last entry this node's FSM has applied
+// (or skipped as never reaching it): the state a local read sees.
+func (c *Cluster) AppliedIndex() uint64 { return c.fsm.applied.Load() }
 
 // skipLoop advances the FSM's applied index over committed entries that
 // never reach the FSM (the leader's no-op, barriers) while anyone waits for a

@@ -257,6 +257,14 @@ func (s watchedLogStore) StoreLog(l *raft.Log) error {
 	return err
 }
 
+// IsMonotonic implements raft.MonotonicLogStore for a store that is (raft-wal):
+// raft then clears the log before a snapshot install or restore instead of
+// leaving a gap the store refuses.
+func (s watchedLogStore) IsMonotonic() bool {
+	m, ok := s.LogStore.(raft.MonotonicLogStore)
+	return ok && m.IsMonotonic()
+}
+
 // StoreLogs implements raft.LogStore.
 func (s watchedLogStore) StoreLogs(logs []*raft.Log) error {
 	err := s.LogStore.StoreLogs(logs)

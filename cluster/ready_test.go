@@ -120,7 +120,7 @@ func fill(t *testing.T, path string) int64 {
 // A follower whose data dir fills up turns not-ready (it can take no writes
 // and falls behind), and ready again, caught up, once space returns.
 func TestNotReadyWhileDataDirIsFull(t *testing.T) {
-	tmpfs := mountTmpfs(t, 16<<20)
+	tmpfs := mountTmpfs(t, 40<<20) // raft-wal preallocates a 16 MiB segment
 	nodes := newTestCluster(t, 3, func(c *Config) {
 		if c.NodeID == "n3" {
 			c.DataDir = filepath.Join(tmpfs, "n3")

@@ -26,6 +26,7 @@ const (
 	rpcPropose   byte = 'P' // payload cmd -> index:u64 result
 	rpcReadIndex byte = 'I' // -> index:u64
 	rpcQuery     byte = 'Q' // payload query -> answer
+	rpcQueryAt   byte = 'A' // payload index:u64 query -> answer once the leader applied index
 	rpcRemove    byte = 'X' // payload server id -> ""
 	rpcTransfer  byte = 'T' // payload server id or "" -> ""
 	rpcStatus    byte = 'S' // -> lastIndex:u64 lastContactMs:i64 (-1 = never)

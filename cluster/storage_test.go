@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/distcache-replicated/distcache/cluster/atrest"
+	"github.com/hashicorp/raft-wal/metadb"
 )
 
 // dirContains reports the files under dir whose bytes contain needle.
@@ -40,10 +41,17 @@ func dirContains(t testing.TB, dir string, needle []byte) []string {
 
 // TestEncryptedClusterAtRest: a three-node cluster with data keys replicates,
 // installs a snapshot on a node that fell behind, and never writes a session
-// value in plaintext to any data dir.
+// value in plaintext to any data dir, with either log store.
 func TestEncryptedClusterAtRest(t *testing.T) {
+	for _, store := range []string{LogStoreWAL, LogStoreBolt} {
+		t.Run(store, func(t *testing.T) { testEncryptedClusterAtRest(t, store) })
+	}
+}
+
+func testEncryptedClusterAtRest(t *testing.T, store string) {
 	key := atrest.DataKey{ID: "k1", Key: randomKey(t)}
 	nodes := newTestCluster(t, 3, func(c *Config) {
+		c.LogStore = store
 		c.DataKeys = []atrest.DataKey{key}
 		c.SnapshotThreshold = 50
 		c.SnapshotInterval = 100 * time.Millisecond
@@ -163,6 +171,39 @@ func TestSealedSnapshotSaveRestore(t *testing.T) {
 	for _, n := range nodes {
 		if hits := dirContains(t, n.dir, []byte("backed-up-secret")); len(hits) > 0 {
 			t.Errorf("%s: plaintext in %v", n.id, hits)
+		}
+	}
+}
+
+// TestLogStoreChoice: a new data dir gets raft-wal, a data dir keeps the
+// store its Raft state is in, and asking for the other one is refused rather
+// than starting from an empty log.
+func TestLogStoreChoice(t *testing.T) {
+	empty, bolt, walDirOnly := t.TempDir(), t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(bolt, "raft.db"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(walDirOnly, walDir), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(walDirOnly, walDir, metadb.FileName), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		dir, asked, want string
+		fails            bool
+	}{
+		{empty, "", LogStoreWAL, false},
+		{empty, LogStoreBolt, LogStoreBolt, false},
+		{bolt, "", LogStoreBolt, false},
+		{bolt, LogStoreBolt, LogStoreBolt, false},
+		{bolt, LogStoreWAL, "", true},
+		{walDirOnly, "", LogStoreWAL, false},
+		{walDirOnly, LogStoreBolt, "", true},
+	} {
+		got, err := chooseLogStore(Config{DataDir: tc.dir, LogStore: tc.asked})
+		if (err != nil) != tc.fails || got != tc.want {
+			t.Errorf("dir %s, asked %q: %q, %v; want %q (fails %v)", filepath.Base(tc.dir), tc.asked, got, err, tc.want, tc.fails)
 		}
 	}
 }

@@ -12,13 +12,18 @@
 // TLS server speaks. Writes become fsm commands proposed through the cluster; the leader
 // packs concurrent commands into one log entry (fsm.EncodeBatch), stamping its clock
 // and the size caps into the entry so every replica applies the same thing. A write
-// is answered once it is applied on this node, so the client's next read here sees it.
+// is answered once the leader has committed and applied it, through a follower as
+// fast as through the leader; if this node's replica has not applied it yet, the key
+// and the entry's index are remembered (ownwrites.go), and a read of that key through
+// this node, in any read mode and on any front-end, is answered by a replica that has
+// applied it (the leader, one round trip; cluster.QueryAt): the client's next read
+// here sees its write, and only that rare read pays.
 //
 // Reads are local. The per-node read consistency decides what a miss or a stale hit
 // costs: local (nothing), leader-on-miss (a miss is re-asked of the leader; the
 // default, because a TLS session stored through any node should resume everywhere) or
 // linearizable (a quorum round trip before every read). stunnel's sessiond waits only
-// a few milliseconds, so its reads are always local.
+// a few milliseconds, so its reads are always local (but for a key of its own write).
 //
 // # Failure answers
 //

@@ -248,12 +248,14 @@ func (m memcacheCache) Add(ctx context.Context, key, value []byte, flags uint32,
 
 // sessiondCache is stunnel's sessiond Cache. stunnel waits only a few milliseconds
 // for a GET answer, so GETs are always pure local reads here, whatever the node's
-// read consistency; writes are replicated as usual.
+// read consistency, except that a GET of a key this node has just written and its
+// replica not yet applied is read on the leader (read-your-writes, as in every mode);
+// writes are replicated as usual.
 type sessiondCache struct{ frontCache }
 
-func (s sessiondCache) Get(_ context.Context, key []byte) ([]byte, bool, error) {
+func (s sessiondCache) Get(ctx context.Context, key []byte) ([]byte, bool, error) {
 	start := time.Now()
-	sess, ok := s.n.svc.GetLocal(key)
-	s.observe(cmdGet, readResult(ok, nil), start)
-	return sess.Value, ok, nil
+	sess, ok, err := s.n.svc.GetFresh(ctx, key)
+	s.observe(cmdGet, readResult(ok, err), start)
+	return sess.Value, ok, err
 }

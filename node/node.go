@@ -210,7 +210,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	// From here on every line says which node it is about (the dev cluster runs
 	// several in one process), as the cluster's own lines do.
 	n.log = n.log.With("node", cl.ID())
-	n.svc = &Service{store: n.store, cluster: cl, consistency: cfg.ReadConsistency, timeout: cfg.WriteTimeout}
+	n.svc = newService(n.store, cl, cfg.ReadConsistency, cfg.WriteTimeout)
 	n.registerMetrics()
 
 	if n.adminLn != nil {

@@ -50,10 +50,13 @@ var ErrWriteRejected = errors.New("write rejected by the store")
 // ErrTooLarge reports a session larger than the whole store may hold (-max-bytes).
 var ErrTooLarge = errors.New("session larger than the store's size limit")
 
-// proposer is what the service needs of the cluster: replicate a command and read
+// proposer is what the service needs of the cluster: replicate a command, know
+// whether the local replica has applied it (else read it where it is), and read
 // with the chosen freshness.
 type proposer interface {
-	Propose(ctx context.Context, cmd []byte) ([]byte, error)
+	ProposeCommitted(ctx context.Context, cmd []byte) ([]byte, uint64, error)
+	AppliedIndex() uint64
+	QueryAt(ctx context.Context, idx uint64, q []byte) ([]byte, error)
 	ReadBarrier(ctx context.Context) error
 	QueryLeader(ctx context.Context, q []byte) ([]byte, error)
 	// CaughtUp and WaitCaughtUp gate every read after a start: see
@@ -70,6 +73,14 @@ type Service struct {
 	cluster     proposer
 	consistency ReadConsistency
 	timeout     time.Duration
+	// own holds the writes acknowledged before the local replica applied
+	// them, which reads of their keys wait for (read-your-writes).
+	own *ownWrites
+}
+
+// newService builds the service over a store and the cluster that replicates it.
+func newService(store *fsm.Store, cl proposer, rc ReadConsistency, timeout time.Duration) *Service {
+	return &Service{store: store, cluster: cl, consistency: rc, timeout: timeout, own: newOwnWrites()}
 }
 
 // Session is one session as read through the service.
@@ -90,12 +101,18 @@ func (s *Service) withTimeout(ctx context.Context) (context.Context, context.Can
 	return context.WithTimeout(ctx, s.timeout)
 }
 
-func (s *Service) propose(ctx context.Context, cmd []byte) (fsm.Result, error) {
+// propose replicates a write of key. It returns once the leader has applied
+// it (the result is final); if this node's replica has not applied it yet,
+// the key is remembered so that a read of it through this node waits for it.
+func (s *Service) propose(ctx context.Context, key, cmd []byte) (fsm.Result, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	raw, err := s.cluster.Propose(ctx, cmd)
+	raw, idx, err := s.cluster.ProposeCommitted(ctx, cmd)
 	if err != nil {
 		return fsm.Result{}, err
+	}
+	if applied := s.cluster.AppliedIndex(); idx > applied {
+		s.own.record(key, idx, applied)
 	}
 	res, err := fsm.DecodeResult(raw)
 	if err != nil {
@@ -111,7 +128,7 @@ func (s *Service) propose(ctx context.Context, cmd []byte) (fsm.Result, error) {
 // one exists (distcache's 0x65, memcache's NOT_STORED), and, as the original server
 // did when out of memory, when the session alone exceeds the store's size limit.
 func (s *Service) Add(ctx context.Context, key, value []byte, flags uint32, ttl time.Duration) (bool, error) {
-	res, err := s.propose(ctx, fsm.AppendAdd(nil, key, value, flags, ttl))
+	res, err := s.propose(ctx, key, fsm.AppendAdd(nil, key, value, flags, ttl))
 	if err != nil {
 		return false, err
 	}
@@ -120,7 +137,7 @@ func (s *Service) Add(ctx context.Context, key, value []byte, flags uint32, ttl 
 
 // Set stores a session, replacing any previous one (memcache set, Redis SETEX).
 func (s *Service) Set(ctx context.Context, key, value []byte, flags uint32, ttl time.Duration) error {
-	res, err := s.propose(ctx, fsm.AppendSet(nil, key, value, flags, ttl))
+	res, err := s.propose(ctx, key, fsm.AppendSet(nil, key, value, flags, ttl))
 	if err == nil && res.Status == fsm.ResultNoSpace {
 		return ErrTooLarge
 	}
@@ -129,7 +146,7 @@ func (s *Service) Set(ctx context.Context, key, value []byte, flags uint32, ttl 
 
 // Remove deletes a session and reports whether a live one was there.
 func (s *Service) Remove(ctx context.Context, key []byte) (bool, error) {
-	res, err := s.propose(ctx, fsm.AppendRemove(nil, key))
+	res, err := s.propose(ctx, key, fsm.AppendRemove(nil, key))
 	if err != nil {
 		return false, err
 	}
@@ -139,7 +156,7 @@ func (s *Service) Remove(ctx context.Context, key []byte) (bool, error) {
 // Take returns a session and removes it in one replicated step, so of two nodes asked
 // for the same single-use ticket only one ever gets it (TLS 1.3 anti-replay).
 func (s *Service) Take(ctx context.Context, key []byte) (Session, bool, error) {
-	res, err := s.propose(ctx, fsm.AppendTake(nil, key))
+	res, err := s.propose(ctx, key, fsm.AppendTake(nil, key))
 	if err != nil {
 		return Session{}, false, err
 	}
@@ -158,6 +175,9 @@ func (s *Service) Get(ctx context.Context, key []byte) (Session, bool, error) {
 	if err := s.caughtUp(ctx); err != nil {
 		return Session{}, false, err
 	}
+	if idx, wait := s.own.pending(key, s.cluster.AppliedIndex()); wait {
+		return s.ownWriteGet(ctx, key, idx)
+	}
 	if s.consistency == ReadLinearizable {
 		if err := s.cluster.ReadBarrier(ctx); err != nil {
 			return Session{}, false, err
@@ -174,16 +194,57 @@ func (s *Service) Get(ctx context.Context, key []byte) (Session, bool, error) {
 
 // GetNow answers a read from local memory when the node's read consistency
 // allows it without waiting: a hit under local or leader-on-miss, a miss under
-// local. answered is false when Get must be called (linearizable reads, or a
-// miss that leader-on-miss re-asks the leader).
+// local. answered is false when Get must be called (linearizable reads, a
+// miss that leader-on-miss re-asks the leader, or a key this node wrote and
+// its replica has not applied yet).
 func (s *Service) GetNow(key []byte) (sess Session, ok, answered bool) {
 	if s.consistency == ReadLinearizable || !s.cluster.CaughtUp() {
 		return Session{}, false, false
+	}
+	if _, wait := s.own.pending(key, s.cluster.AppliedIndex()); wait {
+		return Session{}, false, false // Get waits for this node's own write
 	}
 	if sess, ok := s.getLocal(key); ok {
 		return sess, true, true
 	}
 	return Session{}, false, s.consistency != ReadLeaderOnMiss
+}
+
+// ownWriteGet reads key, which this node wrote at index idx and its replica
+// has not applied yet, from a replica that has (the leader, normally): read-
+// your-writes through one node, whatever the read consistency, for one round
+// trip instead of waiting until this replica learns of the commit.
+func (s *Service) ownWriteGet(ctx context.Context, key []byte, idx uint64) (Session, bool, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	raw, err := s.cluster.QueryAt(ctx, idx, key)
+	if err != nil {
+		return Session{}, false, err
+	}
+	return decodeSession(raw)
+}
+
+// decodeSession decodes a StateMachine.Query answer (replica.Query).
+func decodeSession(raw []byte) (Session, bool, error) {
+	res, err := fsm.DecodeResult(raw)
+	if err != nil {
+		return Session{}, false, fmt.Errorf("decode store result: %w", err)
+	}
+	if res.Status != fsm.ResultOK {
+		return Session{}, false, nil
+	}
+	return Session{Value: res.Value, Flags: res.Flags}, true, nil
+}
+
+// GetFresh reads from the local replica, except a key this node wrote that
+// the replica has not applied yet (see ownWriteGet): for front-ends whose
+// reads are always local (stunnel's sessiond).
+func (s *Service) GetFresh(ctx context.Context, key []byte) (Session, bool, error) {
+	if idx, wait := s.own.pending(key, s.cluster.AppliedIndex()); wait {
+		return s.ownWriteGet(ctx, key, idx)
+	}
+	sess, ok := s.GetLocal(key)
+	return sess, ok, nil
 }
 
 // GetLocal reads a session from the local replica only, whatever the node's read
@@ -229,14 +290,11 @@ func (s *Service) leaderGet(ctx context.Context, key []byte) (Session, bool, err
 	if err != nil {
 		return Session{}, false, fmt.Errorf("leader-on-miss read: %w", err)
 	}
-	res, err := fsm.DecodeResult(raw)
+	sess, ok, err := decodeSession(raw)
 	if err != nil {
-		return Session{}, false, fmt.Errorf("leader-on-miss read: decode the leader's answer: %w", err)
+		return Session{}, false, fmt.Errorf("leader-on-miss read: the leader's answer: %w", err)
 	}
-	if res.Status != fsm.ResultOK {
-		return Session{}, false, nil
-	}
-	return Session{Value: res.Value, Flags: res.Flags}, true, nil
+	return sess, ok, nil
 }
 
 // Have reports whether a live session exists, with the node's read consistency.

@@ -26,6 +26,13 @@ type sealedLogStore struct {
 	s *Sealer
 }
 
+// IsMonotonic implements raft.MonotonicLogStore as the wrapped store does, so
+// that raft clears a monotonic store's log before a snapshot install.
+func (e *sealedLogStore) IsMonotonic() bool {
+	m, ok := e.LogStore.(raft.MonotonicLogStore)
+	return ok && m.IsMonotonic()
+}
+
 // StoreLog implements raft.LogStore.
 func (e *sealedLogStore) StoreLog(l *raft.Log) error { return e.StoreLogs([]*raft.Log{l}) }
 

@@ -279,6 +279,8 @@ func (o *options) nodeConfig(logger *slog.Logger) (node.Config, error) {
 	cfg.Tune.HeartbeatTimeout = o.heartbeat
 	cfg.Tune.ElectionTimeout = o.election
 	cfg.Tune.LeaderLeaseTimeout = o.lease
+	cfg.Tune.CommitTimeout = o.commitTimeout
+	cfg.Tune.LogStore = o.logStore
 	cfg.Tune.SnapshotThreshold = o.snapshotThreshold
 	cfg.Tune.SnapshotInterval = o.snapshotInterval
 	cfg.Tune.TrailingLogs = o.trailingLogs

@@ -35,6 +35,8 @@ type options struct {
 
 	raftAdvertise                       string
 	heartbeat, election, lease          time.Duration
+	commitTimeout                       time.Duration
+	logStore                            string
 	snapshotThreshold, trailingLogs     uint64
 	snapshotInterval, deadServerTimeout time.Duration
 	readyMaxLag                         time.Duration
@@ -197,6 +199,11 @@ func (o *options) registry() []*setting {
 			usage: "Raft election timeout (`duration`; 0: 500ms, tuned for a LAN)"},
 		{name: "leader-lease-timeout", group: groupRaft, example: "250ms", value: durationValue{p: &o.lease},
 			usage: "Raft leader lease (`duration`; 0: half the heartbeat timeout)"},
+		{name: "commit-timeout", group: groupRaft, example: "50ms", value: durationValue{p: &o.commitTimeout},
+			usage: "how often the leader tells idle followers the commit index (`duration`; 0: 50ms): how long a follower's replica may trail once writes stop, never the latency of a write"},
+		{name: "log-store", group: groupRaft, example: "wal",
+			value: stringValue{p: &o.logStore, check: optional(oneOf("wal", "bolt"))},
+			usage: "Raft log `store`: wal (raft-wal, one fsync per batch) or bolt (raft-boltdb); default: what the data dir holds, wal for a new one"},
 		{name: "snapshot-threshold", group: groupRaft, example: "16384", value: uint64Value{&o.snapshotThreshold},
 			usage: "take a snapshot after this many new log entries (`N`; 0: 16384)"},
 		{name: "snapshot-interval", group: groupRaft, example: "30s", value: durationValue{p: &o.snapshotInterval},
