@@ -362,9 +362,9 @@ func runNode(ctx context.Context, o options, environ []string, logger *slog.Logg
 			return exitFail
 		}
 	}
-	if len(o.keyPairs) > 0 {
-		go reloadOnHUP(ctx, o.keyPairs, logger)
-	}
+	// Always: SIGHUP's default action ends the process, and the packaged
+	// unit's ExecReload (systemctl reload) sends it.
+	reloadOnHUP(ctx, o.keyPairs, logger)
 	if o.pidfile != "" {
 		if err := os.WriteFile(o.pidfile, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 			logger.Error("cannot write pidfile", "file", o.pidfile, "err", err)
@@ -411,26 +411,34 @@ func runNode(ctx context.Context, o options, environ []string, logger *slog.Logg
 }
 
 // reloadOnHUP re-reads the TLS certificates and keys on SIGHUP (renewal
-// without a restart); a file that fails to load keeps the previous one.
+// without a restart); a file that fails to load keeps the previous one. It
+// catches SIGHUP before it returns, and until ctx ends, even with no
+// certificates to reload: a reload must never stop the node.
 func reloadOnHUP(ctx context.Context, kps []*node.KeyPair, log *slog.Logger) {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, syscall.SIGHUP)
-	defer signal.Stop(ch)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-ch:
-		}
-		failed := 0
-		for _, kp := range kps {
-			if err := kp.Reload(); err != nil {
-				log.Error("certificate reload failed; keeping the previous one", "err", err)
-				failed++
+	go func() {
+		defer signal.Stop(ch)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-ch:
 			}
+			if len(kps) == 0 {
+				log.Info("SIGHUP: nothing to reload (no TLS certificates configured)")
+				continue
+			}
+			failed := 0
+			for _, kp := range kps {
+				if err := kp.Reload(); err != nil {
+					log.Error("certificate reload failed; keeping the previous one", "err", err)
+					failed++
+				}
+			}
+			log.Info("certificates reloaded on SIGHUP", "reloaded", len(kps)-failed, "failed", failed)
 		}
-		log.Info("certificates reloaded on SIGHUP", "reloaded", len(kps)-failed, "failed", failed)
-	}
+	}()
 }
 
 // warnInsecure logs, once at start, each protection a node reachable from
