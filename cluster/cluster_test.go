@@ -411,7 +411,7 @@ func TestConcurrentReadBarriersShareRounds(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				k := fmt.Sprintf("rb-%s-%d", reader.id, i)
-				if _, err := followers[1].c.Propose(context.Background(), addCmd(k, "v")); err != nil {
+				if err := proposeAcrossElections(followers[1].c, addCmd(k, "v")); err != nil {
 					errs <- fmt.Errorf("propose %s: %w", k, err)
 					return
 				}
@@ -434,6 +434,22 @@ func TestConcurrentReadBarriersShareRounds(t *testing.T) {
 		if rounds == 0 || rounds > n/4 {
 			t.Errorf("%s: %d reads took %d read-index rounds; want between 1 and %d", reader.id, n, rounds, n/4)
 		}
+	}
+}
+
+// proposeAcrossElections proposes cmd, again while the answer says leadership
+// moved (a loaded CI machine under -race can miss the 250 ms leader lease), for
+// up to 20 s: for tests of something else than elections. cmd must be
+// idempotent in effect (an ADD answered "exists" the second time is).
+func proposeAcrossElections(c *Cluster, cmd []byte) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err := c.Propose(context.Background(), cmd)
+		moved := errors.Is(err, ErrNotLeader) || errors.Is(err, ErrNoLeader) || errors.Is(err, ErrLeadershipLost)
+		if !moved || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond) // back-off between attempts, not synchronisation
 	}
 }
 
