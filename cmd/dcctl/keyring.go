@@ -24,7 +24,7 @@ ring in its data dir, so a restarted node still speaks the current key.
 Rotation: install the new key, use it (primary everywhere), then remove the old one.
 Re-run a step that reports failures once the missing nodes are back: every step is
 idempotent. The primary key cannot be removed. Needs the admin token.`,
-		example: "dcctl keyring list\ndcctl keyring install @/etc/dcnode/gossip-2.key\ndcctl keyring use @/etc/dcnode/gossip-2.key\ndcctl keyring remove @/etc/dcnode/gossip-1.key",
+		example: "dcctl keyring list\ndcctl keyring install @/etc/distcache/gossip-2.key\ndcctl keyring use @/etc/distcache/gossip-2.key\ndcctl keyring remove @/etc/distcache/gossip-1.key",
 		run:     runKeyring,
 	}
 }

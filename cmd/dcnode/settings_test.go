@@ -225,12 +225,12 @@ func TestConfigSyntax(t *testing.T) {
 admin-addr =   # off
 pidfile = "/run/dc #1/pid"  # quoted: keeps the # and the spaces
 sockgroup=www-data
-gossip-key = @/etc/dcnode/gossip#key
+gossip-key = @/etc/distcache/gossip#key
 `))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []configEntry{{3, "node-id", "n1"}, {4, "admin-addr", ""}, {5, "pidfile", "/run/dc #1/pid"}, {6, "sockgroup", "www-data"}, {7, "gossip-key", "@/etc/dcnode/gossip#key"}}
+	want := []configEntry{{3, "node-id", "n1"}, {4, "admin-addr", ""}, {5, "pidfile", "/run/dc #1/pid"}, {6, "sockgroup", "www-data"}, {7, "gossip-key", "@/etc/distcache/gossip#key"}}
 	if len(got) != len(want) {
 		t.Fatalf("got %v, want %v", got, want)
 	}
